@@ -1,0 +1,211 @@
+"""``substrate-lm info | init | generate``: create, describe and sample from models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import SubstrateError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="describe a model directory (config, parameter counts, substrate)")
+    p.add_argument("model", nargs="?", help="model directory (omit with --presets)")
+    p.add_argument("--presets", action="store_true", help="list the named presets with parameter counts")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("init", help="write an untrained model directory from a preset")
+    p.add_argument("--preset", required=True, help="preset name (see `substrate-lm info --presets`)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tokenizer", help="tokenizer directory or hub id; its vocabulary builds the substrate")
+    p.add_argument("--substrate", help="substrate spec overriding the preset's (e.g. 16-bit, uni-glyph, unfrozen)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the backbone init and of random substrates")
+    p.add_argument("--font", help="Unifont file for glyph substrates (default: the Debian unifont paths)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set n_layer=4"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("generate", help="generate text from a model directory, streaming tokens")
+    p.add_argument("model", help="model directory (ours or any HF causal LM)")
+    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for a batch)")
+    p.add_argument("--tokenizer", help="tokenizer directory when the model directory has none")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (default: sample, as the papers)")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["n_layer=4", "bias=true"]`` -> {"n_layer": 4, "bias": True} (JSON literals, else strings)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise SubstrateError(f"--set {item!r} is not KEY=VALUE; write e.g. --set n_layer=4")
+        key, value = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def load_model_dir(path: str, device: str = "cpu"):
+    """Load any HF causal LM directory with a one-line error for the usual mistakes."""
+    from transformers import AutoModelForCausalLM
+
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise SubstrateError(f"{path} is not a model directory (no config.json); pass a directory written by init/export")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(p), trust_remote_code=True)
+    except ValueError as exc:  # e.g. a substrate fingerprint mismatch
+        raise SubstrateError(str(exc).splitlines()[0]) from None
+    return model.to(device).eval()
+
+
+def load_tokenizer_for(model_dir: str, tokenizer: str | None = None):
+    from transformers import AutoTokenizer
+
+    src = tokenizer or model_dir
+    if tokenizer is None and not any((Path(model_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise SubstrateError(f"{model_dir} holds no tokenizer; pass --tokenizer DIR")
+    try:
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=True)
+    except (OSError, ValueError) as exc:
+        raise SubstrateError(f"cannot load tokenizer from {src}: {str(exc).splitlines()[0]}") from None
+
+
+def _count(model) -> dict:
+    from ..export import parameter_counts
+
+    return parameter_counts(model)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_info(args) -> int:
+    import torch
+
+    from ..modeling import SubstrateForCausalLM
+    from ..presets import describe_presets, get_preset
+
+    if args.presets:
+        rows = []
+        for row in describe_presets():
+            with torch.device("meta"):
+                counts = _count(SubstrateForCausalLM(get_preset(row["name"])))
+            rows.append({**row, **{f"params_{k}": v for k, v in counts.items()}})
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print(f"{'preset':<11} {'substrate':<10} {'n_embed':>7} {'d_model':>7} {'layers':>6} {'total':>9} {'trainable':>10}")
+            for r in rows:
+                print(
+                    f"{r['name']:<11} {r['substrate']:<10} {r['n_embed']:>7} {r['d_model']:>7} {r['n_layer']:>6} "
+                    f"{r['params_total'] / 1e6:>8.1f}M {r['params_trainable'] / 1e6:>9.1f}M"
+                )
+        return 0
+    if not args.model:
+        raise SubstrateError("give a model directory, or --presets")
+    model = load_model_dir(args.model)
+    c = model.config
+    info = {
+        "path": str(Path(args.model).resolve()),
+        "class": type(model).__name__,
+        "config": {k: getattr(c, k, None) for k in ("vocab_size", "n_embed", "d_model", "n_layer", "n_head", "scale")},
+        "block_size": getattr(c, "block_size", getattr(c, "max_position_embeddings", None)),
+        "parameters": _count(model),
+    }
+    if hasattr(model, "token_embeddings"):
+        from ..modeling import substrate_fingerprint
+
+        fp = substrate_fingerprint(model.token_embeddings.weight)
+        info["substrate"] = {
+            "kind": c.substrate_kind,
+            "frozen": c.substrate_frozen,
+            "fingerprint": c.substrate_fingerprint,
+            "fingerprint_matches": (fp == c.substrate_fingerprint) if c.substrate_fingerprint else None,
+            "meta": c.substrate_meta,
+        }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print(f"model      {info['path']} ({info['class']})")
+    print("config     " + ", ".join(f"{k}={v}" for k, v in info["config"].items()) + f", block_size={info['block_size']}")
+    n = info["parameters"]
+    print(f"parameters total {n['total']:,} | trainable {n['trainable']:,} | frozen {n['frozen']:,}")
+    if "substrate" in info:
+        s = info["substrate"]
+        match = {True: "matches the table", False: "DOES NOT match the table", None: "not recorded"}[s["fingerprint_matches"]]
+        print(f"substrate  {s['kind']} ({'frozen' if s['frozen'] else 'trainable'}), fingerprint {s['fingerprint']} ({match})")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from ..export import export_model, parameter_counts
+
+    tok = None
+    if args.tokenizer:
+        from ..tokenizer import load_tokenizer
+
+        tok = load_tokenizer(args.tokenizer)
+    from ..factory import build_model
+
+    model = build_model(args.preset, args.substrate, tok, args.seed, args.font, parse_overrides(args.set))
+    out = export_model(model, args.out, tokenizer=tok, overwrite=args.overwrite)
+    n = parameter_counts(model)
+    c = model.config
+    print(
+        f"wrote {out}: preset {args.preset}, substrate {c.substrate_kind} x{c.n_embed} "
+        f"({'frozen' if c.substrate_frozen else 'trainable'}), {n['total']:,} parameters "
+        f"({n['trainable']:,} trainable), fingerprint {c.substrate_fingerprint}"
+    )
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import torch
+    from transformers import TextStreamer
+
+    model = load_model_dir(args.model, args.device)
+    tok = load_tokenizer_for(args.model, args.tokenizer)
+    if len(tok) > model.config.vocab_size:
+        raise SubstrateError(
+            f"tokenizer has {len(tok)} tokens but the model only {model.config.vocab_size}; use the model's own tokenizer"
+        )
+    torch.manual_seed(args.seed)
+    gen = dict(max_new_tokens=args.max_new_tokens)
+    if args.greedy:
+        gen["do_sample"] = False
+    for name in ("temperature", "top_k", "top_p"):
+        if getattr(args, name) is not None:
+            gen[name] = getattr(args, name)
+            gen.setdefault("do_sample", True)
+    prompts = args.prompt
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    if len(prompts) == 1:
+        ids = torch.tensor([tok.encode(prompts[0], add_special_tokens=False)], device=args.device)
+        streamer = TextStreamer(tok, skip_prompt=False)
+        model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer, pad_token_id=tok.pad_token_id, **gen)
+        sys.stdout.flush()
+        return 0
+    batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(args.device)
+    out = model.generate(**batch, pad_token_id=tok.pad_token_id, **gen)
+    for i, row in enumerate(out):
+        text = tok.decode(row[batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
+        print(f"[{i}] {prompts[i]}{text}")
+    return 0

@@ -1,0 +1,444 @@
+"""The substrate-lm model: a GPT-like decoder on a frozen, non-semantic token-embedding table.
+
+Architecture of Bochkov's "Emergent Semantics" family (Model_1024_BIT and its siblings):
+
+    ids --token_embeddings (V x n_embed, frozen unless trainable)--> repeat_interleave(scale)
+        --> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))]      (pre-norm, RoPE, SDPA, GELU MLP)
+        --> ln_f --> lm_head (untied, d_model -> V)
+
+This file is exported next to the weights by ``save_pretrained`` and loaded with
+``trust_remote_code=True``: it imports only torch, transformers and its sibling configuration file.
+
+Shape legend: B batch, T query length, S key length (cache + T), V vocab, C = d_model,
+E = n_embed, nh heads, hs head size, N = B*T flattened rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .configuration_substrate import BINARY_SUBSTRATE_KINDS, SUBSTRATE_KINDS, SubstrateConfig
+
+
+def substrate_fingerprint(weight: torch.Tensor) -> str:
+    """``"sha256:<hex>"`` of a substrate table: float32, little-endian, C-contiguous bytes."""
+    t = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    h = hashlib.sha256()
+    # hash in row blocks so a 65,536 x 1024 table never needs a second full copy as bytes
+    rows = max(1, (64 << 20) // max(1, t.shape[-1] * 4))
+    flat = t.reshape(t.shape[0], -1) if t.dim() > 1 else t.reshape(1, -1)
+    for start in range(0, flat.shape[0], rows):
+        block = flat[start : start + rows].numpy()
+        if block.dtype.byteorder == ">":  # pragma: no cover - big-endian hosts
+            block = block.byteswap()
+        h.update(block.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# rotary position embeddings (full head dimension, GPT-NeoX "rotate_half" layout)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_size: int, theta: float, dtype: torch.dtype):
+    """cos/sin tables for positions ``position_ids`` [B, T] -> two tensors [B, 1, T, hs].
+
+    Computed on the fly (no buffers), so meta-device construction and loading need no special care.
+    """
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_size, 2, device=position_ids.device, dtype=torch.float32) / head_size)
+    )  # (hs/2,)
+    freqs = position_ids.to(torch.float32)[..., None] * inv_freq  # (B, T, hs/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, hs)
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + _rotate_half(x) * sin
+
+
+# ----------------------------------------------------------------------------------------------
+# blocks
+
+
+class SubstrateAttention(nn.Module):
+    """Causal multi-head self-attention with RoPE, PyTorch SDPA and an optional KV cache."""
+
+    def __init__(self, config: SubstrateConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.head_size = config.d_model // config.n_head
+        self.dropout = float(config.dropout)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+
+    def forward(self, x, cos, sin, mask=None, cache: Cache | None = None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_size).unbind(dim=2)  # 3 x (B, T, nh, hs)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hs)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)  # (B, nh, S, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if mask is None:
+            # no padding and either no past (plain causal) or a single new token (sees everything)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T > 1)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        return self.proj(y)
+
+
+class SubstrateMLP(nn.Module):
+    def __init__(self, config: SubstrateConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, config.mlp_ratio * config.d_model, bias=config.bias)
+        self.proj = nn.Linear(config.mlp_ratio * config.d_model, config.d_model, bias=config.bias)
+
+    def forward(self, x):
+        return self.proj(F.gelu(self.fc(x)))  # exact (erf) GELU
+
+
+class SubstrateBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: SubstrateConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.attn = SubstrateAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.mlp = SubstrateMLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, mask=None, cache=None):
+        x = x + self.drop(self.attn(self.ln_1(x), cos, sin, mask, cache))
+        x = x + self.drop(self.mlp(self.ln_2(x)))
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# memory-saving loss: the output projection and cross-entropy fused and computed in row chunks
+
+
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """mean CE of ``h @ W.T`` against ``targets`` without materialising the [N, V] logits.
+
+    The forward pass walks ``chunk`` rows at a time, computes the loss and, when gradients are
+    needed, the gradients of ``h`` and ``W`` for that chunk (softmax - onehot), so peak extra memory
+    is one [chunk, V] fp32 block instead of the full [N, V] logits plus their gradient. Under
+    autocast the two matmuls run in the autocast dtype; log-sum-exp and the loss stay in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, chunk: int, ignore_index: int):
+        dev = h.device.type
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        with torch.autocast(dev, enabled=False):
+            N = h.shape[0]
+            valid = targets != ignore_index  # (N,)
+            n_valid = valid.sum().clamp(min=1).to(torch.float32)
+            w_c = weight.to(cdt)  # (V, C)
+            grad_h = torch.empty_like(h) if need_h else None
+            grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+            loss = torch.zeros((), dtype=torch.float32, device=h.device)
+            for s in range(0, N, chunk):
+                hc = h[s : s + chunk].to(cdt)  # (c, C)
+                vc = valid[s : s + chunk]
+                tc = torch.where(vc, targets[s : s + chunk], torch.zeros_like(targets[s : s + chunk]))
+                logits = (hc @ w_c.t()).float()  # (c, V)
+                lse = torch.logsumexp(logits, dim=-1)  # (c,)
+                picked = logits.gather(1, tc[:, None])[:, 0]  # (c,)
+                loss += ((lse - picked) * vc).sum()
+                if need_h or need_w:
+                    probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                    probs[torch.arange(probs.shape[0], device=probs.device), tc] -= 1.0
+                    g = probs.mul_(vc[:, None].to(probs.dtype)).to(cdt)  # (c, V) d(sum loss)/d(logits)
+                    if need_h:
+                        grad_h[s : s + chunk] = (g @ w_c).to(h.dtype)
+                    if need_w:
+                        grad_w += (g.t() @ hc).float()
+            if need_h:
+                grad_h.div_(n_valid.to(h.dtype))
+            if need_w:
+                grad_w = grad_w.div_(n_valid).to(weight.dtype)
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss / n_valid
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        gw = grad_w * grad_out.to(grad_w.dtype) if grad_w is not None else None
+        return gh, gw, None, None, None
+
+
+def chunked_cross_entropy(hidden, weight, targets, chunk=4096, ignore_index=-100):
+    """Mean next-token CE of ``hidden [N, C] @ weight.T [C, V]`` vs ``targets [N]`` in row chunks."""
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, int(chunk), int(ignore_index))
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+class SubstratePreTrainedModel(PreTrainedModel):
+    config_class = SubstrateConfig
+    config: SubstrateConfig
+    base_model_prefix = "substrate"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SubstrateBlock"]
+    _supports_sdpa = True
+    _can_compile_fullgraph = False
+    _supports_attention_backend = False
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            # a trainable baseline table starts as N(0, std); frozen kinds are overwritten by
+            # set_substrate (until then the table is a random float stand-in)
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        if isinstance(module, SubstrateBlock):
+            # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer)
+            for proj in (module.attn.proj, module.mlp.proj):
+                nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+
+class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
+    """GPT-like causal LM whose input table ``token_embeddings`` is a (frozen) substrate."""
+
+    def __init__(self, config: SubstrateConfig):
+        super().__init__(config)
+        self.token_embeddings = nn.Embedding(config.vocab_size, config.n_embed)
+        self.blocks = nn.ModuleList(SubstrateBlock(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+        self.token_embeddings.weight.requires_grad_(not config.substrate_frozen)
+        # The published evaluation calls generate(ids, n) repeatedly and reports a spread over runs:
+        # generation samples unless the caller passes do_sample=False (saved in generation_config.json).
+        if self.generation_config is not None:
+            self.generation_config.do_sample = True
+            self.generation_config.temperature = 1.0
+            self.generation_config.top_k = 0
+            self.generation_config.top_p = 1.0
+
+    def generate(self, inputs=None, generation_config=None, *args, **kwargs):
+        """HF ``generate``; also accepts the published call form ``generate(input_ids, n)``.
+
+        A plain int in the second position is taken as ``max_new_tokens`` (nanoGPT-style), as the
+        papers' evaluation code calls it; everything else is passed to ``GenerationMixin.generate``.
+        """
+        if isinstance(generation_config, int) and not isinstance(generation_config, bool):
+            if "max_new_tokens" in kwargs:
+                raise TypeError("generate(ids, n) got max_new_tokens twice")
+            kwargs["max_new_tokens"] = generation_config
+            generation_config = None
+        return super().generate(inputs, generation_config, *args, **kwargs)
+
+    # -- HF plumbing -----------------------------------------------------------------------------
+    def get_input_embeddings(self):
+        return self.token_embeddings
+
+    def set_input_embeddings(self, value):
+        self.token_embeddings = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    # -- substrate -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def set_substrate(self, table: torch.Tensor, kind: str | None = None, frozen: bool | None = None, meta=None):
+        """Install a [vocab_size, n_embed] table; record its kind and fingerprint in the config."""
+        table = torch.as_tensor(table)
+        expected = (self.config.vocab_size, self.config.n_embed)
+        if tuple(table.shape) != expected:
+            raise ValueError(
+                f"substrate table has shape {tuple(table.shape)} but the model expects {expected} "
+                f"(vocab_size, n_embed); build the substrate for this vocabulary and width"
+            )
+        kind = kind or self.config.substrate_kind
+        frozen = (kind != "trainable") if frozen is None else bool(frozen)
+        if kind not in SUBSTRATE_KINDS:
+            raise ValueError(f"unknown substrate kind {kind!r}; choose one of {', '.join(SUBSTRATE_KINDS)}")
+        self.token_embeddings.weight.copy_(table.to(self.token_embeddings.weight.dtype))
+        self.token_embeddings.weight.requires_grad_(not frozen)
+        self.config.substrate_kind = kind
+        self.config.substrate_frozen = frozen
+        self.config.substrate_fingerprint = substrate_fingerprint(self.token_embeddings.weight)
+        if meta is not None:
+            self.config.substrate_meta = dict(meta)
+        return self.config.substrate_fingerprint
+
+    def verify_substrate(self) -> None:
+        """Raise ValueError when the table does not match the fingerprint recorded in the config."""
+        recorded = self.config.substrate_fingerprint
+        if not recorded or not self.config.substrate_frozen:
+            return  # nothing recorded, or a trainable table that is meant to drift
+        actual = substrate_fingerprint(self.token_embeddings.weight)
+        if actual != recorded:
+            raise ValueError(
+                f"token_embeddings do not match the substrate fingerprint in config.json "
+                f"(recorded {recorded[:23]}..., found {actual[:23]}...); the weights or the config were "
+                f"altered: rebuild the substrate or re-export the model"
+            )
+        if self.config.substrate_kind in BINARY_SUBSTRATE_KINDS:
+            w = self.token_embeddings.weight
+            if not bool(((w == 0) | (w == 1)).all()):
+                raise ValueError(f"substrate kind {self.config.substrate_kind!r} must hold only 0/1 values")
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        # loading replaces parameters, which resets requires_grad: freeze the substrate again
+        model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
+        model.verify_substrate()
+        return loaded
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _attention_mask(self, attention_mask, B, T, past, device):
+        """Boolean SDPA mask (B, 1, T, S) or None when plain causal attention suffices."""
+        S = past + T
+        if attention_mask is not None and attention_mask.dim() == 4:
+            return attention_mask  # a prepared 4-D mask is used as given
+        pad = attention_mask is not None and not bool(attention_mask[:, :S].all())
+        if not pad and (past == 0 or T == 1):
+            return None
+        q_pos = torch.arange(past, S, device=device)[:, None]  # (T, 1)
+        k_pos = torch.arange(S, device=device)[None, :]  # (1, S)
+        mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, S)
+        if pad:
+            mask = mask & attention_mask[:, None, None, :S].bool()  # (B, 1, T, S)
+        # a left-pad query sees no key at all; let it see everything to keep SDPA finite
+        return mask | ~mask.any(dim=-1, keepdim=True)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        targets: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_hidden_states: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        return_logits: bool = True,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Run the model.
+
+        Args:
+            input_ids: (B, T) token ids.
+            attention_mask: (B, S) with 1 for real tokens and 0 for (left) padding; S = past + T.
+            position_ids: (B, T) RoPE positions; default ``past .. past+T-1``. ``generate`` derives
+                them from the attention mask, so left padding does not shift positions.
+            cache: a transformers ``Cache`` (``past_key_values`` is accepted too).
+            labels: HF convention, shifted inside: position t is scored against ``labels[t+1]``.
+            targets: nanoGPT convention, already aligned: position t is scored against ``targets[t]``.
+            logits_to_keep: keep only the last k positions' logits (0 keeps all), or given indices.
+            return_logits: False computes the loss with the chunked, memory-saving path and returns
+                ``logits=None``.
+        """
+        if cache is None and "past_key_values" in kwargs:
+            cache = kwargs.pop("past_key_values")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+
+        if inputs_embeds is None:
+            x = self.token_embeddings(input_ids)  # (B, T, E)
+            if self.config.scale > 1:
+                x = x.repeat_interleave(self.config.scale, dim=-1)  # (B, T, C), non-trainable widening
+        else:
+            x = inputs_embeds  # (B, T, C)
+        B, T, _ = x.shape
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past = cache.get_seq_length() if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of {past + T} tokens exceeds the context length block_size={self.config.block_size}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=x.device)[None].expand(B, T)
+        cos, sin = rope_cos_sin(position_ids, self.config.head_size, self.config.rope_theta, x.dtype)
+        mask = self._attention_mask(attention_mask, B, T, past, x.device)
+
+        hidden_states = [x] if output_hidden_states else None
+        for block in self.blocks:
+            x = block(x, cos, sin, mask=mask, cache=cache)
+            if output_hidden_states:
+                hidden_states.append(x)
+        x = self.ln_f(x)  # (B, T, C)
+        if output_hidden_states:
+            hidden_states[-1] = x  # HF convention: the last entry is after the final norm
+
+        if targets is not None:  # aligned already: position t is scored against targets[t]
+            scored_h, aligned = x, targets
+        elif labels is not None:  # HF: drop the last position, score against labels[t+1]
+            scored_h, aligned = x[:, :-1], labels[:, 1:]
+        else:
+            scored_h = aligned = None
+
+        loss = logits = None
+        if aligned is not None and not return_logits:
+            loss = chunked_cross_entropy(
+                scored_h.reshape(-1, scored_h.shape[-1]),
+                self.lm_head.weight,
+                aligned.reshape(-1),
+                chunk=self.config.loss_chunk_size,
+            )
+        else:
+            if aligned is not None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+                raise ValueError("a loss needs the logits of every position: leave logits_to_keep at 0")
+            if isinstance(logits_to_keep, int):
+                h = x[:, -logits_to_keep:] if logits_to_keep > 0 else x
+            else:
+                h = x[:, logits_to_keep]
+            logits = self.lm_head(h)  # (B, T', V)
+            if aligned is not None:
+                scored = logits if targets is not None else logits[:, :-1]
+                loss = F.cross_entropy(
+                    scored.float().reshape(-1, scored.shape[-1]), aligned.reshape(-1), ignore_index=-100
+                )
+
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=cache if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+
+
+__all__ = ["SubstrateForCausalLM", "SubstratePreTrainedModel", "substrate_fingerprint", "chunked_cross_entropy"]

@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny model configs and the shared-data locator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SUBSTRATE_LM_SHARED", REPO.parent / "shared"))
+
+# deterministic, single-threaded-enough runs on the 2-core CI machine
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared, or skip the test with the reason when it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data {p} is absent (it ships only beside the repository, not with the package)")
+    return p

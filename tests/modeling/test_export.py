@@ -1,0 +1,111 @@
+"""Export: a fresh offline process reloads the directory with identical logits; tampering is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from substrate_lm.export import export_model
+from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
+
+V = 260
+
+
+def token_id_model(seed=0):
+    torch.manual_seed(seed)
+    cfg = SubstrateConfig(vocab_size=V, n_embed=16, d_model=64, n_layer=2, n_head=4, block_size=64, substrate_kind="token-id")
+    model = SubstrateForCausalLM(cfg).eval()
+    bits = torch.tensor([[(i >> (15 - b)) & 1 for b in range(16)] for i in range(V)], dtype=torch.float32)
+    model.set_substrate(bits, kind="token-id", meta={"bit_order": "msb-first"})
+    return model
+
+
+RELOAD = r"""
+import sys, torch
+from transformers import AutoModelForCausalLM
+path, x_path, out_path = sys.argv[1:4]
+m = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+assert type(m).__name__ == "SubstrateForCausalLM"
+assert m.token_embeddings.weight.requires_grad is False
+x = torch.load(x_path)
+with torch.no_grad():
+    logits = m(x).logits
+g = m.generate(x, 4)  # published positional form; samples by default
+assert g.shape == (x.shape[0], x.shape[1] + 4)
+torch.save(logits, out_path)
+"""
+
+
+def test_export_then_reload_in_fresh_offline_process(tmp_path):
+    model = token_id_model()
+    out = export_model(model, tmp_path / "m")
+    names = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "generation_config.json", "configuration_substrate.py",
+            "modeling_substrate.py", "README.md"} <= names
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["auto_map"]["AutoModelForCausalLM"] == "modeling_substrate.SubstrateForCausalLM"
+    assert cfg["substrate_fingerprint"] == model.config.substrate_fingerprint
+    assert json.loads((out / "generation_config.json").read_text())["do_sample"] is True
+    # the exported code must not depend on the substrate_lm package
+    for f in ("configuration_substrate.py", "modeling_substrate.py"):
+        src = (out / f).read_text()
+        assert not re.search(r"^\s*(from|import)\s+substrate_lm", src, re.M), f
+        imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", src, re.M)
+        assert {i.split(".")[0] for i in imports} <= {"__future__", "hashlib", "math", "torch", "transformers", ""}, imports
+    card = (out / "README.md").read_text()
+    assert "fingerprint" in card and "trust_remote_code=True" in card and "token-id" in card
+
+    x = torch.randint(0, V, (2, 11))
+    torch.save(x, tmp_path / "x.pt")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="")
+    # run outside the repo so only the exported files can provide the model code
+    subprocess.run([sys.executable, "-c", RELOAD, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                   check=True, env=env, cwd=tmp_path)
+    with torch.no_grad():
+        expect = model(x).logits
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expect)
+
+
+def test_reload_bit_for_bit_in_process(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = token_id_model(1)
+    export_model(model, tmp_path / "m")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "m", trust_remote_code=True)
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+
+
+def test_tampered_table_is_refused(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = export_model(token_id_model(), tmp_path / "m")
+    tensors = load_file(out / "model.safetensors")
+    tensors["token_embeddings.weight"][65, 3] = 1.0 - tensors["token_embeddings.weight"][65, 3]
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="fingerprint"):
+        AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+
+
+def test_export_refuses_mismatched_tokenizer_and_keeps_existing_dir(tmp_path):
+    from substrate_lm.errors import SubstrateError
+
+    class FakeTok:
+        def __len__(self):
+            return V + 5
+
+    model = token_id_model()
+    out = export_model(model, tmp_path / "m")
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(SubstrateError, match="vocab_size"):
+        export_model(model, out, tokenizer=FakeTok())
+    with pytest.raises(SubstrateError, match="not empty"):
+        export_model(model, out, overwrite=False)
+    assert (out / "model.safetensors").read_bytes() == before
