@@ -1,0 +1,115 @@
+"""``substrate-lm analyze``: layer-wise emergent-semantics analysis of a model folder.
+
+Examples::
+
+    substrate-lm analyze --model runs/bits --world data/world --out out/analysis-bits
+    substrate-lm analyze --model runs/bits --compare runs/trainable --world data/world --out out/cmp
+    substrate-lm analyze --model gpt2-folder --out out/gpt2      # no --world: the seven word groups
+
+Writes ``metrics.json``, PNG plots and a self-contained ``report.html`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    """Add the ``analyze`` subcommand."""
+    p = subparsers.add_parser(
+        "analyze",
+        help="layer-wise probes, neighbours, CKA and maps of a model's representations",
+        description=(
+            "Probe where meaning appears inside a causal LM: pooled representations of entities (from a "
+            "semantic world, --world) or of the papers' seven word groups (default) at every layer, with "
+            "the substrate's own rows as the first layer; linear-probe accuracy (cross-validated with whole "
+            "entities held out, plus a control task), nearest-neighbour purity, CKA between layers and "
+            "against --compare, PCA/t-SNE maps. Writes metrics.json, PNG plots and report.html to --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="model folder (any HF causal LM, ours included)")
+    p.add_argument("--compare", metavar="DIR", help="second model folder read on the same items (e.g. trainable baseline)")
+    p.add_argument("--world", metavar="DIR", help="semantic world folder (world.json); default: the seven word groups")
+    p.add_argument("--items", metavar="FILE", help="JSON-lines probe items {text,start,end,label,entity} instead")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--layers", default="all", help="hidden-state indices, e.g. 0,4,-1 (the substrate is always included)")
+    p.add_argument("--lang", default="en", help="language of the world's probe sentences")
+    p.add_argument("--max-items", type=int, default=1200, help="cap on probe items (whole entities kept); 0 = all")
+    p.add_argument("--per-entity", type=int, default=4, help="sentences per entity drawn from the world")
+    p.add_argument(
+        "--probe-style",
+        default="neutral",
+        choices=["neutral", "train", "mixed"],
+        help="world sentences: neutral carriers (no category cue before the name), training templates, or both",
+    )
+    p.add_argument("--k", type=int, default=5, help="neighbours for nearest-neighbour purity")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (grouped by entity)")
+    p.add_argument("--no-control", action="store_true", help="skip the control task")
+    p.add_argument("--maps", default="pca,tsne", help="2-D maps to draw: pca, tsne, both, or 'none'")
+    p.add_argument("--debiased-cka", action="store_true", help="use the debiased (unbiased HSIC) linear CKA")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling, folds, control labels and maps")
+    p.add_argument("--quiet", action="store_true", help="print only the report path")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Run the analysis and print a per-layer summary; returns the exit code."""
+    import sys
+    from pathlib import Path
+
+    from ..analysis import analyze, load_items_jsonl
+
+    maps = () if args.maps.strip().lower() in ("", "none") else tuple(m.strip() for m in args.maps.split(",") if m.strip())
+    items = load_items_jsonl(args.items) if args.items else None
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(f"[analyze] {msg}", file=sys.stderr, flush=True)
+
+    m = analyze(
+        args.model,
+        world_dir=args.world,
+        compare=args.compare,
+        out_dir=args.out,
+        layers=args.layers,
+        lang=args.lang,
+        max_items=args.max_items or None,
+        seed=args.seed,
+        items=items,
+        per_entity=args.per_entity,
+        probe_style=args.probe_style,
+        k=args.k,
+        n_splits=args.folds,
+        control=not args.no_control,
+        maps=maps,
+        batch_size=args.batch_size,
+        device=args.device,
+        cka_debiased=args.debiased_cka,
+        num_threads=args.threads,
+        progress=log,
+    )
+    if not args.quiet:
+        _print_summary(m)
+        if m.get("compare"):
+            _print_summary(m["compare"])
+    print(Path(args.out) / m["report"])
+    return 0
+
+
+def _print_summary(m: dict) -> None:
+    probe, pur = m["probe"], m["purity"]
+    print(
+        f"{m['model']['name']}: {probe['n']} items, {probe['n_classes']} classes, "
+        f"chance {probe['chance_majority']:.3f} (probe), {pur['chance']:.3f} (purity@{pur['k']})"
+    )
+    print(f"{'layer':>10} {'probe':>7} {'control':>8} {'purity':>7} {'CKA-sub':>8}")
+    cka = m.get("cka_substrate") or [None] * len(m["layers"])
+    ctrl = probe.get("control_accuracy") or [None] * len(m["layers"])
+    for i, name in enumerate(m["layers"]):
+        c = "" if ctrl[i] is None else f"{ctrl[i]:.3f}"
+        k = "" if cka[i] is None else f"{cka[i]:.3f}"
+        print(f"{name:>10} {probe['accuracy'][i]:7.3f} {c:>8} {pur['purity'][i]:7.3f} {k:>8}")
