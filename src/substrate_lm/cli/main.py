@@ -17,6 +17,11 @@ from ..errors import SubstrateError
 # Subcommand modules, in the order they appear in --help.
 COMMAND_MODULES = [
     "model_cmds",  # info, init, generate
+    "tokenizer",  # tokenizer build|encode|decode|inspect
+    "substrate",  # substrate build|verify|show
+    "corpus",  # corpus world
+    "data",  # data prepare|stats
+    "analyze",  # analyze
 ]
 
 
