@@ -21,3 +21,9 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data {p} is absent (it ships only beside the repository, not with the package)")
     return p
+
+
+@pytest.fixture
+def shared_file():
+    """``shared_file("data", "bvv241", "ngrams-2-3.txt")``: a path under ../shared or a skip."""
+    return shared_path

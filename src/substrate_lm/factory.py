@@ -6,38 +6,82 @@ from __future__ import annotations
 from .errors import SubstrateError
 
 
-def build_model(preset: str, substrate: str | None = None, tokenizer=None, seed: int = 0, font=None, overrides=None):
+def build_model(
+    preset: str,
+    substrate: str | None = None,
+    tokenizer=None,
+    seed: int = 0,
+    font=None,
+    overrides=None,
+    substrate_file=None,
+):
     """A fresh model from a preset with its substrate installed (used by init, training and the demo).
 
-    Without a tokenizer the vocabulary is only a size, which suffices for every kind but glyph.
-    """
-    import torch
+    Args:
+        preset: a name of :data:`substrate_lm.presets.PRESETS`.
+        substrate: a substrate spec overriding the preset's (``"16-bit"``, ``"uni-glyph"``, ...).
+        tokenizer: sets the vocabulary size and special ids and provides the strings a glyph
+            substrate renders; without it the vocabulary is only a size (enough for all but glyph).
+        seed: seed of the backbone init (independent of the substrate) and of random substrates.
+        font: Unifont file for glyph substrates.
+        overrides: config fields to change (``{"n_layer": 4}``).
+        substrate_file: install a saved substrate (``substrate-lm substrate build --out FILE``)
+            instead of building one; its kind and width replace the preset's.
 
+    Raises:
+        SubstrateError: an unknown preset or spec, an inconsistent config, or a substrate that does
+            not fit the tokenizer's vocabulary.
+    """
     from .modeling import SubstrateForCausalLM
-    from .presets import get_preset
+    from .presets import PRESETS, get_preset
+    from .substrates import build_substrate, check_vocab, load_substrate
+    from .substrates.registry import paper_options
 
     overrides = dict(overrides or {})
-    if tokenizer is not None:
-        overrides.setdefault("vocab_size", len(tokenizer))
-        for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(tokenizer, attr, None) is not None:
-                overrides.setdefault(attr, getattr(tokenizer, attr))
-    try:
-        cfg = get_preset(preset, substrate=substrate, **overrides)
-    except (ValueError, TypeError) as exc:
-        raise SubstrateError(str(exc)) from None
-    torch.manual_seed(seed)
-    model = SubstrateForCausalLM(cfg)
-    from .substrates import build_substrate
-
+    vocab = None
     if tokenizer is not None:
         from .tokenizer import vocab_strings
 
         vocab = vocab_strings(tokenizer)
-    elif cfg.substrate_kind == "glyph":
-        raise SubstrateError("a glyph substrate renders the vocabulary's strings: pass --tokenizer DIR")
-    else:
-        vocab = cfg.vocab_size
-    sub = build_substrate(cfg.substrate_kind, vocab, cfg.n_embed, seed=seed, font=font)
+        overrides.setdefault("vocab_size", len(vocab))
+        for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(tokenizer, attr, None) is not None:
+                overrides.setdefault(attr, getattr(tokenizer, attr))
+    sub = None
+    if substrate_file is not None:
+        sub = load_substrate(substrate_file)
+        check_vocab(sub, vocab if vocab is not None else overrides.get("vocab_size", sub.vocab_size))
+        overrides.update(n_embed=sub.width, substrate_kind=sub.kind, substrate_frozen=sub.kind != "trainable")
+        overrides.setdefault("vocab_size", sub.vocab_size)
+    try:
+        cfg = get_preset(preset, substrate=substrate, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise SubstrateError(str(exc)) from None
+    model = SubstrateForCausalLM(cfg)
+    init_backbone(model, seed)
+    if sub is None:
+        if vocab is None and cfg.substrate_kind == "glyph":
+            raise SubstrateError("a glyph substrate renders the vocabulary's strings: pass --tokenizer DIR")
+        # the paper presets reproduce the published artefacts (e.g. 512 random bits tiled to 1024)
+        options = paper_options(cfg.substrate_kind, cfg.n_embed) if PRESETS[preset][0] == "paper" else {}
+        sub = build_substrate(
+            cfg.substrate_kind, vocab if vocab is not None else cfg.vocab_size, cfg.n_embed, seed=seed, font=font, **options
+        )
     model.set_substrate(sub.table, kind=sub.kind, frozen=cfg.substrate_kind != "trainable", meta=sub.meta)
     return model
+
+
+def init_backbone(model, seed: int) -> None:
+    """Initialise every weight but the substrate table from ``seed`` alone.
+
+    The table's width differs across an ablation (16 to 1024 columns); initialising the blocks
+    after it from one shared RNG stream would make the backbones differ too. Here the backbone of
+    two models with the same seed and shape is bit-identical whatever their substrates.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if module is not model.token_embeddings and module is not model:
+                model._init_weights(module)

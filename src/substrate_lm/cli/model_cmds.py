@@ -23,6 +23,7 @@ def register(sub) -> None:
     p.add_argument("--substrate", help="substrate spec overriding the preset's (e.g. 16-bit, uni-glyph, unfrozen)")
     p.add_argument("--seed", type=int, default=0, help="seed of the backbone init and of random substrates")
     p.add_argument("--font", help="Unifont file for glyph substrates (default: the Debian unifont paths)")
+    p.add_argument("--substrate-file", help="install a saved substrate (from `substrate build`) instead of building one")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set n_layer=4"
     )
@@ -163,7 +164,9 @@ def cmd_init(args) -> int:
         tok = load_tokenizer(args.tokenizer)
     from ..factory import build_model
 
-    model = build_model(args.preset, args.substrate, tok, args.seed, args.font, parse_overrides(args.set))
+    model = build_model(
+        args.preset, args.substrate, tok, args.seed, args.font, parse_overrides(args.set), args.substrate_file
+    )
     out = export_model(model, args.out, tokenizer=tok, overwrite=args.overwrite)
     n = parameter_counts(model)
     c = model.config

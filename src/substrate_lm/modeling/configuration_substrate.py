@@ -73,7 +73,7 @@ class SubstrateConfig(PreTrainedConfig):
     substrate_frozen: bool = True
     substrate_fingerprint: str | None = None
     substrate_meta: dict | None = None
-    loss_chunk_size: int = 4096
+    loss_chunk_size: int = 1024
     use_cache: bool = True
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None

@@ -85,6 +85,7 @@ class SubstrateAttention(nn.Module):
         self.dropout = float(config.dropout)
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.proj.is_residual_proj = True
 
     def forward(self, x, cos, sin, mask=None, cache: Cache | None = None):
         B, T, C = x.shape
@@ -108,6 +109,7 @@ class SubstrateMLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(config.d_model, config.mlp_ratio * config.d_model, bias=config.bias)
         self.proj = nn.Linear(config.mlp_ratio * config.d_model, config.d_model, bias=config.bias)
+        self.proj.is_residual_proj = True
 
     def forward(self, x):
         return self.proj(F.gelu(self.fc(x)))  # exact (erf) GELU
@@ -209,6 +211,9 @@ class SubstratePreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
+            if getattr(module, "is_residual_proj", False):
+                # GPT-2: projections into the residual stream scaled by 1/sqrt(2 * n_layer)
+                std = std / math.sqrt(2 * self.config.n_layer)
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -219,10 +224,6 @@ class SubstratePreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        if isinstance(module, SubstrateBlock):
-            # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer)
-            for proj in (module.attn.proj, module.mlp.proj):
-                nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
 
 
 class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):

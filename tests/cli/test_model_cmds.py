@@ -1,0 +1,114 @@
+"""`substrate-lm init | info | generate` end to end, and the model card's verification script."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from substrate_lm.cli.main import main
+from substrate_lm.tokenizer import build_from_stats
+
+STATS = [
+    {"lang": "en", "language_name": "English",
+     "top_ngrams": {2: [("th", 50), ("he", 40), ("in", 30)], 3: [("the", 20), ("ing", 10)]}},
+]
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    build_from_stats(STATS).save_pretrained(d)
+    return d
+
+
+def run_cli(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_init_info_generate(tmp_path, tok_dir, capsys):
+    out = tmp_path / "m"
+    assert run_cli("init", "--preset", "tiny", "--substrate", "16-bit", "--tokenizer", tok_dir, "--out", out) == 0
+    assert (out / "tokenizer.json").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["substrate_kind"] == "token-id" and cfg["n_embed"] == 16 and cfg["scale"] == 4
+    assert cfg["eos_token_id"] == 57346 and cfg["vocab_size"] == 65536
+    capsys.readouterr()
+    assert run_cli("info", out, "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["substrate"]["fingerprint_matches"] is True
+    assert info["parameters"]["frozen"] == 65536 * 16
+    assert run_cli("generate", out, "--prompt", "the", "--max-new-tokens", "5", "--greedy") == 0
+    text = capsys.readouterr().out
+    assert text.startswith("the")
+    assert run_cli("generate", out, "--prompt", "the", "--prompt", "hello world", "--max-new-tokens", "3") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[0] the") and lines[1].startswith("[1] hello world")
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert run_cli("info", tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "config.json" in err
+    assert run_cli("init", "--preset", "nope", "--out", tmp_path / "x") == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert run_cli("init", "--preset", "tiny", "--substrate", "glyph", "--out", tmp_path / "y") == 2
+    assert "--tokenizer" in capsys.readouterr().err
+    assert run_cli("init", "--preset", "tiny", "--set", "n_head=5", "--out", tmp_path / "z") == 2
+    assert "n_head=5 does not divide" in capsys.readouterr().err
+
+
+def _card_script(seed_card: str, path: str) -> str:
+    """The verification script of the seed model card, unchanged but for the repo id."""
+    start = seed_card.index("import torch\nfrom transformers import AutoTokenizer, AutoModelForCausalLM\nrepo_id")
+    end = seed_card.index('print("non-binary entries:", int(num_non_binary))') + len('print("non-binary entries:", int(num_non_binary))')
+    script = seed_card[start:end]
+    return script.replace('"Bochkov/emergent-semantics-model-1024-bit-335m"', repr(path))
+
+
+@pytest.mark.slow
+def test_model_card_verification_script_runs_unchanged(tmp_path, shared_file):
+    card = shared_file("seeds", "000_982919bd120be6b3.txt").read_text(encoding="utf-8")
+    ngrams = shared_file("data", "bvv241", "ngrams-2-3.txt")
+    tok = tmp_path / "tok"
+    assert run_cli("tokenizer", "build", "--ngrams", ngrams, "--out", tok) == 0
+    out = tmp_path / "m1024"
+    # the full 65,536 x 1024 table on a backbone small enough for CI
+    assert run_cli("init", "--preset", "1024-bit", "--tokenizer", tok, "--out", out,
+                   "--set", "n_layer=1", "--set", "d_model=1024", "--set", "n_head=32") == 0
+    script = _card_script(card, str(out))
+    # AutoTokenizer without trust_remote_code must work on our directory (the card calls it so)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    o = res.stdout
+    assert "vocab_size: 65536" in o
+    assert "'vocab_size': 65536, 'n_embed': 1024, 'd_model': 1024" in o and "'scale': 1}" in o
+    assert "token_embeddings.weight shape: (65536, 1024)" in o
+    assert "ids: [65]" in o and "tokens: ['A']" in o
+    assert "is strictly binary (0/1): True" in o
+    assert "is binary globally (0/1): True" in o
+    assert "non-binary entries: 0" in o
+    row = re.search(r"1024-dim embedding for token id 65 : (\[.*?\])", o).group(1)
+    bits = json.loads(row)
+    assert len(bits) == 1024 and bits[:512] == bits[512:]  # published rows: 512 random bits tiled twice
+
+
+def test_init_from_a_saved_substrate_and_vocab_mismatch(tmp_path, tok_dir, capsys):
+    sub = tmp_path / "tid.safetensors"
+    assert run_cli("substrate", "build", "--kind", "token-id", "--tokenizer", tok_dir, "--width", 16, "--out", sub) == 0
+    out = tmp_path / "m"
+    assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--substrate-file", sub, "--out", out) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["substrate_kind"] == "token-id" and cfg["n_embed"] == 16
+    small = tmp_path / "small.safetensors"
+    assert run_cli("substrate", "build", "--kind", "bits", "--vocab-size", 1000, "--width", 64, "--out", small) == 0
+    capsys.readouterr()
+    assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--substrate-file", small, "--out", tmp_path / "x") == 2
+    err = capsys.readouterr().err
+    assert "1,000 rows but the tokenizer has 65,536 ids" in err
