@@ -1,0 +1,201 @@
+"""``substrate-lm eval``: benchmarks (paper and log-likelihood protocols), perplexity, lm-eval.
+
+    substrate-lm eval --model DIR [--model DIR ...] --bench mmlu,arc-e,arc-c,csqa,squad,boolq,bleu,world
+                      [--data-dir DIR] [--protocol paper|loglik|both] [--n-runs 10] [--limit N]
+                      [--seed S] --out DIR
+    substrate-lm eval ppl --model DIR --text FILE [--window N] [--stride N]
+    substrate-lm eval harness --model DIR --bench arc-e,... [--data-dir DIR] --out DIR
+    substrate-lm eval tasks --data-dir DIR --out DIR      # lm-eval task YAMLs only
+
+Heavy imports happen inside the command functions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import SubstrateError
+
+LAYOUT = """local data layout (--data-dir DIR; .jsonl, .json or .parquet, hub schemas):
+  DIR/mmlu/test.jsonl (with a subject column) or DIR/mmlu/<subject>/test.jsonl
+  DIR/ai2_arc/ARC-Easy/validation.jsonl, DIR/ai2_arc/ARC-Challenge/validation.jsonl
+  DIR/commonsense_qa/validation.jsonl, DIR/squad_v2/validation.jsonl, DIR/boolq/validation.jsonl
+  DIR/opus-100/en-ru/validation.jsonl, DIR/opus-100/en-zh/validation.jsonl
+  DIR/questions/mc.jsonl, DIR/questions/short.jsonl   (a world from `substrate-lm corpus world`)
+without --data-dir the published hub datasets are loaded through `datasets`."""
+
+
+def _add_data_args(p) -> None:
+    p.add_argument("--data-dir", help="local benchmark files (offline); default: the hub datasets")
+    p.add_argument("--world", dest="world_dir", help="world folder for world-mc/world-short (default: --data-dir)")
+    p.add_argument("--limit", type=int, help="at most N items per benchmark (after the published sampling)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed and base of the generation seeds (default 0)")
+    p.add_argument("--sample-size", default="paper",
+                   help="'paper' (published sizes, default), 'all', or a number of items")
+    p.add_argument("--mc-mode", choices=("text", "letter"), default="text",
+                   help="log-likelihood options: option texts (lm-eval ARC convention, default) or letters")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate models: paper protocol, log-likelihood, perplexity, lm-eval",
+        description="Evaluate one or more models on the papers' benchmarks.", epilog=LAYOUT,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", action="append", help="model directory (repeat to compare models)")
+    p.add_argument("--bench", help="comma list: mmlu,arc-e,arc-c,csqa,squad,boolq,bleu-en-ru,bleu-ru-en,"
+                                   "bleu-en-zh,bleu-zh-en,world-mc,world-short; groups: paper, bleu, world, all")
+    p.add_argument("--protocol", choices=("paper", "loglik", "both"), default="paper")
+    p.add_argument("--n-runs", type=int, default=10, help="paper-protocol repetitions (default 10, as published)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", help="load dtype: float32, bfloat16, float16 (default: as saved)")
+    p.add_argument("--greedy", action="store_true",
+                   help="greedy generation (default: the model's generation config, which samples for ours)")
+    p.add_argument("--lm-eval", action="store_true", help="also run the log-likelihood tasks under lm_eval")
+    p.add_argument("--no-charts", action="store_true", help="skip the PNG bar charts")
+    p.add_argument("--out", help="output folder for results.json, results.md, paper_lines.txt, charts")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    esub = p.add_subparsers(dest="eval_command", metavar="{ppl,harness,tasks}")
+    q = esub.add_parser("ppl", help="perplexity and bits per character on held-out text")
+    q.add_argument("--model", required=True, action="append", help="model directory (repeat to compare)")
+    q.add_argument("--text", required=True, help="plain text file, or JSONL with a 'text' field")
+    q.add_argument("--window", type=int, help="tokens per window (default: context length, at most 1024)")
+    q.add_argument("--stride", type=int, help="new tokens per window (default: window / 2)")
+    q.add_argument("--max-chars", type=int, help="use only the first N characters")
+    q.add_argument("--batch-size", type=int, default=8)
+    q.add_argument("--device", default="auto")
+    q.add_argument("--dtype")
+    q.add_argument("--no-bos", action="store_true", help="do not prepend BOS (the first token is then not scored)")
+    q.add_argument("--out", help="write the numbers as JSON to this file")
+    q.set_defaults(func=cmd_ppl)
+
+    h = esub.add_parser("harness", help="run benchmarks under lm-evaluation-harness with our local task YAMLs")
+    h.add_argument("--model", required=True, help="model directory")
+    h.add_argument("--bench", required=True, help="comma list of benchmarks")
+    h.add_argument("--out", required=True, help="output folder (task YAMLs and lm_eval_results.json)")
+    h.add_argument("--generation", action="store_true", help="also run the paper-prompt generation tasks")
+    h.add_argument("--batch-size", type=int, default=8)
+    h.add_argument("--device", default="cpu")
+    _add_data_args(h)
+    h.set_defaults(func=cmd_harness)
+
+    t = esub.add_parser("tasks", help="write lm-eval task YAMLs (absolute data paths) for local benchmark files")
+    t.add_argument("--out", required=True, help="folder for the YAMLs (pass it to lm_eval --include_path)")
+    t.add_argument("--bench", help="comma list (default: every benchmark found under --data-dir)")
+    _add_data_args(t)
+    t.set_defaults(func=cmd_tasks)
+
+
+def _sample_size(value: str):
+    if value in ("paper", "all"):
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise SubstrateError(f"--sample-size must be 'paper', 'all' or a number; got {value!r}") from None
+    if n < 1:
+        raise SubstrateError("--sample-size must be at least 1")
+    return n
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_eval(args) -> int:
+    if not args.model or not args.bench or not args.out:
+        raise SubstrateError("eval needs --model DIR, --bench LIST and --out DIR (or a subcommand: ppl, harness, tasks)")
+    from ..evaluation import evaluate_models, write_report
+    from ..evaluation.datasets import BENCHES, parse_benches
+
+    benches = parse_benches(args.bench)
+    results = evaluate_models(
+        args.model, benches, protocol=args.protocol, data_dir=args.data_dir, n_runs=args.n_runs,
+        limit=args.limit, seed=args.seed, sample_size=_sample_size(args.sample_size),
+        batch_size=args.batch_size, device=args.device, greedy=args.greedy, mc_mode=args.mc_mode,
+        world_dir=args.world_dir, dtype=args.dtype, log=_log,
+    )
+    if args.lm_eval:
+        from pathlib import Path
+
+        from ..evaluation import run_lm_eval
+
+        mc = [b for b in benches if BENCHES[b].multiple_choice]
+        results["lm_eval"] = {}
+        for name, entry in results["models"].items():
+            results["lm_eval"][name] = run_lm_eval(
+                entry["path"], mc, args.data_dir, Path(args.out) / "lm_eval" / Path(name).name,
+                batch_size=args.batch_size, device="cpu" if args.device == "auto" else args.device,
+                limit=args.limit, seed=args.seed, sample_size=_sample_size(args.sample_size),
+                world_dir=args.world_dir, mc_mode=args.mc_mode,
+            )["tasks"]
+    paths = write_report(results, args.out, charts=not args.no_charts)
+    for name, entry in results["models"].items():
+        print(entry["lines"][0])  # Total parameters (per-subject lines are in paper_lines.txt)
+        for b, r in entry["results"].items():
+            if "paper" in r:
+                print(r["paper"]["line"])
+            ll = r.get("loglik")
+            if ll and ll.get("metric") == "accuracy":
+                print(f"{name} {ll['label']} loglik: acc {ll['acc']:.2f}% ± {ll['acc_ci95']:.2f}%, "
+                      f"acc_norm {ll['acc_norm']:.2f}% ± {ll['acc_norm_ci95']:.2f}%")
+            elif ll:
+                print(f"{name} {ll['label']} loglik: {ll['bpc']:.3f} bits/char of the gold answer")
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
+def cmd_ppl(args) -> int:
+    from ..evaluation import load_model, perplexity
+    from ..evaluation.perplexity import read_text
+    from ..evaluation.report import atomic_write_text
+
+    text = read_text(args.text, max_chars=args.max_chars)
+    rows = {}
+    for path in args.model:
+        model, tok = load_model(path, device=args.device, dtype=args.dtype)
+        r = perplexity(model, tok, text, window=args.window, stride=args.stride, batch_size=args.batch_size,
+                       add_bos=not args.no_bos)
+        r["model"], r["text"] = path, args.text
+        rows[path] = r
+        print(f"{path}: perplexity {r['perplexity']:.3f}  bits/token {r['bits_per_token']:.4f}  "
+              f"bpc {r['bpc']:.4f}  ({r['tokens_scored']} tokens, {r['characters']} chars, "
+              f"window {r['window']}, stride {r['stride']})")
+        del model
+    if args.out:
+        atomic_write_text(args.out, json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+def cmd_harness(args) -> int:
+    from ..evaluation import run_lm_eval
+
+    res = run_lm_eval(
+        args.model, args.bench, args.data_dir, args.out, generation=args.generation,
+        batch_size=args.batch_size, device=args.device, limit=args.limit, seed=args.seed,
+        sample_size=_sample_size(args.sample_size), world_dir=args.world_dir, mc_mode=args.mc_mode,
+    )
+    for task, metrics in res["tasks"].items():
+        vals = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"{task}: {vals}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from ..evaluation import write_lm_eval_tasks
+
+    if args.data_dir is None and args.world_dir is None and not args.bench:
+        raise SubstrateError("eval tasks needs --data-dir DIR (or --bench LIST to export hub datasets)")
+    tasks = write_lm_eval_tasks(
+        args.data_dir, args.out, args.bench, limit=args.limit, seed=args.seed,
+        sample_size=_sample_size(args.sample_size), world_dir=args.world_dir, mc_mode=args.mc_mode,
+    )
+    for b, names in tasks.items():
+        print(f"{b}: {', '.join(names)}")
+    print(f"run: lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True "
+          f"--include_path {args.out} --tasks {','.join(n for ns in tasks.values() for n in ns)}")
+    return 0

@@ -1,0 +1,209 @@
+"""lm-evaluation-harness integration: task YAMLs for local-file benchmarks, and running models under it.
+
+:func:`write_lm_eval_tasks` loads benchmarks through :mod:`.datasets` (hub or local files, the same
+sampling, seed and items as ``evaluate_models``), writes each as a normalised JSONL file and renders
+the shipped templates (``tasks/substrate_mc.yaml``, ``tasks/substrate_gen.yaml``) with the task name
+and the file's *absolute* path, so the YAMLs work from any working directory:
+
+* ``substrate_<bench>`` (multiple choice: MMLU, ARC, CSQA, BoolQ, world-mc): log-likelihood, metrics
+  ``acc``/``acc_norm``, the same contexts and options as our log-likelihood protocol;
+* ``substrate_<bench>_gen`` (multiple choice) and ``substrate_<bench>`` (SQuAD, BLEU, world-short):
+  the papers' prompts with greedy generation and the published scoring (metric ``score``: accuracy
+  as a fraction, BLEU raw).
+
+:func:`run_lm_eval` evaluates a model directory (or an in-memory model + tokenizer) with
+``lm_eval.simple_evaluate`` and ``HFLM(trust_remote_code=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from ..errors import SubstrateError
+from .datasets import BENCHES, BenchData, find_local_file, load_bench, parse_benches
+from .paper import max_new_tokens_for, score_item
+from .prompts import loglik_request, paper_prompt
+from .report import atomic_write_text
+
+_UTILS = '''"""lm-eval process_results hook for substrate-lm generation tasks (written by write_lm_eval_tasks)."""
+from substrate_lm.evaluation.harness import process_gen_results as process_results  # noqa: F401
+'''
+
+
+def task_name(bench: str, gen: bool = False) -> str:
+    """lm-eval task name of a benchmark: ``substrate_arc_e``, ``substrate_arc_e_gen``."""
+    name = "substrate_" + bench.replace("-", "_")
+    return name + "_gen" if gen and BENCHES[bench].multiple_choice else name
+
+
+def _template(name: str) -> str:
+    return resources.files("substrate_lm.evaluation").joinpath("tasks").joinpath(name).read_text(encoding="utf-8")
+
+
+def _render(template: str, task: str, data_file: Path, max_gen_toks: int = 0) -> str:
+    # json.dumps gives a double-quoted scalar that YAML reads back verbatim (paths with spaces, ':')
+    return (template.replace("@TASK@", task).replace("@DATA_FILE@", json.dumps(str(data_file)))
+            .replace("@MAX_GEN_TOKS@", str(int(max_gen_toks))))
+
+
+def _doc(item, bench: str, mc_mode: str) -> dict:
+    context, choices, gold = loglik_request(item, mc_mode=mc_mode)
+    spec = BENCHES[bench]
+    return {
+        "id": item.id, "bench": bench, "task": item.task, "prompt": paper_prompt(item),
+        "answer": item.answer, "answers": item.answers or [item.answer],
+        "context": context, "choices": choices, "gold": gold,
+        "max_new_tokens": max_new_tokens_for(spec, item), "meta": json.dumps(item.meta, ensure_ascii=False),
+    }
+
+
+def process_gen_results(doc: dict, results: list[str]) -> dict:
+    """Score one lm-eval generation with the published rule for the row's task."""
+    from .datasets import Item
+
+    item = Item(id=doc["id"], task=doc["task"], question="", answer=doc["answer"], answers=list(doc["answers"]))
+    return {"score": score_item(item, results[0])}
+
+
+def available_benches(data_dir: str | os.PathLike | None, world_dir: str | os.PathLike | None = None) -> list[str]:
+    """Benchmarks whose local files exist under ``data_dir`` (world ones under ``world_dir`` too)."""
+    out = []
+    for name, spec in BENCHES.items():
+        base = (world_dir or data_dir) if spec.hub_id is None else data_dir
+        if base is None:
+            continue
+        if find_local_file(base, spec.local) or (spec.task == "mmlu" and any((Path(base) / "mmlu").glob("*/test.*"))):
+            out.append(name)
+    return out
+
+
+def write_lm_eval_tasks(
+    data_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    benches: str | list[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    sample_size: int | str | None = "paper",
+    world_dir: str | os.PathLike | None = None,
+    mc_mode: str = "text",
+    bench_data: dict[str, BenchData] | None = None,
+) -> dict[str, list[str]]:
+    """Write lm-eval task YAMLs (absolute data paths) and their normalised data into ``out_dir``.
+
+    Args:
+        data_dir: local benchmark files (None: the hub).
+        out_dir: folder to pass to ``lm_eval --include_path``.
+        benches: which benchmarks (default: every one with local files in ``data_dir``/``world_dir``).
+        limit, seed, sample_size, world_dir: as for ``load_bench``.
+        mc_mode: options as texts (default) or letters in the log-likelihood tasks.
+        bench_data: pre-loaded benchmarks.
+
+    Returns:
+        ``{bench: [task names]}``.
+    """
+    if benches is None:
+        names = available_benches(data_dir, world_dir)
+        if not names:
+            raise SubstrateError(f"no benchmark files found under {data_dir}; see `substrate-lm eval --help` for the layout")
+    else:
+        names = parse_benches(benches)
+    out = Path(out_dir).resolve()
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "substrate_utils.py", _UTILS)
+    mc_t, gen_t = _template("substrate_mc.yaml"), _template("substrate_gen.yaml")
+    tasks: dict[str, list[str]] = {}
+    manifest = {}
+    for b in names:
+        d = (bench_data or {}).get(b) or load_bench(
+            b, data_dir=data_dir, sample_size=sample_size, seed=seed, limit=limit, world_dir=world_dir
+        )
+        data_file = out / "data" / f"{b}.jsonl"
+        atomic_write_text(data_file, "".join(json.dumps(_doc(it, b, mc_mode), ensure_ascii=False) + "\n" for it in d.items))
+        spec = BENCHES[b]
+        max_gen = max(max_new_tokens_for(spec, it) for it in d.items)
+        names_b = []
+        if spec.multiple_choice:
+            t = task_name(b)
+            atomic_write_text(out / f"{t}.yaml", _render(mc_t, t, data_file))
+            names_b.append(t)
+        t = task_name(b, gen=True)
+        atomic_write_text(out / f"{t}.yaml", _render(gen_t, t, data_file, max_gen))
+        names_b.append(t)
+        tasks[b] = names_b
+        manifest[b] = {"tasks": names_b, "data_file": str(data_file), **d.describe()}
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return tasks
+
+
+def run_lm_eval(
+    model,
+    benches: str | list[str],
+    data_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    tokenizer=None,
+    generation: bool = False,
+    batch_size: int = 8,
+    device: str = "cpu",
+    limit: int | None = None,
+    seed: int = 0,
+    sample_size: int | str | None = "paper",
+    world_dir: str | os.PathLike | None = None,
+    mc_mode: str = "text",
+    log_samples: bool = False,
+) -> dict:
+    """Run benchmarks under ``lm_eval`` with our task YAMLs.
+
+    Args:
+        model: model directory / hub id (loaded by ``HFLM(pretrained=..., trust_remote_code=True)``) or
+            an in-memory ``PreTrainedModel`` (then ``tokenizer`` is required).
+        benches: benchmark names.
+        data_dir: local benchmark files (None: hub).
+        out_dir: where the task YAMLs, data and ``lm_eval_results.json`` go.
+        generation: also run the ``*_gen`` (paper prompt, greedy generation) tasks of multiple-choice
+            benchmarks.
+        log_samples: keep lm-eval's per-sample records in the returned dict (``"samples"``).
+
+    Returns:
+        ``{"tasks": {task: {metric: value}}, "config": {...}, "samples": ... (optional)}``.
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from .models import check_vocab
+
+    out = Path(out_dir)
+    task_dir = out / "lm_eval_tasks"
+    names = parse_benches(benches)
+    written = write_lm_eval_tasks(data_dir, task_dir, names, limit=limit, seed=seed, sample_size=sample_size,
+                                  world_dir=world_dir, mc_mode=mc_mode)
+    tasks = []
+    for b in names:
+        ts = written[b]
+        tasks.extend(ts if (generation or not BENCHES[b].multiple_choice) else ts[:1])
+    if isinstance(model, (str, os.PathLike)):
+        lm = HFLM(pretrained=str(model), trust_remote_code=True, batch_size=batch_size, device=device)
+        check_vocab(lm.model, lm.tokenizer)
+    else:
+        if tokenizer is None:
+            raise SubstrateError("run_lm_eval with an in-memory model needs its tokenizer")
+        check_vocab(model, tokenizer)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, trust_remote_code=True, batch_size=batch_size, device=device)
+    res = simple_evaluate(
+        model=lm, tasks=tasks, task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+        log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+        fewshot_random_seed=seed, bootstrap_iters=0,
+    )
+    summary = {
+        "tasks": {t: {k.split(",")[0]: v for k, v in m.items() if k != "alias" and "stderr" not in k}
+                  for t, m in res["results"].items()},
+        "config": {"batch_size": batch_size, "device": device, "limit": limit, "seed": seed,
+                   "sample_size": sample_size, "mc_mode": mc_mode, "task_dir": str(task_dir.resolve())},
+    }
+    atomic_write_text(out / "lm_eval_results.json", json.dumps(summary, indent=1, default=str) + "\n")
+    if log_samples:
+        summary["samples"] = res.get("samples", {})
+    return summary
