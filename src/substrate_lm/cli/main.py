@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "substrate",  # substrate build|verify|show
     "corpus",  # corpus world
     "data",  # data prepare|stats
+    "eval",  # eval, eval ppl|harness|tasks
     "analyze",  # analyze
 ]
 
