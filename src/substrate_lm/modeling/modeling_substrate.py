@@ -141,8 +141,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
     The forward pass walks ``chunk`` rows at a time, computes the loss and, when gradients are
     needed, the gradients of ``h`` and ``W`` for that chunk (softmax - onehot), so peak extra memory
-    is one [chunk, V] fp32 block instead of the full [N, V] logits plus their gradient. Under
-    autocast the two matmuls run in the autocast dtype; log-sum-exp and the loss stay in fp32.
+    is one [chunk, V] block instead of the full [N, V] fp32 logits, their log-softmax and gradient.
+    One fused softmax pass per chunk replaces the separate log-softmax / NLL / backward passes.
+
+    Under autocast the matmuls and the softmax run in the autocast dtype (softmax accumulates in
+    fp32 internally); the softmax output is rounded to that dtype before it feeds the gradient
+    matmuls, exactly as autocast rounds the fp32 logits gradient. The loss is ``-log p_target``;
+    under bf16 it carries the ~2^-9 relative rounding of p, far below the rounding of the bf16
+    logits themselves. Target probabilities below fp32's smallest normal (loss > 87.3) are clamped.
     """
 
     @staticmethod
@@ -150,30 +156,34 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         dev = h.device.type
         cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        tiny = torch.finfo(torch.float32).tiny
         with torch.autocast(dev, enabled=False):
-            N = h.shape[0]
             valid = targets != ignore_index  # (N,)
+            all_valid = bool(valid.all())
             n_valid = valid.sum().clamp(min=1).to(torch.float32)
             w_c = weight.to(cdt)  # (V, C)
             grad_h = torch.empty_like(h) if need_h else None
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
-            for s in range(0, N, chunk):
+            for s in range(0, h.shape[0], chunk):
                 hc = h[s : s + chunk].to(cdt)  # (c, C)
                 vc = valid[s : s + chunk]
-                tc = torch.where(vc, targets[s : s + chunk], torch.zeros_like(targets[s : s + chunk]))
-                logits = (hc @ w_c.t()).float()  # (c, V)
-                lse = torch.logsumexp(logits, dim=-1)  # (c,)
-                picked = logits.gather(1, tc[:, None])[:, 0]  # (c,)
-                loss += ((lse - picked) * vc).sum()
+                tc = targets[s : s + chunk] if all_valid else torch.where(vc, targets[s : s + chunk], 0)
+                probs = torch.softmax(hc @ w_c.t(), dim=-1)  # (c, V) in cdt
+                rows = torch.arange(probs.shape[0], device=probs.device)
+                nll = -torch.log(probs[rows, tc].float().clamp_min(tiny))  # (c,)
+                loss += nll.sum() if all_valid else (nll * vc).sum()
                 if need_h or need_w:
-                    probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                    probs[torch.arange(probs.shape[0], device=probs.device), tc] -= 1.0
-                    g = probs.mul_(vc[:, None].to(probs.dtype)).to(cdt)  # (c, V) d(sum loss)/d(logits)
+                    probs[rows, tc] -= 1  # d(sum of nll)/d(logits) = softmax - onehot
+                    if not all_valid:
+                        probs.mul_(vc[:, None].to(probs.dtype))
                     if need_h:
-                        grad_h[s : s + chunk] = (g @ w_c).to(h.dtype)
+                        grad_h[s : s + chunk] = (probs @ w_c).to(h.dtype)
                     if need_w:
-                        grad_w += (g.t() @ hc).float()
+                        if cdt == torch.float32:
+                            grad_w.addmm_(probs.t(), hc)
+                        else:
+                            grad_w += (probs.t() @ hc).float()
             if need_h:
                 grad_h.div_(n_valid.to(h.dtype))
             if need_w:
