@@ -141,6 +141,42 @@ def _sync_special_tokens(model: SubstrateForCausalLM, tokenizer) -> None:
                 setattr(model.generation_config, attr, value)
 
 
+def write_model_dir(out_dir: str | os.PathLike, write, overwrite: bool = True) -> Path:
+    """Assemble a model directory next to ``out_dir`` with ``write(tmp_dir)``, then move it into place.
+
+    Every file is fsynced before the rename, so an interrupted export never leaves a half-written
+    model where a good one was.
+
+    Raises:
+        SubstrateError: ``out_dir`` exists and is not empty while ``overwrite`` is False.
+    """
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SubstrateError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a model directory is as readable as any other
+    try:
+        write(tmp)
+        for f in tmp.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 def export_model(
     model: SubstrateForCausalLM,
     out_dir: str | os.PathLike,
@@ -166,24 +202,11 @@ def export_model(
     model.verify_substrate()
     if tokenizer is not None:
         _sync_special_tokens(model, tokenizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(model, name or out.name, tokenizer, card_extra), encoding="utf-8")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+
+    return write_model_dir(out, write, overwrite)

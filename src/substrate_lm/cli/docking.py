@@ -1,0 +1,127 @@
+"""``substrate-lm compose | grow``: merge experts on a shared substrate, grow models layer by layer."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import SubstrateError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compose", help="merge experts that share a frozen substrate by averaging their logits")
+    p.add_argument("--expert", action="append", required=True, metavar="DIR",
+                   help="an expert model directory (repeat: at least two)")
+    p.add_argument("--weights", help="comma-separated mixing weights, one per expert (normalised; default equal)")
+    p.add_argument("--out", required=True, help="output directory of the composed model")
+    p.add_argument("--adapter", action="store_true",
+                   help="add a trainable fusion adapter (per-position mixing weights; starts at --weights)")
+    p.add_argument("--adapter-hidden", type=int, default=0, help="MLP width of the adapter (0: linear)")
+    p.add_argument("--adapter-data", metavar="DIR",
+                   help="prepared token shards to train the adapter on (implies --adapter)")
+    p.add_argument("--adapter-steps", type=int, default=200, help="adapter training steps")
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="then fine-tune the whole merged model briefly for this many steps (needs --adapter-data)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of adapter training (fine-tuning uses lr/10)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_compose)
+
+    p = sub.add_parser("grow", help="grow a model layer by layer on a frozen substrate (resumable)")
+    p.add_argument("--config", required=True, help="growth TOML file or recipe name (grow-tiny, grow-paper-9x3)")
+    p.add_argument("--resume", action="store_true", help="continue the run in run.dir (finished stages are skipped)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=50 --set data.path=data/tiny")
+    p.set_defaults(func=cmd_grow)
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SubstrateError(f"--weights {text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5") from None
+
+
+def _quiet_transformers() -> None:
+    """No per-file "Loading weights" bars between our own progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def cmd_compose(args) -> int:
+    import torch
+
+    _quiet_transformers()
+    from ..docking import compose, save_composed, train_fusion
+    from ..docking.compose import summary
+    from ..docking.loop import TrainSpec
+
+    if args.finetune_steps and not args.adapter_data:
+        raise SubstrateError("--finetune-steps needs --adapter-data DIR (the tokens to fine-tune on)")
+    fusion = "adapter" if (args.adapter or args.adapter_data) else "mean"
+    model, tok = compose(args.expert, weights=parse_weights(args.weights), fusion=fusion,
+                         adapter_hidden=args.adapter_hidden, return_tokenizer=True)
+    trained = {}
+    if args.adapter_data:
+        from ..data import TokenShards
+
+        train = TokenShards(args.adapter_data, split="train")
+        try:
+            val = TokenShards(args.adapter_data, split="val")
+            val = val if len(val) > args.seq_len else None
+        except SubstrateError:
+            val = None
+        torch.manual_seed(args.seed)
+        model.to(args.device)
+
+        def log(r):
+            print(f"  step {r['step']} loss {r['loss']:.4f}", file=sys.stderr)
+
+        spec = TrainSpec(steps=args.adapter_steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                         min_lr=args.lr / 10, warmup=min(10, args.adapter_steps // 10), seed=args.seed)
+        print(f"training the fusion adapter for {args.adapter_steps} steps", file=sys.stderr)
+        trained["adapter"] = train_fusion(model, train, spec, train="adapter", val=val, log=log)
+        if args.finetune_steps:
+            spec = TrainSpec(steps=args.finetune_steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                             lr=args.lr / 10, min_lr=args.lr / 100, warmup=min(10, args.finetune_steps // 10),
+                             seed=args.seed + 1)
+            print(f"fine-tuning the merged model for {args.finetune_steps} steps", file=sys.stderr)
+            trained["finetune"] = train_fusion(model, train, spec, train="experts", val=val, log=log)
+        model.to("cpu")
+    out = save_composed(model, args.out, tokenizer=tok, overwrite=args.overwrite)
+    info = summary(model, out)
+    for key, r in trained.items():
+        info[key] = {k: (v["loss"] if isinstance(v, dict) else v) for k, v in r.items() if k in ("val_before", "val_after", "trainable")}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"composed {len(info['experts'])} experts -> {out} ({info['fusion']})")
+    for i, e in enumerate(info["experts"], start=1):
+        print(f"  expert {i}: {e['source']}  layers {e['n_layer']}  d_model {e['d_model']}  weight {e['weight']:.4f}")
+    s = info["substrate"]
+    print(f"  shared substrate: {s['kind']}, n_embed {s['n_embed']}, vocab {s['vocab_size']:,}, {s['fingerprint']}")
+    print(f"  parameters: {info['parameters']['total']:,} (the substrate stored once)")
+    print(f"  tokenizer: {'copied' if tok is not None else 'none (the experts have none)'}")
+    for key in trained:
+        r = info[key]
+        if r.get("val_before") is not None:
+            print(f"  {key}: val loss {r['val_before']:.4f} -> {r['val_after']:.4f}")
+    return 0
+
+
+def cmd_grow(args) -> int:
+    from ..docking import load_grow_config, run_growth
+
+    _quiet_transformers()
+    cfg = load_grow_config(args.config, args.set)
+    result = run_growth(cfg, resume=args.resume)
+    print(result["table"])
+    print(f"\nresults: {result['paths']['markdown']}  final model: {result['info']['final_model']}")
+    return 0

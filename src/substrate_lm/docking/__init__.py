@@ -1,0 +1,64 @@
+"""The docking port: compose experts that share a frozen substrate, and grow models layer by layer.
+
+After A. Bochkov, *Growing Transformers* (arXiv 2507.07129). A frozen, shared token-embedding
+substrate is a common interface: experts trained separately merge by averaging their logits, and
+a deep model can be grown one block (or three) at a time on top of frozen lower blocks.
+
+```python
+from substrate_lm.docking import compose, save_composed, train_fusion, run_growth, load_grow_config
+
+moe = compose(["runs/ru/model", "runs/zh/model"], weights=[0.5, 0.5])   # ComposedForCausalLM
+save_composed(moe, "runs/moe")       # AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)
+
+result = run_growth(load_grow_config("grow-tiny", ["data.path=data/tiny"]))
+print(result["table"])
+```
+
+Heavy dependencies (peft for LoRA, matplotlib for the plot) are imported only when used.
+"""
+
+from .compose import (
+    Expert,
+    check_experts,
+    compose,
+    expert_model,
+    load_expert,
+    save_composed,
+    tokenizer_fingerprint,
+    with_adapter,
+)
+from .fusion import mixing_weights, set_fusion_trainable, train_fusion
+from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
+from .grow_config import GrowConfig, apply_overrides, load_grow_config
+from .grow_run import run_growth
+from .loop import TrainSpec, evaluate, train_loop
+from .lora import apply_lora, merge as merge_lora
+
+
+__all__ = [
+    "Expert",
+    "GrowConfig",
+    "Stage",
+    "TrainSpec",
+    "apply_lora",
+    "apply_overrides",
+    "block_fingerprints",
+    "check_experts",
+    "compose",
+    "evaluate",
+    "expert_model",
+    "grow_model",
+    "load_expert",
+    "load_grow_config",
+    "merge_lora",
+    "mixing_weights",
+    "plan_stages",
+    "run_growth",
+    "save_composed",
+    "set_fusion_trainable",
+    "set_stage_trainable",
+    "tokenizer_fingerprint",
+    "train_fusion",
+    "train_loop",
+    "with_adapter",
+]

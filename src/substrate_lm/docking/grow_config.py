@@ -1,0 +1,319 @@
+"""The configuration of a growth run: a TOML file (``recipes/grow-*.toml``) plus ``KEY=VALUE`` overrides.
+
+Sections and keys mirror the trainer's where they mean the same thing (``[model] preset``,
+``[data] path``, ``[train] lr`` ...); growth adds ``[grow]``, ``[lora]`` and ``[baseline]``.
+Unknown sections or keys and wrong types raise a one-line :class:`SubstrateError`.
+
+```toml
+[grow]
+n_layer = 9            # final depth
+first_layers = 3       # stage 1 trains a 3-block model from scratch
+layers_per_stage = 3   # then 3 new blocks per stage: depths 3, 6, 9
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import SubstrateError
+
+
+@dataclass
+class RunSection:
+    name: str = "grow"
+    """Run name (default folder ``runs/<name>``)."""
+    dir: str = ""
+    """Run folder; empty: ``runs/<name>`` under the current directory."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+
+
+@dataclass
+class ModelSection:
+    preset: str = "tiny"
+    """Preset of the backbone (``tiny``, ``small``, ``1024-bit``, ...); its n_layer is replaced by the plan."""
+    substrate: str = ""
+    """Substrate spec (``1024-bit``, ``16-bit``, ``uni-glyph``, ``unfrozen`` ...); empty: the preset's."""
+    substrate_seed: int = 0
+    """Seed of the substrate table and of the first stage's init (the baseline uses the same)."""
+    tokenizer: str = ""
+    """Tokenizer folder or hub id; empty: the one recorded in the data folder's meta.json."""
+    overrides: dict = field(default_factory=dict)
+    """Model config fields on top of the preset, e.g. ``{block_size = 128}``."""
+
+
+@dataclass
+class DataSection:
+    path: str = ""
+    """Prepared token shards (``substrate-lm data prepare --out``)."""
+    sources: list = field(default_factory=list)
+    """When ``path`` holds no prepared data yet, prepare it from these sources with the tokenizer."""
+    val_fraction: float = 0.01
+    """Held-out share of documents when the run prepares the data."""
+    mode: str = "random"
+    """Training batches: ``random`` windows or ``sequential`` packing."""
+
+
+@dataclass
+class GrowSection:
+    n_layer: int = 3
+    """Final depth."""
+    first_layers: int = 1
+    """Blocks of the first stage's model (trained from scratch)."""
+    layers_per_stage: int = 1
+    """New blocks stacked per later stage."""
+    train_head: bool = True
+    """Train ln_f and lm_head in every stage (True), or the new blocks alone (False)."""
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = False
+    """LoRA on the frozen lower blocks in later stages, merged into the weights at the end of each stage."""
+    from_stage: int = 2
+    """First stage (1-based, >= 2) that adapts its lower blocks with LoRA."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA alpha (scale alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    targets: list = field(default_factory=lambda: ["qkv", "proj", "fc"])
+    """Linear layers of a block that get LoRA (attention qkv/proj, MLP fc/proj)."""
+
+
+@dataclass
+class TrainSection:
+    steps: int = 100
+    """Optimizer steps per stage."""
+    first_steps: int = 0
+    """Steps of stage 1; 0: ``steps``."""
+    batch_size: int = 8
+    seq_len: int = 128
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 10
+    weight_decay: float = 0.1
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    clip: float = 1.0
+    seed: int = 0
+    """Seed of the data sampler and of every new block's initialisation."""
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` autocast."""
+
+
+@dataclass
+class EvalSection:
+    batches: int = 20
+    """Sequential validation batches scored after every stage (the same tokens for every stage)."""
+    batch_size: int = 0
+    """0: ``train.batch_size``."""
+
+
+@dataclass
+class BaselineSection:
+    enabled: bool = True
+    """Also train a monolithic model of the final depth on the same token budget, for comparison."""
+    steps: int = 0
+    """0: the total steps of all stages (same tokens, same batches)."""
+    lr: float = 0.0
+    """0: ``train.lr``."""
+
+
+@dataclass
+class CheckpointSection:
+    interval: int = 50
+    """Checkpoint the running stage every this many steps (and at its end)."""
+
+
+@dataclass
+class LogSection:
+    interval: int = 10
+    """Progress line every this many steps."""
+
+
+@dataclass
+class GrowConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    grow: GrowSection = field(default_factory=GrowSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    baseline: BaselineSection = field(default_factory=BaselineSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def run_dir(self) -> Path:
+        return Path(os.path.expanduser(self.run.dir)) if self.run.dir else Path("runs") / self.run.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# keys that may change when a run is resumed: where it runs and how often it reports or saves
+RESUMABLE_CHANGES = {"run.device", "checkpoint.interval", "log.interval"}
+
+
+def _coerce(value: Any, default: Any, key: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise SubstrateError(f"{key} must be true or false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise SubstrateError(f"{key} must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise SubstrateError(f"{key} must be a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise SubstrateError(f"{key} must be a string, got {value!r}")
+    if isinstance(default, (list, dict)):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise SubstrateError(f"{key} must be a JSON {type(default).__name__}, got {value!r}") from None
+        if not isinstance(value, type(default)):
+            raise SubstrateError(f"{key} must be a {type(default).__name__}, got {value!r}")
+        return value
+    return value  # pragma: no cover
+
+
+def config_from_dict(raw: dict) -> GrowConfig:
+    """Build and validate a :class:`GrowConfig` from nested dicts (as TOML gives them)."""
+    cfg = GrowConfig()
+    sections = {f.name for f in dataclasses.fields(cfg)}
+    for sec, values in raw.items():
+        if sec not in sections:
+            raise SubstrateError(f"unknown section [{sec}] in the growth config; valid: {', '.join(sorted(sections))}")
+        if not isinstance(values, dict):
+            raise SubstrateError(f"[{sec}] must be a table of keys")
+        section = getattr(cfg, sec)
+        keys = {f.name for f in dataclasses.fields(section)}
+        for key, value in values.items():
+            if key not in keys:
+                raise SubstrateError(f"unknown key {sec}.{key}; valid keys of [{sec}]: {', '.join(sorted(keys))}")
+            setattr(section, key, _coerce(value, getattr(section, key), f"{sec}.{key}"))
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(cfg: GrowConfig, items: list[str]) -> GrowConfig:
+    """Apply ``["train.steps=10", "model.overrides.block_size=64"]`` in place; returns ``cfg``."""
+    for item in items:
+        if "=" not in item:
+            raise SubstrateError(f"override {item!r} is not SECTION.KEY=VALUE; write e.g. train.steps=10")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) == 3 and parts[:2] == ["model", "overrides"]:
+            try:
+                cfg.model.overrides[parts[2]] = json.loads(value)
+            except ValueError:
+                cfg.model.overrides[parts[2]] = value
+            continue
+        if len(parts) != 2:
+            raise SubstrateError(f"override {key!r} must name SECTION.KEY (e.g. train.steps)")
+        sec, name = parts
+        section = getattr(cfg, sec, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise SubstrateError(f"unknown section {sec!r} in override {item!r}")
+        if name not in {f.name for f in dataclasses.fields(section)}:
+            raise SubstrateError(f"unknown key {sec}.{name} in override {item!r}")
+        setattr(section, name, _coerce(value, getattr(section, name), key))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: GrowConfig) -> None:
+    from .grow import plan_stages
+
+    plan_stages(cfg.grow.n_layer, cfg.grow.first_layers, cfg.grow.layers_per_stage)
+    t = cfg.train
+    if t.steps < 1 or t.first_steps < 0:
+        raise SubstrateError(f"train.steps must be >= 1 and train.first_steps >= 0 (got {t.steps}, {t.first_steps})")
+    if t.precision not in ("fp32", "bf16"):
+        raise SubstrateError(f"train.precision must be fp32 or bf16, got {t.precision!r}")
+    if cfg.data.mode not in ("random", "sequential"):
+        raise SubstrateError(f"data.mode must be random or sequential, got {cfg.data.mode!r}")
+    if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):
+        raise SubstrateError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
+    if cfg.lora.from_stage < 2:
+        raise SubstrateError(f"lora.from_stage must be >= 2 (stage 1 has no lower blocks), got {cfg.lora.from_stage}")
+    if cfg.eval.batches < 1:
+        raise SubstrateError(f"eval.batches must be >= 1, got {cfg.eval.batches}")
+    if len(t.betas) != 2:
+        raise SubstrateError(f"train.betas must be two numbers, got {t.betas}")
+
+
+def load_grow_config(source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> GrowConfig:
+    """A growth config from a TOML path, a recipe name (``grow-tiny``) or a dict, plus overrides."""
+    if source is None:
+        raw: dict = {}
+    elif isinstance(source, dict):
+        raw = json.loads(json.dumps(source))
+    else:
+        path = resolve_recipe(source)
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SubstrateError(f"{path}: invalid TOML: {exc}") from None
+    cfg = config_from_dict(raw)
+    if overrides:
+        apply_overrides(cfg, overrides)
+    return cfg
+
+
+def resolve_recipe(source: str | os.PathLike) -> Path:
+    """A TOML path as given, or the checked-in recipe of that name (``grow-tiny``)."""
+    p = Path(os.path.expanduser(str(source)))
+    if p.is_file():
+        return p
+    if p.suffix == "" and p.parent == Path("."):
+        from importlib import resources
+
+        recipe = Path(str(resources.files("substrate_lm") / "recipes" / f"{p.name}.toml"))
+        if recipe.is_file():
+            return recipe
+    raise SubstrateError(f"growth config {source} not found; give a TOML file or a recipe name such as grow-tiny")
+
+
+def diff_keys(a: dict, b: dict) -> list[str]:
+    """``section.key`` names whose values differ between two config dicts."""
+    out = []
+    for sec in sorted(set(a) | set(b)):
+        va, vb = a.get(sec, {}), b.get(sec, {})
+        for key in sorted(set(va) | set(vb)):
+            if va.get(key) != vb.get(key):
+                out.append(f"{sec}.{key}")
+    return out

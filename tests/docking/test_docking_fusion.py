@@ -1,0 +1,130 @@
+"""Adapter fusion: it starts as the weighted mean, learns to route a toy two-language task to the
+right expert (loss falls), keeps experts and substrate bit-identical, exports and reloads; brief
+fine-tuning of the merged model trains the experts but never the substrate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from substrate_lm.docking import TrainSpec, compose, mixing_weights, save_composed, train_fusion, train_loop, with_adapter
+from substrate_lm.docking.fusion import set_fusion_trainable
+
+V = 96
+HALF = V // 2
+
+
+def language(kind: str, n: int, rng) -> np.ndarray:
+    """Two toy 'languages' on disjoint halves of the vocabulary with different successor rules."""
+    start = rng.integers(0, HALF)
+    step = 1 if kind == "a" else 5
+    seq = (start + step * np.arange(n)) % HALF
+    return seq + (0 if kind == "a" else HALF)
+
+
+def stream(kinds: str, n_docs: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.concatenate([language(kinds[i % len(kinds)], int(rng.integers(20, 40)), rng) for i in range(n_docs)])
+
+
+@pytest.fixture(scope="module")
+def toy(expert_factory, array_tokens):
+    """Expert A knows language a, expert B language b; the mixed stream needs both."""
+    spec = TrainSpec(steps=40, batch_size=8, seq_len=24, lr=1e-2, min_lr=1e-3, warmup=2, seed=0)
+    experts = []
+    for seed, kind in ((0, "a"), (1, "b")):
+        e = expert_factory(seed, n_layer=1, d_model=32, jitter=0.0)
+        train_loop(e.train(), array_tokens(stream(kind, 200, seed)), spec)
+        experts.append(e.eval())
+    mixed = array_tokens(stream("ab", 400, 7))
+    return experts, mixed
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_untrained_adapter_is_the_weighted_mean(toy):
+    experts, _ = toy
+    mean = compose(experts, weights=[0.3, 0.7])
+    gated = compose(experts, weights=[0.3, 0.7], fusion="adapter", adapter_hidden=16)
+    x = torch.randint(0, V, (2, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(gated(x).logits, mean(x).logits, atol=1e-6, rtol=1e-6)
+    w = mixing_weights(gated, x)
+    assert w.shape == (2, 10, 2)
+    torch.testing.assert_close(w, torch.tensor([0.3, 0.7]).expand(2, 10, 2), atol=1e-6, rtol=1e-6)
+
+
+def test_a_fresh_composed_model_starts_its_adapter_at_zero(toy):
+    from substrate_lm.modeling.modeling_composed import ComposedForCausalLM
+
+    experts, _ = toy
+    cfg = compose(experts, fusion="adapter", adapter_hidden=8).config
+    fresh = ComposedForCausalLM(cfg)  # built from the config alone, as from_pretrained builds it
+    assert torch.count_nonzero(fresh.adapter.out.weight) == 0 and torch.count_nonzero(fresh.adapter.out.bias) == 0
+    assert fresh.adapter.net[0].weight.std() > 0.01
+
+
+def test_adapter_training_lowers_loss_and_keeps_experts_bit_identical(toy):
+    experts, mixed = toy
+    torch.manual_seed(0)
+    model = compose(experts, fusion="adapter")
+    before = snapshot(model)
+    spec = TrainSpec(steps=40, batch_size=8, seq_len=24, lr=2e-2, min_lr=2e-3, warmup=2, seed=3)
+    result = train_fusion(model, mixed, spec, train="adapter", val=mixed, eval_batches=6)
+    after = snapshot(model)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("adapter.") for k in changed), changed
+    assert result["trainable"] == sum(p.numel() for p in model.adapter.parameters())
+    assert result["val_after"]["loss"] < result["val_before"]["loss"] - 0.3, result
+    assert np.mean(result["losses"][-5:]) < result["losses"][0] - 0.3
+    # the gate learned to route: on language a it prefers expert A, on b expert B
+    rng = np.random.default_rng(1)
+    xa = torch.from_numpy(language("a", 20, rng))[None]
+    xb = torch.from_numpy(language("b", 20, rng))[None]
+    assert mixing_weights(model, xa)[0, 5:, 0].mean() > 0.6
+    assert mixing_weights(model, xb)[0, 5:, 1].mean() > 0.6
+    # a loaded model's default: trainable except the frozen substrate
+    assert model.token_embeddings.weight.requires_grad is False
+    assert model.experts[0].lm_head.weight.requires_grad is True
+
+
+def test_trained_adapter_exports_and_reloads(toy, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    experts, mixed = toy
+    model = compose(experts, fusion="adapter")
+    train_fusion(model, mixed, TrainSpec(steps=5, batch_size=4, seq_len=16, lr=1e-2, warmup=1), train="adapter")
+    out = save_composed(model, tmp_path / "fused")
+    again = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert again.config.fusion == "adapter"
+    x = torch.randint(0, V, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(again(x).logits, model(x).logits)
+    g1 = model.generate(x, max_new_tokens=5, do_sample=False)
+    assert torch.equal(g1, model.generate(x, max_new_tokens=5, do_sample=False, use_cache=False))
+
+
+def test_finetuning_the_merged_model_never_moves_the_substrate(toy):
+    experts, mixed = toy
+    model = with_adapter(compose(experts))
+    assert model.config.fusion == "adapter"
+    table = model.token_embeddings.weight.detach().clone()
+    head = model.experts[1].lm_head.weight.detach().clone()
+    result = train_fusion(model, mixed, TrainSpec(steps=4, batch_size=4, seq_len=16, lr=1e-3, warmup=1), train="experts")
+    assert torch.equal(model.token_embeddings.weight, table)
+    assert not torch.equal(model.experts[1].lm_head.weight, head)
+    assert result["trainable"] == sum(p.numel() for n, p in model.named_parameters() if not n.startswith("token_emb"))
+    model.verify_substrate()
+
+
+def test_adapter_training_needs_an_adapter(toy):
+    from substrate_lm.errors import SubstrateError
+
+    experts, _ = toy
+    with pytest.raises(SubstrateError, match="no adapter"):
+        set_fusion_trainable(compose(experts), "adapter")
+    with pytest.raises(SubstrateError, match="unknown fusion training target"):
+        set_fusion_trainable(compose(experts), "everything")
