@@ -21,8 +21,11 @@ COMMAND_MODULES = [
     "substrate",  # substrate build|verify|show
     "corpus",  # corpus world
     "data",  # data prepare|stats
+    "train",  # train, export
     "eval",  # eval, eval ppl|harness|tasks
     "analyze",  # analyze
+    "experiments",  # demo, ablate
+    "docking",  # compose, grow
 ]
 
 

@@ -1,0 +1,236 @@
+"""Assemble a run's pieces from its config: data, tokenizer, model; and check they fit together.
+
+This is the only training module that knows about presets and substrates (through
+``substrate_lm.factory``); the loop itself sees a model, its ``requires_grad`` flags and batches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import SubstrateError
+from .config import DataSection, ModelSection
+
+
+@dataclass
+class RunData:
+    """The token shards of a run plus what preparation recorded about them."""
+
+    train: Any
+    """Training split: anything with ``get_batch(step, batch_size, seq_len, seed, mode, rank, world_size)``."""
+    val: Any | None = None
+    """Validation split (None: validation is skipped)."""
+    path: Path | None = None
+    meta: dict = field(default_factory=dict)
+    """``meta.json``: tokenizer identity (name, vocab_size, eos_id, fingerprint) and settings."""
+    stats: dict = field(default_factory=dict)
+    """``stats.json``: documents, characters, tokens, chars/token per split."""
+
+    def chars_per_token(self, split: str = "val") -> float | None:
+        """Characters per token of ``split`` (for bits per character), None when unknown."""
+        s = self.stats.get("splits", {}).get(split) or self.stats.get(split) or {}
+        value = s.get("chars_per_token") or self.stats.get("chars_per_token")
+        return float(value) if value else None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SubstrateError(f"{path} is unreadable ({exc}); prepare the data again") from None
+
+
+def is_prepared(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds finished token shards (``meta.json`` + a complete manifest)."""
+    p = Path(path)
+    if not (p / "meta.json").is_file():
+        return False
+    manifest = _read_json(p / "manifest.json") if (p / "manifest.json").is_file() else {}
+    return bool(manifest.get("complete", (p / "stats.json").is_file()))
+
+
+def load_run_data(section: DataSection, *, tokenizer: Any = None, seed: int = 0,
+                  is_main: bool = True, barrier: Callable[[], None] = lambda: None,
+                  progress: bool = True) -> RunData:
+    """Open (and, when ``data.sources`` is set and the folder is empty, first prepare) the data.
+
+    Args:
+        section: the ``[data]`` section.
+        tokenizer: tokenizer object or name used when the data must be prepared.
+        seed: split seed used when preparing.
+        is_main: only the main rank prepares; the others wait at ``barrier``.
+
+    Raises:
+        SubstrateError: no data path, a missing corpus, or unprepared data without sources.
+    """
+    if not section.path:
+        raise SubstrateError("no training data: set data.path to a folder written by "
+                             "`substrate-lm data prepare` (e.g. --data.path data/world)")
+    path = Path(os.path.expanduser(section.path))
+    if not is_prepared(path):
+        if not section.sources and not section.world:
+            raise SubstrateError(
+                f"missing corpus: {path} holds no prepared token shards; run `substrate-lm data "
+                f"prepare SOURCE --tokenizer TOK --out {path}` first, or set data.sources")
+        if section.sources and tokenizer is None:
+            raise SubstrateError(f"data.sources needs a tokenizer to prepare {path}: set model.tokenizer")
+        if is_main:
+            from ..data import prepare_data
+
+            if section.world:
+                sources, tokenizer = prepare_world_sources(path, section.world, tokenizer, seed)
+            else:
+                sources = section.sources
+            prepare_data(sources, tokenizer, path, val_fraction=section.val_fraction,
+                         seed=seed, progress=progress)
+        barrier()
+    from ..data import TokenShards
+
+    train = TokenShards(path, split="train")
+    try:
+        val = TokenShards(path, split="val")
+        if len(val) == 0:
+            val = None
+    except (SubstrateError, FileNotFoundError, ValueError):
+        val = None
+    return RunData(train=train, val=val, path=path, meta=_read_json(path / "meta.json"),
+                   stats=_read_json(path / "stats.json"))
+
+
+def prepare_world_sources(path: Path, size: str, tokenizer: Any, seed: int) -> tuple[list[str], Any]:
+    """Generate the built-in world corpus under ``path`` and, without a tokenizer, build one for it.
+
+    Returns:
+        ``(sources, tokenizer)`` for :func:`substrate_lm.data.prepare_data`; the tokenizer is an
+        absolute folder path, so ``meta.json`` records where it lives.
+    """
+    from ..world import generate_world
+
+    corpus = path / "corpus"
+    if not ((corpus / "train.jsonl").is_file() and (corpus / "val.jsonl").is_file()):
+        generate_world(corpus, size=size, seed=seed)
+    if tokenizer is None:
+        tok_dir = path / "tokenizer"
+        if not (tok_dir / "tokenizer.json").is_file():
+            from ..tokenizer import build_from_corpus, save_tokenizer
+
+            save_tokenizer(build_from_corpus([corpus / "train.jsonl"]), tok_dir, overwrite=True)
+        tokenizer = str(tok_dir.resolve())
+    return [str(corpus)], tokenizer
+
+
+def load_run_tokenizer(section: ModelSection, data: RunData | None) -> Any:
+    """The run's tokenizer: ``model.tokenizer`` or the one recorded in the data's ``meta.json``.
+
+    Raises:
+        SubstrateError: none can be found, or the configured one differs from the data's.
+    """
+    from ..data.encoding import load_tokenizer_any, tokenizer_identity
+
+    recorded = (data.meta.get("tokenizer") or {}) if data is not None else {}
+    name = section.tokenizer or recorded.get("name")
+    if not name:
+        raise SubstrateError("no tokenizer: set model.tokenizer (a folder or hub id); the data's "
+                             "meta.json names none")
+    tok, _ = load_tokenizer_any(name)
+    if recorded.get("fingerprint"):
+        ident = tokenizer_identity(tok, name)
+        if ident["fingerprint"] != recorded["fingerprint"]:
+            raise SubstrateError(
+                f"tokenizer mismatch: {data.path} was tokenised with {recorded.get('name')} (vocab "
+                f"{recorded.get('vocab_size')}) but model.tokenizer is {name} (vocab "
+                f"{ident['vocab_size']}); use the data's tokenizer or prepare the data again")
+    return tok
+
+
+def build_model(section: ModelSection, tokenizer: Any = None, *, seed: int = 0) -> nn.Module:
+    """A fresh model with its substrate installed (or the weights of ``model.init_from``).
+
+    Args:
+        section: the ``[model]`` section (preset, substrate spec, overrides).
+        tokenizer: sets vocab size and special ids, and provides the strings of glyph substrates.
+        seed: seed of the weight init and of the substrate's random codes.
+    """
+    if section.init_from:
+        from transformers import AutoModelForCausalLM
+
+        if section.overrides:
+            raise SubstrateError("model.overrides cannot change a model loaded with model.init_from")
+        try:
+            return AutoModelForCausalLM.from_pretrained(section.init_from, trust_remote_code=True)
+        except (OSError, ValueError) as exc:
+            raise SubstrateError(f"cannot load model.init_from {section.init_from}: "
+                                 f"{str(exc).splitlines()[0]}") from None
+    from ..factory import build_model as factory_build
+
+    return factory_build(section.preset, substrate=section.substrate or None, tokenizer=tokenizer,
+                         seed=seed, overrides=dict(section.overrides))
+
+
+def build_model_meta(section: ModelSection) -> nn.Module:
+    """The model of a config on the meta device: shapes and parameter counts, no memory, no data."""
+    import torch
+
+    from ..modeling import SubstrateForCausalLM
+    from ..presets import get_preset
+
+    try:
+        cfg = get_preset(section.preset, substrate=section.substrate or None, **section.overrides)
+    except (ValueError, TypeError) as exc:
+        raise SubstrateError(str(exc)) from None
+    with torch.device("meta"):
+        return SubstrateForCausalLM(cfg)
+
+
+def check_compat(model: nn.Module, data: RunData | None, tokenizer: Any = None) -> None:
+    """Refuse a model whose vocabulary cannot hold the data's or the tokenizer's ids.
+
+    Raises:
+        SubstrateError: one line naming both sides of the mismatch.
+    """
+    vocab = int(model.config.vocab_size)
+    recorded = (data.meta.get("tokenizer") or {}) if data is not None else {}
+    data_vocab = recorded.get("vocab_size")
+    if data_vocab is not None and int(data_vocab) != vocab:
+        raise SubstrateError(
+            f"tokenizer/substrate mismatch: {data.path} was tokenised with {recorded.get('name')} "
+            f"(vocab {data_vocab}) but the model's substrate and head have {vocab} rows; build the "
+            f"model with that tokenizer (model.tokenizer) or prepare the data with the model's")
+    if tokenizer is not None and len(tokenizer) != vocab:
+        raise SubstrateError(
+            f"tokenizer/substrate mismatch: the tokenizer has {len(tokenizer)} tokens but the model's "
+            f"substrate and head have {vocab} rows")
+
+
+def model_spec(model: nn.Module) -> dict[str, str]:
+    """What rebuilds an empty copy of ``model``: its class and its config as JSON."""
+    # fully_shard swaps the class for a subclass FSDP<cls>(FSDPModule, cls): record cls itself
+    cls = next(c for c in type(model).__mro__ if not c.__module__.startswith("torch.distributed"))
+    return {"class": f"{cls.__module__}:{cls.__qualname__}",
+            "config_class": f"{type(model.config).__module__}:{type(model.config).__qualname__}",
+            "config": model.config.to_json_string(use_diff=False)}
+
+
+def model_from_spec(spec: dict[str, str]) -> nn.Module:
+    """Inverse of :func:`model_spec`: a freshly initialised model of the same class and config."""
+
+    def load(qual: str):
+        mod, _, name = qual.partition(":")
+        obj: Any = importlib.import_module(mod)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    cfg_cls, cls = load(spec["config_class"]), load(spec["class"])
+    cfg = cfg_cls.from_dict(json.loads(spec["config"]))
+    return cls(cfg)
+

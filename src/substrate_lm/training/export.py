@@ -1,0 +1,104 @@
+"""From a training checkpoint to a Hugging Face model folder (tokenizer and substrate included).
+
+``substrate-lm export runs/tiny --out models/tiny`` picks the newest checkpoint that verifies,
+rebuilds the model from the class and config recorded in it, loads the weights (the frozen table
+among them, checked against its fingerprint) and writes the folder with
+:func:`substrate_lm.export.export_model`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import SubstrateError
+from .build import model_from_spec
+from .checkpoint import Checkpoint, CheckpointCorrupt, load_checkpoint, resolve_checkpoint
+
+
+def model_from_checkpoint(path: str | os.PathLike,
+                          warn: Callable[[str], None] | None = None) -> tuple[nn.Module, Checkpoint]:
+    """Rebuild the trained model of a checkpoint (a step folder, a run folder or its checkpoints).
+
+    Returns:
+        ``(model, checkpoint)``: the model in eval mode on the CPU, and the loaded checkpoint
+        (weights, step, config, ...; no optimizer state).
+    """
+    ckpt_path = resolve_checkpoint(path, warn=warn)
+    try:
+        ck = load_checkpoint(ckpt_path, load_optimizer=False)
+    except CheckpointCorrupt as exc:
+        raise SubstrateError(f"checkpoint {ckpt_path} is unusable: {exc}") from None
+    spec = ck.state.get("model_spec")
+    if not spec:
+        raise SubstrateError(f"checkpoint {ckpt_path} records no model class/config; it was not "
+                             "written by substrate-lm train")
+    model = model_from_spec(spec)
+    missing, unexpected = model.load_state_dict(ck.model_state, strict=False)
+    if missing or unexpected:
+        raise SubstrateError(f"checkpoint {ckpt_path} does not match its recorded model: missing "
+                             f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
+    model.eval()
+    return model, ck
+
+
+def _find_tokenizer(ck: Checkpoint) -> Any:
+    """The run's tokenizer: the copy in the run folder, else the configured or recorded one."""
+    from ..data.encoding import load_tokenizer_any
+
+    run_dir = ck.path.parent.parent
+    candidates = [run_dir / "tokenizer"]
+    model_cfg = (ck.state.get("config") or {}).get("model") or {}
+    if model_cfg.get("tokenizer"):
+        candidates.append(model_cfg["tokenizer"])
+    for cand in candidates:
+        if isinstance(cand, Path) and not cand.is_dir():
+            continue
+        tok, _ = load_tokenizer_any(str(cand))
+        return tok
+    return None
+
+
+def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: Any = None,
+                      warn: Callable[[str], None] | None = None) -> Path:
+    """Export a checkpoint as a self-contained HF folder (``from_pretrained(..., trust_remote_code=True)``).
+
+    Args:
+        path: step folder, ``checkpoints`` folder or run folder (newest valid checkpoint).
+        out_dir: destination folder (replaced atomically when it exists).
+        tokenizer: tokenizer to include; default: the run's copy (``<run>/tokenizer``).
+        warn: receives one line per skipped corrupt checkpoint.
+    """
+    model, ck = model_from_checkpoint(path, warn=warn)
+    if tokenizer is None:
+        tokenizer = _find_tokenizer(ck)
+    val = ck.state.get("val_loss")
+    extra = (f"## Training\nExported from `{ck.path.name}` of a substrate-lm run: "
+             f"{ck.step} optimizer steps, {int(ck.state.get('tokens', 0)):,} training tokens"
+             + (f", validation loss {val:.4f}" if val is not None else "") + ".")
+    from ..modeling import SubstrateForCausalLM
+
+    if isinstance(model, SubstrateForCausalLM):
+        from ..export import export_model
+
+        return export_model(model, out_dir, tokenizer=tokenizer, card_extra=extra)
+    # any other HF causal LM: save_pretrained (+ tokenizer), moved into place at the end
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
