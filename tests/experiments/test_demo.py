@@ -1,0 +1,54 @@
+"""`substrate-lm demo --quick` end to end in a temporary folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from substrate_lm.cli.main import main
+from substrate_lm.modeling import substrate_fingerprint
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = out / "report.html"
+    assert report.is_file() and str(report.resolve()) in printed  # the path is printed at the end
+    html = report.read_text(encoding="utf-8")
+    assert "How to read this report" in html and "Probe accuracy by layer" in html
+    assert len(re.findall(r'src="data:image/png;base64,', html)) >= 3  # self-contained figures
+    summary = json.loads((out / "results.json").read_text())
+    names = [r["model"] for r in summary["rows"]]
+    assert any("trainable" in n for n in names) and any("16-BIT" in n for n in names) and any("1024-BIT" in n for n in names)
+    for cell in sorted((out / "cells").iterdir()):
+        result = json.loads((cell / "result.json").read_text())
+        # every model trained: the loss fell
+        assert result["train_loss_last"] < result["train_loss_first"] - 1.0, cell.name
+        assert result["val"]["val_bpc"] > 0
+        # frozen tables are unchanged from their fingerprints (re-hash the exported weights)
+        cfg = json.loads((cell / "model" / "config.json").read_text())
+        with safe_open(cell / "model" / "model.safetensors", "pt") as f:
+            table = f.get_tensor("token_embeddings.weight")
+        if cfg["substrate_frozen"]:
+            assert substrate_fingerprint(table) == cfg["substrate_fingerprint"] == result["substrate_fingerprint"]
+        else:
+            assert cfg["substrate_kind"] == "trainable"
+        # both protocols ran on the world's held-out questions
+        bench = next(iter(result["evaluation"]["models"].values()))["results"]
+        assert {"paper", "loglik"} <= set(bench["world-mc"]) and {"paper", "loglik"} <= set(bench["world-short"])
+    # the analysis ran for each model, the substrate as layer 0
+    for name, probe in summary["probe"].items():
+        assert probe["layers"][0] == "substrate" and len(probe["accuracy"]) == len(probe["layers"]), name
+    assert len(list((out / "analysis").glob("*/metrics.json"))) == len(summary["rows"])
+
+    # a rerun resumes: every finished cell is skipped, nothing retrains
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/result.json")}
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert "(done, skipped)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
