@@ -1,49 +1,16 @@
-"""Small helpers: atomic file writes (temp file in the same folder, fsync, ``os.replace``), PNG
-saving, and a single-threaded BLAS context for many small solver calls."""
+"""Small helpers: JSON-safe values, atomic PNG saving, and thread limits for many small solver
+calls. The atomic writes themselves live in :mod:`substrate_lm.fsutil`."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would (umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj) -> Path:
-    """Pretty-printed JSON (NaN written as null so any JSON reader accepts it)."""
-    return atomic_write_text(path, json.dumps(_clean(obj), indent=2, ensure_ascii=False) + "\n")
+from ..fsutil import atomic_write_bytes
 
 
 def _clean(obj):
+    """``obj`` as plain JSON values: NaN and infinities become None (so any JSON reader accepts
+    them), keys become strings, tuples lists, numpy scalars and arrays Python values."""
     if isinstance(obj, float):
         return None if obj != obj or obj in (float("inf"), float("-inf")) else obj
     if isinstance(obj, dict):

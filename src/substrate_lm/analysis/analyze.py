@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SubstrateError
-from ._io import atomic_write_json, torch_threads
+from ..fsutil import atomic_write_json
+from ._io import _clean, torch_threads
 from .cka import cka_matrix
 from .extract import SUBSTRATE, Representations, extract_representations
 from .items import normalize_items, subsample_items, world_items
@@ -300,7 +301,7 @@ def _analyze(
     metrics["timing"] = timing
     metrics["seconds"] = time.perf_counter() - t0
     metrics["report"] = "report.html" if report else None
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", _clean(metrics))
     if report:
         from .report import write_report
 

@@ -13,7 +13,7 @@ import html
 import math
 from pathlib import Path
 
-from ._io import atomic_write_text
+from ..fsutil import atomic_write_text
 
 # Styles of the report; the demo includes them too when it embeds :func:`render_fragment`.
 CSS = """

@@ -152,7 +152,7 @@ def cmd_eval(args) -> int:
 def cmd_ppl(args) -> int:
     from ..evaluation import load_model, perplexity
     from ..evaluation.perplexity import read_text
-    from ..evaluation.report import atomic_write_text
+    from ..fsutil import atomic_write_text
 
     text = read_text(args.text, max_chars=args.max_chars)
     rows = {}

@@ -42,8 +42,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import SubstrateError
+from ..fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_json
 from . import sources as _sources
-from ._atomic import TMP_PREFIX, atomic_write_bytes, atomic_write_json
 from .encoding import batch_encoder, cut_is_exact, load_tokenizer_any, tokenizer_identity
 from .sources import PIECE_CHARS, DataSource, parse_sources, split_long_text
 

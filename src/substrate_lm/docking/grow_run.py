@@ -32,7 +32,8 @@ from typing import Any, Callable
 import torch
 
 from ..errors import SubstrateError
-from ._io import atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from ..fsutil import atomic_torch_save, atomic_write_json, atomic_write_text
+from ._io import read_json
 from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
 from .grow_config import RESUMABLE_CHANGES, GrowConfig, diff_keys
 from .loop import (
@@ -172,7 +173,7 @@ def _check_run_dir(cfg: GrowConfig, run_dir: Path, resume: bool, log) -> None:
                 f"resume with the same config or start a new run.dir"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "grow.json", current)
+    atomic_write_json(run_dir / "grow.json", current, default=str)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +317,7 @@ def run_phase(ctx: RunContext, phase: Phase) -> dict:
         "substrate_fingerprint": model.config.substrate_fingerprint,
         "model_dir": str((phase.dir / "model").relative_to(ctx.run_dir)),
     }
-    atomic_write_json(phase.dir / "metrics.json", metrics)
+    atomic_write_json(phase.dir / "metrics.json", metrics, default=str)
     ckpt_path.unlink(missing_ok=True)
     ctx.log(f"[{phase.label}] val loss {ev['loss']:.4f}" + (f", {bpc:.4f} bits/char" if bpc else "")
             + f"; exported {phase.dir / 'model'}")

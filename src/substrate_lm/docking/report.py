@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ._io import atomic_write_json, atomic_write_text
+from ..fsutil import atomic_write_json, atomic_write_text
 
 COLUMNS = [
     ("model", "model"),
@@ -97,7 +97,7 @@ def write_report(run_dir: Path, stages: list[dict], baseline: dict | None, info:
     table = results_table(rows)
     plot = plot_depth(stages, baseline, run_dir / "depth.png")
     payload = {**info, "stages": stages, "baseline": baseline}
-    atomic_write_json(run_dir / "results.json", payload)
+    atomic_write_json(run_dir / "results.json", payload, default=str)
     lines = [f"# Growth run {info.get('name', '')}", "", table, ""]
     if baseline is not None and stages:
         final = stages[-1]

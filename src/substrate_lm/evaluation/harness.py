@@ -23,10 +23,10 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import SubstrateError
+from ..fsutil import atomic_write_text
 from .datasets import BENCHES, BenchData, find_local_file, load_bench, parse_benches
 from .paper import max_new_tokens_for, score_item
 from .prompts import loglik_request, paper_prompt
-from .report import atomic_write_text
 
 _UTILS = '''"""lm-eval process_results hook for substrate-lm generation tasks (written by write_lm_eval_tasks)."""
 from substrate_lm.evaluation.harness import process_gen_results as process_results  # noqa: F401

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import SubstrateError
+from ..fsutil import atomic_write_json
 
 PROTOCOLS = ("paper", "loglik", "both")
 
@@ -194,15 +195,6 @@ def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log:
 # -- running -------------------------------------------------------------------------------------
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def cell_run_config(cfg: AblationConfig, cell: Cell, corpus: Corpus, cell_dir: Path):
     """The training config of one cell: the recipe + overrides + the cell's four values."""
     from ..training import load_config
@@ -291,7 +283,7 @@ def run_cell(
         model_dir=str((cell_dir / "model").resolve()),
         seconds=time.time() - t0,
     )
-    _atomic_json(result_path, result)
+    atomic_write_json(result_path, result, default=str)
     if keep_model:
         result["_model"], result["_tokenizer"] = model, tok
     return result
@@ -376,7 +368,7 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
     cfg.validate()
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_json(root / "config.json", asdict(cfg))
+    atomic_write_json(root / "config.json", asdict(cfg), default=str)
     corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log) for c in cfg.corpora}
     grid = cells(cfg)
     results = []
@@ -386,6 +378,6 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
         results.append(run_cell(cfg, cell, corpora[cell.corpus], root, log, keep_model=keep_models))
     rows = aggregate(results)
     summary = dict(config=asdict(cfg), cells=[r["key"] for r in results], groups=rows)
-    _atomic_json(root / "ablation.json", summary)
+    atomic_write_json(root / "ablation.json", summary, default=str)
     (root / "ablation.md").write_text(markdown_table(rows), encoding="utf-8")
     return dict(summary, results=results, corpora=corpora)

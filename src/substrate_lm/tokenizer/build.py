@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..errors import SubstrateError
-from .atomic import atomic_write_bytes
+from ..fsutil import atomic_write_bytes
 from .layout import BVV241_2_3, VocabLayout
 from .ngram_file import Stats, read_ngram_file, validate_stats, write_ngram_file
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SubstrateError
-from .atomic import atomic_write_text
+from ..fsutil import atomic_write_text
 
 Stats = list[dict[str, Any]]
 

@@ -16,11 +16,11 @@ from .config import (RunConfig, apply_overrides, describe_config, load_config, r
 from .export import export_checkpoint, model_from_checkpoint
 from .metrics import flops_per_token, matmul_params, peak_flops
 from .optim import WarmupCosine, build_optimizer, build_scheduler, param_groups
-from .trainer import TrainResult, Trainer, seed_everything, train
+from .trainer import TrainResult, Trainer, causal_lm_loss, seed_everything, train
 
 __all__ = [
     "RunConfig", "load_config", "apply_overrides", "describe_config", "recipe_names", "recipe_path",
-    "Trainer", "TrainResult", "train", "seed_everything",
+    "Trainer", "TrainResult", "train", "seed_everything", "causal_lm_loss",
     "RunData", "build_model", "build_model_meta", "load_run_data", "load_run_tokenizer",
     "CheckpointManager", "CheckpointCorrupt", "load_checkpoint", "resolve_checkpoint",
     "verify_checkpoint", "export_checkpoint", "model_from_checkpoint",

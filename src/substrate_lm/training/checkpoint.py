@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import SubstrateError
-from .fsutil import atomic_write_text, disk_error, fsync_dir, fsync_file, sha256_file
+from ..fsutil import atomic_write_text, disk_error, fsync_dir, fsync_file, sha256_file
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.pt"

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fsutil import atomic_write_text
+from ..fsutil import atomic_write_text
 
 
 def matmul_params(model: nn.Module) -> int:

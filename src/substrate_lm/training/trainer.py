@@ -16,6 +16,7 @@ in the checkpoint, so a resumed run is bit-identical to an uninterrupted one on 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import random
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SubstrateError
+from ..fsutil import atomic_write_text, disk_error
 from .build import RunData, build_model, check_compat, load_run_data, load_run_tokenizer, model_spec
 from .checkpoint import (CheckpointCorrupt, CheckpointManager, capture_rng_state, load_checkpoint,
                          restore_rng_state)
@@ -38,7 +40,6 @@ from .distributed import (DistContext, all_reduce_mean, barrier, broadcast_objec
                           full_model_state, full_optimizer_state, load_full_model_state,
                           load_full_optimizer_state, parallelize, setup_distributed,
                           teardown_distributed)
-from .fsutil import atomic_write_text, disk_error
 from .metrics import RunLogger, flops_per_token, format_count, format_duration, peak_flops
 from .optim import WarmupCosine, build_optimizer, build_scheduler
 
@@ -64,6 +65,35 @@ class TrainResult:
     tokenizer: Any = None
     history: list[dict] = field(default_factory=list)
     """Every train/val record of this process's run (the same as ``log.jsonl`` on rank 0)."""
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_kwargs(cls: type) -> tuple[bool, bool]:
+    """(accepts aligned ``targets``, has the chunked ``return_logits=False`` path) of a model class."""
+    params = inspect.signature(cls.forward).parameters
+    return "targets" in params, "targets" in params and "return_logits" in params
+
+
+def causal_lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunked: bool = True,
+                   signature_of: nn.Module | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy of a causal LM on inputs ``x`` and aligned targets ``y``.
+
+    Our model takes ``targets`` (already aligned: position t is scored against ``y[t]``) and, with
+    ``chunked``, computes the loss without materialising the B x T x V logits. Any other HF causal
+    LM gives full logits and the loss is taken here.
+
+    Args:
+        model: the module to call (possibly a DDP wrapper).
+        x, y: LongTensors [B, T]; ``y`` is ``x`` shifted by one token.
+        chunked: use the memory-saving loss where the model has it.
+        signature_of: the unwrapped model whose ``forward`` signature decides (default ``model``).
+    """
+    aligned, has_chunked = _loss_kwargs(type(signature_of if signature_of is not None else model))
+    if aligned:
+        kw = {"return_logits": False} if (chunked and has_chunked) else {}
+        return model(input_ids=x, targets=y, use_cache=False, **kw).loss
+    logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
 
 def seed_everything(seed: int) -> None:
@@ -131,9 +161,6 @@ class Trainer:
             raise SubstrateError(f"train.seq_len {t.seq_len} exceeds the model's context length "
                                  f"{block}; lower --train.seq_len")
         self.model.to(ctx.device)
-        params = inspect.signature(self.model.forward).parameters
-        self._aligned_targets = "targets" in params
-        self._chunked = t.chunked_loss and self._aligned_targets and "return_logits" in params
 
     def _fit(self, ctx: DistContext) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
@@ -270,13 +297,8 @@ class Trainer:
                               enabled=self.cfg.train.precision == "bf16")
 
     def _loss(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy of ``module`` on inputs ``x`` and aligned targets ``y``."""
-        if self._aligned_targets:
-            kw = {"return_logits": False} if self._chunked else {}
-            return module(input_ids=x, targets=y, use_cache=False, **kw).loss
-        # any other HF causal LM: full logits, loss against the aligned targets ourselves
-        logits = module(input_ids=x, use_cache=False).logits  # (B, T, V)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        return causal_lm_loss(module, x, y, chunked=self.cfg.train.chunked_loss,
+                              signature_of=self.model)
 
     def _batch(self, data: Any, index: int, batch_size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         t, ctx = self.cfg.train, self.ctx

@@ -22,9 +22,7 @@ split evenly between languages.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SubstrateError
+from ..fsutil import atomic_write_bytes
 from .languages import get_lang, parse_langs
 from .questions import DEFAULT_QUESTIONS, AnswerBook, format_mc, format_short, make_questions
 from .render import fact_templates, fill, value_kwargs
@@ -286,31 +285,6 @@ def _assemble(texts: np.ndarray, docs: _Docs, order: np.ndarray, lang_of: np.nda
     return _PREFIX + body[: -len(_PREFIX)]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
@@ -389,17 +363,17 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
         order = order[order_rng.permutation(len(order))]
         text = _assemble(text_arr, docs, order, lang_of_a, seps, langs)
         data = text.encode("utf-8")
-        _atomic_write(out / f"{split}.jsonl", data)
+        atomic_write_bytes(out / f"{split}.jsonl", data)
         files[f"{split}.jsonl"] = len(data)
     t_text = time.perf_counter() - t0
 
     mc, short = make_questions(world, langs, n_questions, seed)
     for name, rows in (("questions/mc.jsonl", mc), ("questions/short.jsonl", short)):
         data = _jsonl(rows)
-        _atomic_write(out / name, data)
+        atomic_write_bytes(out / name, data)
         files[name] = len(data)
     data = (json.dumps(world, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
-    _atomic_write(out / "world.json", data)
+    atomic_write_bytes(out / "world.json", data)
     files["world.json"] = len(data)
 
     seconds = time.perf_counter() - t0
@@ -417,7 +391,7 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
                       "two_hop": sum(1 for r in mc if r["kind"] == "two_hop")},
     }
     data = (json.dumps(stats, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
-    _atomic_write(out / "corpus.json", data)
+    atomic_write_bytes(out / "corpus.json", data)
     files["corpus.json"] = len(data)
     return {
         **stats, "out_dir": str(out), "files": files, "text_bytes_total": text_bytes,

@@ -1,0 +1,160 @@
+"""Crash-safe file writing shared by every subpackage.
+
+A file is written to a temporary name in the same folder, flushed and fsynced, renamed over its
+final name with ``os.replace`` (atomic on POSIX within one filesystem, and on NTFS), and then the
+folder is fsynced so the rename itself is durable. A reader therefore sees either the old complete
+file or the new complete one, after a SIGKILL and after a power cut alike; a failed or interrupted
+write removes its temporary file and leaves the old file untouched.
+
+Temporary names start with :data:`TMP_PREFIX`, so a folder owner can recognise (and delete) the
+debris of a process killed mid-write, when no cleanup code could run.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import SubstrateError
+
+#: Prefix of temporary files written by :func:`atomic_write_bytes`; a file starting with it is
+#: either being written right now or debris from an interrupted write.
+TMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a folder's entries (new names, renames) to disk. A no-op where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows: directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush one file's data to disk."""
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    # os.umask can only be read by setting it; between the two calls another thread creating a
+    # file would get umask 0. Linux (>= 4.7) reports it read-only in /proc, so prefer that.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: Any, sync_dir: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically; an interrupted write leaves the old file intact.
+
+    Args:
+        path: final file name; its folder is created if missing.
+        data: bytes, bytearray or memoryview, or a numpy array (anything ``np.ascontiguousarray``
+            takes) written in its native C-order byte layout without a bytes copy.
+        sync_dir: fsync the folder after the rename. A caller writing several files and then a
+            commit record in the same folder may pass False for all but the record: the folder
+            fsync after the last rename makes every earlier rename durable too.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        import numpy as np  # only arrays get here; numpy is not needed for plain bytes
+
+        if not isinstance(data, np.ndarray) or data.dtype.hasobject:
+            # an object array's buffer holds pointers, never data worth writing
+            raise TypeError(f"atomic_write_bytes takes bytes, memoryview or a numpy array of plain "
+                            f"values, not {type(data).__name__}"
+                            + (" of Python objects" if isinstance(data, np.ndarray) else ""))
+        data = np.ascontiguousarray(data)  # C order; the buffer is written as is, no bytes copy
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            # mkstemp creates 0600; give the file the permissions a plain open() would (umask)
+            os.chmod(tmp, 0o666 & ~_umask())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # a failed or interrupted write leaves no half file behind under either name
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Text variant of :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2,
+                      default: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``obj`` as UTF-8 JSON (plus a final newline) to ``path`` atomically.
+
+    Args:
+        path: final file name.
+        obj: anything ``json.dumps`` takes.
+        indent: ``json.dumps`` indent.
+        default: ``json.dumps`` fallback for objects JSON cannot encode (e.g. ``str``).
+    """
+    text = json.dumps(obj, indent=indent, ensure_ascii=False, default=default) + "\n"
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # lone surrogates (e.g. a reported unknown character) have no UTF-8 form: escape them
+        data = (json.dumps(obj, indent=indent, ensure_ascii=True, default=default) + "\n").encode("ascii")
+    return atomic_write_bytes(path, data)
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` through an in-memory buffer and :func:`atomic_write_bytes`."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getbuffer())
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def disk_error(exc: OSError, what: str) -> SubstrateError:
+    """One line for an OSError while writing ``what``: disk full gets its own wording."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SubstrateError(f"disk full while writing {what}; nothing was overwritten: free some "
+                              "space and rerun with --resume")
+    return SubstrateError(f"could not write {what}: {exc.strerror or exc}; nothing was overwritten")

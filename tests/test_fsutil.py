@@ -1,0 +1,129 @@
+"""Shared crash-safe writers: round trips, permissions, failed writes, disk-full wording."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+
+from substrate_lm import fsutil
+from substrate_lm.errors import SubstrateError
+from substrate_lm.fsutil import (TMP_PREFIX, atomic_torch_save, atomic_write_bytes,
+                                 atomic_write_json, atomic_write_text, disk_error, fsync_dir,
+                                 sha256_file)
+
+
+def test_round_trips(tmp_path):
+    p = atomic_write_bytes(tmp_path / "new" / "sub" / "a.bin", b"\x00\x01abc")  # folders created
+    assert p == tmp_path / "new" / "sub" / "a.bin" and p.read_bytes() == b"\x00\x01abc"
+    atomic_write_bytes(p, memoryview(b"xyz0123")[1:5])
+    assert p.read_bytes() == b"yz01"
+
+    assert atomic_write_text(tmp_path / "t.txt", "héllo 世界\n").read_text(encoding="utf-8") == "héllo 世界\n"
+    atomic_write_text(tmp_path / "l.txt", "é", encoding="latin-1")
+    assert (tmp_path / "l.txt").read_bytes() == b"\xe9"
+
+    obj = {"a": [1, 2.5, None], "ключ": "значение", "p": tmp_path}
+    raw = atomic_write_json(tmp_path / "o.json", obj, default=str).read_text(encoding="utf-8")
+    assert raw.endswith("}\n") and "ключ" in raw  # UTF-8, not \u escapes
+    assert json.loads(raw) == {**obj, "p": str(tmp_path)}
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "bad.json", {"p": tmp_path})  # no default: JSON refuses it
+    # a lone surrogate has no UTF-8 form: written escaped instead of failing
+    atomic_write_json(tmp_path / "s.json", {"c": "\udc80"})
+    assert json.loads((tmp_path / "s.json").read_text(encoding="ascii")) == {"c": "\udc80"}
+
+    sd = {"w": torch.arange(6.0).reshape(2, 3)}
+    atomic_torch_save(tmp_path / "m.pt", sd)
+    assert torch.equal(torch.load(tmp_path / "m.pt")["w"], sd["w"])
+    assert not [q for q in tmp_path.rglob("*") if q.name.startswith(TMP_PREFIX)]
+
+
+@pytest.mark.parametrize("arr", [
+    np.arange(10, dtype="<u2"),
+    np.arange(24, dtype=np.float32).reshape(4, 6),
+    np.arange(40, dtype=np.int64).reshape(5, 8)[:, ::3],  # not contiguous: written in C order
+])
+def test_ndarray_written_in_native_layout(tmp_path, arr):
+    p = atomic_write_bytes(tmp_path / "x.bin", arr)
+    assert p.read_bytes() == np.ascontiguousarray(arr).tobytes()
+    assert np.array_equal(np.fromfile(p, dtype=arr.dtype).reshape(arr.shape), arr)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_permissions_follow_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        p = atomic_write_bytes(tmp_path / "f", b"x")
+        q = tmp_path / "plain"
+        q.write_bytes(b"x")  # what a plain open() gives
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask == stat.S_IMODE(q.stat().st_mode)
+
+
+def test_temp_file_lives_next_to_target(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+
+    def spy(src, dst):
+        seen.append((os.path.dirname(src), os.path.basename(src)))
+        real(src, dst)
+
+    monkeypatch.setattr(fsutil.os, "replace", spy)
+    atomic_write_text(tmp_path / "out.txt", "x")
+    assert seen[0][0] == str(tmp_path) and seen[0][1].startswith(TMP_PREFIX + "out.txt.")
+
+
+@pytest.mark.parametrize("where, exc", [
+    ("fsync", OSError(errno.ENOSPC, "No space left on device")),
+    ("replace", KeyboardInterrupt()),  # not an Exception: cleanup must still run
+])
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch, where, exc):
+    p = tmp_path / "data.json"
+    atomic_write_json(p, {"v": 1})
+    before = p.read_bytes()
+
+    def boom(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(fsutil.os, where, boom)
+    with pytest.raises(type(exc)):
+        atomic_write_json(p, {"v": 2})
+    monkeypatch.undo()
+    assert p.read_bytes() == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["data.json"]
+
+
+@pytest.mark.parametrize("bad", ["text, not bytes", {"not": "a buffer"},
+                                 np.array([{"a": 1}], dtype=object)])
+def test_non_buffer_data_is_refused_and_touches_nothing(tmp_path, bad):
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        atomic_write_bytes(p, bad)  # an object array would write its pointers
+    assert p.read_bytes() == b"old" and [q.name for q in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_sha256_file_and_fsync_dir(tmp_path):
+    data = os.urandom(3 * 1000 + 7)
+    p = atomic_write_bytes(tmp_path / "r.bin", data)
+    assert sha256_file(p, chunk=1000) == hashlib.sha256(data).hexdigest()
+    fsync_dir(tmp_path / "missing")  # unsupported or missing folder: a no-op, not an error
+
+
+def test_disk_error_messages():
+    full = disk_error(OSError(errno.ENOSPC, "No space left on device"), "checkpoint step-3")
+    assert isinstance(full, SubstrateError)
+    assert str(full) == ("disk full while writing checkpoint step-3; nothing was overwritten: free "
+                         "some space and rerun with --resume")
+    assert str(disk_error(OSError(errno.EDQUOT, "Disk quota exceeded"), "x")).startswith("disk full")
+    other = disk_error(OSError(errno.EACCES, "Permission denied"), "run/config.toml")
+    assert str(other) == "could not write run/config.toml: Permission denied; nothing was overwritten"
+    assert "\n" not in str(full) + str(other)
