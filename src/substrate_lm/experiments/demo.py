@@ -69,8 +69,8 @@ class DemoSettings:
     @classmethod
     def full(cls) -> "DemoSettings":
         return cls(
-            world_size="1MB", d_model=64, n_layer=4, n_head=4, block_size=128, steps=250, batch_size=16,
-            lr=2e-3, warmup=25, precision="bf16", eval_interval=50, n_runs=5, limit=100, analysis_items=900,
+            world_size="1MB", d_model=64, n_layer=4, n_head=4, block_size=128, steps=200, batch_size=16,
+            lr=2e-3, warmup=20, precision="bf16", eval_interval=50, n_runs=5, limit=100, analysis_items=900,
             maps=("pca", "tsne"),
         )
 

@@ -27,7 +27,9 @@ under the log-likelihood protocol (the option the model finds most likely). Chan
 ...) from the model's hidden states, with cross-validation folds that hold whole entities out. At
 the substrate (layer "substrate") a random table gives chance: its rows say nothing about meaning.
 Accuracy rising above chance in the blocks is meaning emerging in the Transformer, the papers'
-claim. The dashed control curve (labels shuffled per entity) shows how much a probe can fit by
+claim; a laptop-length run usually stays near chance for every model (the trainable one
+included) because the models have not yet memorised the world's facts, so compare with the question
+accuracies. The dashed control curve (labels shuffled per entity) shows how much a probe can fit by
 memorising; the gap is the selectivity.</li>
 <li><b>CKA</b>: how similar each frozen-substrate model's layers are to the trainable baseline's
 (1 = the same representation up to rotation and scale).</li>
