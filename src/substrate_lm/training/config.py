@@ -114,9 +114,10 @@ class TrainSection:
     chunked_loss: bool = True
     """Use the model's chunked cross-entropy (``return_logits=False``) so B x T x vocab fp32 logits are
     never materialised; models without it fall back to full logits."""
-    loss_chunk_size: int = 1024
+    loss_chunk_size: int = 0
     """Rows of logits per chunk of the chunked loss (sets ``model.config.loss_chunk_size``): peak loss
-    memory is about chunk x vocab x 4 bytes (1024 x 65,536: 256 MiB). 0: the model's own default."""
+    memory is about chunk x vocab x 4 bytes (1024 x 65,536: 256 MiB). 0: the model's own default
+    (1024 rows for substrate-lm models)."""
 
 
 @dataclass

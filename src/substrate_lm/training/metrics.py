@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fsutil import atomic_write_text
+from ..fsutil import atomic_write_text, disk_error
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -186,11 +186,14 @@ class RunLogger:
             return
         record = {"time": round(time.time(), 3), **record}
         if self.jsonl_path is not None:
-            if self._fh is None:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.jsonl_path, "a", encoding="utf-8")
-            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self._fh.flush()
+            try:
+                if self._fh is None:
+                    self.run_dir.mkdir(parents=True, exist_ok=True)
+                    self._fh = open(self.jsonl_path, "a", encoding="utf-8")
+                self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self._fh.flush()
+            except OSError as exc:
+                raise disk_error(exc, str(self.jsonl_path)) from None
         if self._tb is not None:
             event, step = record.get("event", "train"), record.get("step", 0)
             for key, value in record.items():
