@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from substrate_lm.cli.main import main
 from substrate_lm.tokenizer import build_from_stats

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import platform
 from pathlib import Path
 
 from .. import __version__
+from ..fsutil import atomic_write_json, atomic_write_text
 
 READING_GUIDE = """
 <p>Every model below has the same backbone, data, seed, schedule and number of steps; only the
@@ -232,10 +232,7 @@ def write_demo_report(out: Path, settings, results, analyses, generations, secon
             parts.append(f"<li><a href='{rel}'>{html.escape(name)}</a></li>")
     parts.append("</ul></body></html>")
 
-    html_path = out / "report.html"
-    tmp = html_path.with_name(".report.html.tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, html_path)
+    html_path = atomic_write_text(out / "report.html", "\n".join(parts))
     summary = dict(
         settings={k: v for k, v in vars(settings).items()},
         rows=rows,
@@ -245,5 +242,5 @@ def write_demo_report(out: Path, settings, results, analyses, generations, secon
         generations=generations,
         seconds=seconds,
     )
-    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    atomic_write_json(out / "results.json", summary, default=str)
     return html_path

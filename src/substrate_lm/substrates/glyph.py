@@ -48,7 +48,6 @@ Fidelity choices (see also ``benchmarks/2026-11-28-substrates.md``):
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 import os
 import random
@@ -62,6 +61,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import SubstrateError
+from ..fsutil import sha256_file
 from .pca import pca_unit_rows
 from .registry import check_options
 
@@ -97,14 +97,6 @@ class FontInfo:
     format: str
     version: str | None
     sha256: str
-
-
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sfnt_version(path: str) -> str | None:
@@ -167,7 +159,7 @@ def resolve_font(font: str | os.PathLike | None = None) -> FontInfo:
     if ext not in ("otf", "ttf", "hex"):
         raise SubstrateError(f"font {cand} is not a .otf, .ttf or .hex Unifont file; {INSTALL_HINT}")
     version = _hex_version(cand) if ext == "hex" else _sfnt_version(cand)
-    return FontInfo(path=str(cand), format=ext, version=version, sha256=_sha256_file(cand))
+    return FontInfo(path=str(cand), format=ext, version=version, sha256=sha256_file(cand))
 
 
 # ------------------------------------------------------------------------------ cell rendering
