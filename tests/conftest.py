@@ -14,8 +14,20 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SUBSTRATE_LM_SHARED", REPO.parent / "shared"))
 
-# tiny models are overhead-bound: one thread is faster (and steadier) than two on the 2-core CI machine
-torch.set_num_threads(1)
+# tiny models are overhead-bound: one thread is faster (and steadier) than two on the 2-core CI machine.
+# Every subprocess a test starts must run with the same thread count (see ``pinned_env``): a matmul's
+# reduction order depends on it, so logits compared bit for bit across processes would differ otherwise.
+TEST_THREADS = 1
+torch.set_num_threads(TEST_THREADS)
+
+
+def _pinned_env(**extra: str) -> dict[str, str]:
+    """The environment for a test's subprocess: this process's, with the thread count pinned to ours."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(TEST_THREADS)
+    env.update(extra)
+    return env
 
 
 def shared_path(*parts: str) -> Path:
@@ -24,6 +36,12 @@ def shared_path(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"shared data {p} is absent (it ships only beside the repository, not with the package)")
     return p
+
+
+@pytest.fixture
+def pinned_env():
+    """``pinned_env(HF_HUB_OFFLINE="1")``: an environment for a subprocess with the test's thread count."""
+    return _pinned_env
 
 
 @pytest.fixture

@@ -150,6 +150,7 @@ def test_expert_model_recovers_each_expert(experts):
 
 RELOAD = r"""
 import sys, torch
+assert torch.get_num_threads() == 1, f"subprocess runs {torch.get_num_threads()} threads, the test 1"
 from transformers import AutoModelForCausalLM
 path, x_path, out_path = sys.argv[1:4]
 m = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
@@ -166,7 +167,7 @@ torch.save({"logits": logits, "greedy": g}, out_path)
 """
 
 
-def test_export_then_reload_in_fresh_offline_process(experts, tmp_path):
+def test_export_then_reload_in_fresh_offline_process(experts, tmp_path, pinned_env):
     model = compose(experts, weights=[2, 1, 1])
     out = save_composed(model, tmp_path / "moe")
     names = set(os.listdir(out))
@@ -184,7 +185,7 @@ def test_export_then_reload_in_fresh_offline_process(experts, tmp_path):
 
     x = torch.randint(0, V, (2, 11))
     torch.save(x, tmp_path / "x.pt")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH="")
+    env = pinned_env(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH="")
     subprocess.run([sys.executable, "-c", RELOAD, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
                    check=True, env=env, cwd=tmp_path)
     got = torch.load(tmp_path / "y.pt")

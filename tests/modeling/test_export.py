@@ -29,6 +29,7 @@ def token_id_model(seed=0):
 
 RELOAD = r"""
 import sys, torch
+assert torch.get_num_threads() == 1, f"subprocess runs {torch.get_num_threads()} threads, the test 1"
 from transformers import AutoModelForCausalLM
 path, x_path, out_path = sys.argv[1:4]
 m = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
@@ -43,7 +44,7 @@ torch.save(logits, out_path)
 """
 
 
-def test_export_then_reload_in_fresh_offline_process(tmp_path):
+def test_export_then_reload_in_fresh_offline_process(tmp_path, pinned_env):
     model = token_id_model()
     out = export_model(model, tmp_path / "m")
     names = set(os.listdir(out))
@@ -64,7 +65,7 @@ def test_export_then_reload_in_fresh_offline_process(tmp_path):
 
     x = torch.randint(0, V, (2, 11))
     torch.save(x, tmp_path / "x.pt")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="")
+    env = pinned_env(HF_HUB_OFFLINE="1", PYTHONPATH="")
     # run outside the repo so only the exported files can provide the model code
     subprocess.run([sys.executable, "-c", RELOAD, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
                    check=True, env=env, cwd=tmp_path)
