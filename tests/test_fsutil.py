@@ -127,3 +127,29 @@ def test_disk_error_messages():
     other = disk_error(OSError(errno.EACCES, "Permission denied"), "run/config.toml")
     assert str(other) == "could not write run/config.toml: Permission denied; nothing was overwritten"
     assert "\n" not in str(full) + str(other)
+
+
+def test_folder_lock_is_exclusive_names_the_holder_and_cleans_up(tmp_path):
+    folder = tmp_path / "run"
+    with fsutil.FolderLock(folder, "run folder") as held:
+        assert held.took_over is None
+        assert (folder / fsutil.LOCK_NAME).read_text().split()[0] == str(os.getpid())
+        with pytest.raises(SubstrateError) as exc:
+            fsutil.FolderLock(folder, "run folder").acquire()
+        msg = str(exc.value)
+        assert f"pid {os.getpid()}" in msg and "in use" in msg and "\n" not in msg
+    assert not (folder / fsutil.LOCK_NAME).exists()
+    with fsutil.FolderLock(folder):  # free again
+        pass
+
+
+def test_folder_lock_takes_over_the_file_of_a_dead_process(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / fsutil.LOCK_NAME).write_text("4194304 otherhost\n")  # a holder that died: no flock
+    lock = fsutil.FolderLock(folder).acquire()
+    try:
+        assert lock.took_over == "4194304"
+        assert (folder / fsutil.LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    finally:
+        lock.release()

@@ -158,3 +158,130 @@ def disk_error(exc: OSError, what: str) -> SubstrateError:
         return SubstrateError(f"disk full while writing {what}; nothing was overwritten: free some "
                               "space and rerun with --resume")
     return SubstrateError(f"could not write {what}: {exc.strerror or exc}; nothing was overwritten")
+
+
+#: Name of the lock file :class:`FolderLock` keeps in a folder while it is held.
+LOCK_NAME = ".lock"
+
+
+class FolderLock:
+    """An exclusive, crash-safe lock on a folder (one writer per run folder).
+
+    The lock is an ``fcntl.flock`` on ``<folder>/.lock``, which holds the owner's pid and host. The
+    kernel drops the lock when its process dies, however it dies, so a lock left by a killed
+    process is simply taken over (:attr:`took_over` names the dead pid). Where ``fcntl`` does not
+    exist (Windows) the file is created exclusively and a stale one is taken over when its pid no
+    longer runs. Use as a context manager or call :meth:`acquire` / :meth:`release`.
+
+    Args:
+        folder: the folder to lock (created when missing).
+        what: how the error names the folder (``"run folder"``).
+
+    Raises:
+        SubstrateError: from :meth:`acquire` when another live process holds the lock (the message
+            names its pid and host).
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "folder"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.what = what
+        self._fd: int | None = None
+        self.took_over: str | None = None
+
+    def _holder(self) -> str:
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            return "another process"
+        if len(text) >= 2:
+            return f"pid {text[0]} on {text[1]}"
+        return f"pid {text[0]}" if text else "another process"
+
+    def _busy(self) -> SubstrateError:
+        return SubstrateError(f"{self.what} {self.folder} is in use by another trainer "
+                              f"({self._holder()}); wait for it to finish, stop it, or choose "
+                              "another folder")
+
+    def acquire(self) -> "FolderLock":
+        import socket
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        me = f"{os.getpid()} {socket.gethostname()}\n".encode()
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self._acquire_pidfile(me)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise self._busy() from None
+            # the holder before us may have unlinked the file between our open and flock: then
+            # we locked an orphan inode; start again on the file that is there now
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        old = os.read(fd, 200).decode("utf-8", "replace").split()
+        if old and old[0] != str(os.getpid()):
+            self.took_over = old[0]
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, me)
+        except OSError:
+            pass  # e.g. a full disk: the lock holds all the same, only the holder is unnamed
+        self._fd = fd
+        return self
+
+    def _acquire_pidfile(self, me: bytes) -> "FolderLock":  # pragma: no cover - Windows
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                parts = self.path.read_text(errors="replace").split()
+                pid = int(parts[0]) if parts and parts[0].isdigit() else None
+                if pid is not None and _pid_alive(pid):
+                    raise self._busy() from None
+                self.took_over = str(pid)
+                self.path.unlink(missing_ok=True)
+                continue
+            os.write(fd, me)
+            self._fd = fd
+            return self
+        raise self._busy()
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding the lock) and drop the lock."""
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:  # pragma: no cover - only the Windows path uses it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

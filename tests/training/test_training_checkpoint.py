@@ -46,7 +46,10 @@ def test_round_trip(tmp_path):
     assert torch.equal(ck.optimizer_state["state"]["a.weight"]["exp_avg"],
                        optim["state"]["a.weight"]["exp_avg"])
     manifest = json.loads((path / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"model.safetensors", "optimizer.pt", "state.pt"}
+    assert set(manifest["files"]) == {"model.safetensors", "optimizer.json",
+                                      "optimizer.safetensors", "state.json", "state.safetensors"}
+    # no pickles anywhere: every file is JSON or safetensors
+    assert not [p for p in path.iterdir() if p.suffix in (".pt", ".pkl", ".bin")]
     assert not [p for p in (tmp_path / "ck").iterdir() if p.name.startswith(".tmp")]
 
 
@@ -107,7 +110,9 @@ def test_full_disk_overwrites_nothing(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", no_space)
+    from safetensors import torch as st
+
+    monkeypatch.setattr(st, "save_file", no_space)
     with pytest.raises(SubstrateError) as exc:
         save(mgr, 2)
     msg = str(exc.value)
@@ -172,3 +177,29 @@ def test_resolve_accepts_run_dir_and_step_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SubstrateError, match="no usable checkpoint"):
         resolve_checkpoint(tmp_path / "empty")
+
+
+def test_plain_file_round_trip_and_every_bit_flip_is_caught(tmp_path):
+    from substrate_lm.training.checkpoint import load_plain_file, save_plain_file
+
+    model, optim, state = payload(3)
+    obj = {"step": 3, "optimizer": optim, "rng": state["rng"], "bf16": torch.ones(3, dtype=torch.bfloat16),
+           "keys": {1: "a", (2, 3): [1.5, float("inf"), None, True]}, "losses": (4.0, 3.5)}
+    path = save_plain_file(tmp_path / "s.safetensors", obj)
+    back = load_plain_file(path)
+    assert back["keys"] == obj["keys"] and back["losses"] == (4.0, 3.5) and back["step"] == 3
+    assert torch.equal(back["optimizer"]["state"]["a.weight"]["exp_avg"],
+                       optim["state"]["a.weight"]["exp_avg"])
+    assert back["bf16"].dtype == torch.bfloat16 and torch.equal(back["rng"]["torch"], obj["rng"]["torch"])
+    raw = path.read_bytes()
+    rng = random.Random(0)
+    for _ in range(30):
+        bad = bytearray(raw)
+        i = rng.randrange(len(bad))
+        bad[i] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(bad))
+        with pytest.raises(CheckpointCorrupt):
+            load_plain_file(path)
+    with pytest.raises(TypeError):
+        save_plain_file(tmp_path / "x.safetensors", {"obj": object()})
+    assert not (tmp_path / "x.safetensors").exists()

@@ -93,3 +93,38 @@ def test_any_hf_causal_lm_trains_and_exports(tmp_path, prepared):
     ids = torch.randint(0, vocab, (1, 16))
     with torch.no_grad():
         assert torch.equal(again(ids).logits, result.model.eval()(ids).logits)
+
+
+def test_threads_and_device_flags(tmp_path, capsys):
+    assert run_cli(["train", "--config", "tiny", "--threads", "3", "--device", "cpu",
+                    "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "threads = 3" in out and 'device = "cpu"' in out
+    with pytest.raises(SubstrateError, match="run.threads must be >= 0"):
+        run_cli(["train", "--config", "tiny", "--threads", "-1", "--print-config"])
+
+
+def test_threads_setting_reaches_torch(tmp_path, prepared):
+    before = torch.get_num_threads()
+    want = 2 if before == 1 else 1  # differs from the current count, so the test can fail
+    try:
+        cfg = tiny_config(tmp_path / "run", prepared, **{"train.steps": 1, "eval.interval": 0,
+                                                          "run.threads": want})
+        Trainer(cfg).fit()
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_export_refuses_an_existing_folder_unless_overwrite(tmp_path, prepared):
+    run = tmp_path / "run"
+    assert run_cli(["train", "--config", "tiny", *common(run, prepared), "--train.steps", "1",
+                    "--eval.interval", "0"]) == 0
+    out = tmp_path / "hf"
+    assert run_cli(["export", str(run), "--out", str(out)]) == 0
+    with pytest.raises(SubstrateError, match="--overwrite"):
+        run_cli(["export", str(run), "--out", str(out)])
+    assert run_cli(["export", str(run), "--out", str(out), "--overwrite"]) == 0
+    with pytest.raises(SubstrateError):  # never the run folder itself, not even with --overwrite
+        run_cli(["export", str(run), "--out", str(run), "--overwrite"])
+    assert (run / "checkpoints").is_dir()

@@ -45,18 +45,25 @@ def register(subparsers) -> None:
                    help="list every config key with its value and meaning, then exit")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as TOML and exit")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="same as --run.device: auto (CUDA when available), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="same as --run.threads: CPU threads for torch (0: torch's default)")
     p.set_defaults(func=cmd_train, overrides=[])
 
     e = subparsers.add_parser(
         "export",
         help="export a training checkpoint as a Hugging Face model folder (tokenizer, substrate)",
         description="Export the newest valid checkpoint of a run folder (or a given checkpoint "
-                    "folder) as a self-contained HF model folder loadable with trust_remote_code.",
+                    "folder) as a self-contained HF model folder. --out must be missing or empty, "
+                    "or a previous export with --overwrite.",
     )
     e.add_argument("checkpoint", metavar="CHECKPOINT_OR_RUN_DIR")
     e.add_argument("--out", required=True, metavar="DIR", help="destination folder")
     e.add_argument("--tokenizer", default=None, metavar="DIR_OR_HUB_ID",
                    help="tokenizer to include (default: the run's own copy)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace a previous export at --out (never any other folder)")
     e.set_defaults(func=cmd_export)
 
 
@@ -75,6 +82,26 @@ def _resolve_source(config: str | None):
     return config
 
 
+def _run_folder_of(config: str):
+    from pathlib import Path
+
+    path = Path(config)
+    return path if path.is_dir() else path.parent
+
+
+def _is_run_folder(config: str | None) -> bool:
+    """``--config`` names a run folder, or the ``config.toml`` inside one (it has checkpoints or a log)."""
+    from pathlib import Path
+
+    if config is None:
+        return False
+    path = Path(config)
+    if path.is_dir():
+        return True
+    return path.name == "config.toml" and path.is_file() and any(
+        (path.parent / n).exists() for n in ("checkpoints", "log.jsonl"))
+
+
 def cmd_train(args) -> int:
     from ..errors import SubstrateError
     from ..training.config import describe_config, load_config
@@ -86,16 +113,19 @@ def cmd_train(args) -> int:
     if not args.config:
         raise SubstrateError("pass --config RECIPE|FILE|RUN_DIR (recipes: tiny, small, paper-1024-bit, ...)")
     source = _resolve_source(args.config)
+    if getattr(args, "device", None) is not None:
+        args.overrides += ["--run.device", args.device]
+    if getattr(args, "threads", None) is not None:
+        args.overrides += ["--run.threads", str(args.threads)]
     cfg = load_config(source, args.overrides)
     if args.print_config:
         print(cfg.to_toml())
         return 0
-    if source is not None and str(source).endswith("config.toml") and not any(
+    if _is_run_folder(args.config) and not any(
             o.split("=")[0] in ("--run.dir", "--run.name") for o in args.overrides):
-        # a run folder's own config: keep the run where it is even if the config was moved
-        from pathlib import Path
-
-        cfg.run.dir = str(Path(source).parent) if not cfg.run.dir else cfg.run.dir
+        # a run folder's own config: the run is the folder given, wherever config.toml says it
+        # was first written (a copied run trains into the copy, never into the original)
+        cfg.run.dir = str(_run_folder_of(args.config))
     from ..training.trainer import Trainer
 
     result = Trainer(cfg, resume=args.resume).fit()
@@ -116,7 +146,8 @@ def cmd_export(args) -> int:
 
         tok, _ = load_tokenizer_any(args.tokenizer)
     out = export_checkpoint(args.checkpoint, args.out, tokenizer=tok,
-                            warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+                            warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                            overwrite=bool(getattr(args, "overwrite", False)))
     print(out)
     return 0
 

@@ -9,8 +9,8 @@ Command line: ``substrate-lm train --config tiny [--resume] [--section.key VALUE
 """
 
 from .build import RunData, build_model, build_model_meta, load_run_data, load_run_tokenizer
-from .checkpoint import (CheckpointCorrupt, CheckpointManager, load_checkpoint, resolve_checkpoint,
-                         verify_checkpoint)
+from .checkpoint import (CheckpointCorrupt, CheckpointManager, load_checkpoint, load_plain_file,
+                         resolve_checkpoint, save_plain_file, verify_checkpoint)
 from .config import (RunConfig, apply_overrides, describe_config, load_config, recipe_names,
                      recipe_path)
 from .export import export_checkpoint, model_from_checkpoint
@@ -23,7 +23,8 @@ __all__ = [
     "Trainer", "TrainResult", "train", "seed_everything", "causal_lm_loss",
     "RunData", "build_model", "build_model_meta", "load_run_data", "load_run_tokenizer",
     "CheckpointManager", "CheckpointCorrupt", "load_checkpoint", "resolve_checkpoint",
-    "verify_checkpoint", "export_checkpoint", "model_from_checkpoint",
+    "verify_checkpoint", "export_checkpoint", "model_from_checkpoint", "save_plain_file",
+    "load_plain_file",
     "flops_per_token", "matmul_params", "peak_flops",
     "build_optimizer", "build_scheduler", "param_groups", "WarmupCosine",
 ]

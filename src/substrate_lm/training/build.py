@@ -42,11 +42,14 @@ class RunData:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
         raise SubstrateError(f"{path} is unreadable ({exc}); prepare the data again") from None
+    if not isinstance(data, dict):
+        raise SubstrateError(f"{path} is damaged (not a JSON object); prepare the data again")
+    return data
 
 
 def is_prepared(path: str | os.PathLike) -> bool:
@@ -161,12 +164,10 @@ def build_model(section: ModelSection, tokenizer: Any = None, *, seed: int = 0) 
         seed: seed of the weight init and of the substrate's random codes.
     """
     if section.init_from:
-        from transformers import AutoModelForCausalLM
-
         if section.overrides:
             raise SubstrateError("model.overrides cannot change a model loaded with model.init_from")
         try:
-            return AutoModelForCausalLM.from_pretrained(section.init_from, trust_remote_code=True)
+            return load_init_model(section.init_from)
         except (OSError, ValueError) as exc:
             raise SubstrateError(f"cannot load model.init_from {section.init_from}: "
                                  f"{str(exc).splitlines()[0]}") from None
@@ -220,17 +221,81 @@ def model_spec(model: nn.Module) -> dict[str, str]:
             "config": model.config.to_json_string(use_diff=False)}
 
 
-def model_from_spec(spec: dict[str, str]) -> nn.Module:
-    """Inverse of :func:`model_spec`: a freshly initialised model of the same class and config."""
+#: Packages whose classes a checkpoint's model spec may name; nothing else is ever imported.
+SPEC_PACKAGES = ("substrate_lm", "transformers")
 
-    def load(qual: str):
-        mod, _, name = qual.partition(":")
+
+def _spec_class(qual: Any, base: type, what: str) -> type:
+    """The class a spec names, imported only from :data:`SPEC_PACKAGES` and only if it subclasses ``base``."""
+    if not isinstance(qual, str) or qual.count(":") != 1:
+        raise SubstrateError(f"the checkpoint's model spec names a malformed {what} {qual!r}")
+    mod, name = qual.split(":")
+    parts = name.split(".")
+    if (mod.split(".")[0] not in SPEC_PACKAGES
+            or not all(p.isidentifier() and not p.startswith("_") for p in mod.split(".") + parts)):
+        raise SubstrateError(f"the checkpoint's model spec names {qual!r}; only {what}es of "
+                             f"{' and '.join(SPEC_PACKAGES)} are loaded (a checkpoint never chooses code)")
+    try:
         obj: Any = importlib.import_module(mod)
-        for part in name.split("."):
+        for part in parts:
             obj = getattr(obj, part)
-        return obj
+    except (ImportError, AttributeError) as exc:
+        raise SubstrateError(f"the checkpoint's model spec names {qual!r}, which does not exist "
+                             f"here ({exc})") from None
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise SubstrateError(f"the checkpoint's model spec names {qual!r}, which is not a {what}")
+    return obj
 
-    cfg_cls, cls = load(spec["config_class"]), load(spec["class"])
-    cfg = cfg_cls.from_dict(json.loads(spec["config"]))
+
+def model_from_spec(spec: dict[str, str]) -> nn.Module:
+    """Inverse of :func:`model_spec`: a freshly initialised model of the same class and config.
+
+    Only a model class (a ``PreTrainedModel`` subclass) and a config class (a ``PretrainedConfig``
+    subclass) from ``substrate_lm`` or ``transformers`` are accepted, so a doctored checkpoint
+    cannot make this import or call anything else.
+
+    Raises:
+        SubstrateError: a spec naming anything else, or a config that does not parse.
+    """
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    if not isinstance(spec, dict):
+        raise SubstrateError("the checkpoint's model spec is not a mapping")
+    cfg_cls = _spec_class(spec.get("config_class"), PretrainedConfig, "config class")
+    cls = _spec_class(spec.get("class"), PreTrainedModel, "model class")
+    try:
+        cfg = cfg_cls.from_dict(json.loads(spec["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SubstrateError(f"the checkpoint's model config does not parse ({exc})") from None
     return cls(cfg)
 
+
+def load_init_model(path: str) -> nn.Module:
+    """The model of ``model.init_from`` without running code from that folder.
+
+    Our own model types load with our classes (files checked against the export's hashes);
+    any other folder with the classes transformers ships (``trust_remote_code=False``), so a
+    folder's ``.py`` files never run. Goes through :func:`substrate_lm.loading.load_model_dir`.
+    """
+    try:
+        from ..loading import load_model_dir
+    except ImportError:  # pragma: no cover - the package always ships it
+        load_model_dir = None
+    if load_model_dir is not None:
+        return load_model_dir(os.path.expanduser(path), allow_hub=True)
+    p = Path(os.path.expanduser(path))
+    model_type = None
+    if (p / "config.json").is_file():
+        try:
+            model_type = json.loads((p / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{p / 'config.json'} is unreadable ({exc})") from None
+    if model_type in ("substrate_lm", "substrate_lm_composed"):
+        from ..modeling import ComposedForCausalLM, SubstrateForCausalLM
+
+        cls = SubstrateForCausalLM if model_type == "substrate_lm" else ComposedForCausalLM
+        return cls.from_pretrained(str(p))
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(p) if p.exists() else path,
+                                                trust_remote_code=False)

@@ -1,27 +1,37 @@
-"""Checkpoints that survive crashes: atomic, verified, pruned.
+"""Checkpoints that survive crashes: atomic, verified, pruned, and made of plain data only.
 
 Layout of ``<run>/checkpoints/``::
 
     step-00000200/
-        model.safetensors     model weights (full, unsharded; frozen table included)
-        optimizer.pt          optimizer state (torch.save; loaded with weights_only=True)
-        state.pt              step, data position, scheduler, RNG states (python, numpy, torch,
-                              CUDA), metrics, the run config
-        manifest.json         sha256 + size of each file above; written LAST
+        model.safetensors       model weights (full, unsharded; frozen table included)
+        optimizer.json          optimizer state: its structure and numbers as JSON, tensors by name
+        optimizer.safetensors   ... and the tensors it names (exp_avg, exp_avg_sq, step)
+        state.json              step, data position, scheduler, RNG states, metrics, the run config
+        state.safetensors       tensors of the state (torch and CUDA RNG states)
+        config.toml             the run config, for people
+        manifest.json           sha256 + size of each file above, and its own hash; written LAST
     step-00000400/ ...
-    index.json                latest / best / list, for people and tools (rebuilt on every save)
+    index.json                  latest / best / list, for people and tools (rebuilt on every save)
+
+Nothing in a checkpoint is a pickle: tensors live in safetensors files and everything else in
+JSON (tuples, non-string dict keys and tensors are tagged, see :func:`tree_to_json`), so loading a
+checkpoint can never import or call anything, whoever wrote the folder. Checkpoints of the
+pickled format (``state.pt``, ``optimizer.pt``) of earlier versions are refused in one line.
 
 A checkpoint is written into a hidden ``.tmp-step-...`` folder, every file fsynced, the manifest
 written last, and the folder renamed into place, so a SIGKILL at any moment leaves either no new
-checkpoint or a complete one. Loading verifies every hash; a corrupt or truncated checkpoint is
-reported in one line and the previous good one is used instead.
+checkpoint or a complete one. Loading verifies every hash and the manifest's own; a corrupt,
+truncated or doctored checkpoint is reported in one line and the previous good one is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -35,11 +45,17 @@ from ..errors import SubstrateError
 from ..fsutil import atomic_write_text, disk_error, fsync_dir, fsync_file, sha256_file
 
 MODEL_FILE = "model.safetensors"
-OPTIM_FILE = "optimizer.pt"
-STATE_FILE = "state.pt"
+OPTIM_FILE = "optimizer.json"
+OPTIM_TENSORS = "optimizer.safetensors"
+STATE_FILE = "state.json"
+STATE_TENSORS = "state.safetensors"
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Files of the pickled format 1; never unpickled.
+LEGACY_FILES = ("state.pt", "optimizer.pt")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class CheckpointCorrupt(Exception):
@@ -72,15 +88,174 @@ def _step_of(path: Path) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Plain-data serialisation: JSON for structure, safetensors for tensors
+
+
+def tree_to_json(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """A JSON-ready copy of ``obj``; its tensors are moved into ``tensors`` and named in the tree.
+
+    Handles None, bool, int, float (NaN and infinities included), str, lists, tuples, dicts with
+    any scalar or tuple keys, numpy scalars and torch tensors. Tags: ``{"__tensor__": name}``,
+    ``{"__tuple__": [...]}``, ``{"__dict__": [[key, value], ...]}`` (for dicts whose keys are not
+    all plain strings, or collide with a tag). :func:`tree_from_json` inverts it exactly.
+
+    Raises:
+        TypeError: any other type (a checkpoint never holds objects that need code to rebuild).
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, np.generic):
+        return tree_to_json(obj.item(), tensors)
+    if isinstance(obj, torch.Tensor):
+        name = f"t{len(tensors)}"
+        tensors[name] = obj
+        return {"__tensor__": name}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [tree_to_json(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [tree_to_json(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: tree_to_json(v, tensors) for k, v in obj.items()}
+        return {"__dict__": [[tree_to_json(k, tensors), tree_to_json(v, tensors)]
+                             for k, v in obj.items()]}
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint (plain data and tensors only)")
+
+
+def tree_from_json(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`tree_to_json`; builds only dicts, lists, tuples, scalars and tensors.
+
+    Raises:
+        ValueError: a tag that is malformed or names a tensor that is not there.
+    """
+    if isinstance(obj, list):
+        return [tree_from_json(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise ValueError(f"unexpected {type(obj).__name__} in a checkpoint tree")
+    if len(obj) == 1:
+        (tag, value), = obj.items()
+        if tag == "__tensor__":
+            if not isinstance(value, str) or value not in tensors:
+                raise ValueError(f"the tree names a tensor {value!r} that is not stored")
+            return tensors[value]
+        if tag == "__tuple__":
+            if not isinstance(value, list):
+                raise ValueError("malformed __tuple__ tag")
+            return tuple(tree_from_json(v, tensors) for v in value)
+        if tag == "__dict__":
+            if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+                raise ValueError("malformed __dict__ tag")
+            out = {}
+            for k, v in value:
+                key = tree_from_json(k, tensors)
+                if isinstance(key, (list, dict, torch.Tensor)):
+                    raise ValueError("unhashable dict key in a checkpoint tree")
+                out[key] = tree_from_json(v, tensors)
+            return out
+    if any(k.startswith("__") for k in obj):
+        raise ValueError(f"unknown tag in a checkpoint tree: {sorted(obj)[0]!r}")
+    return {k: tree_from_json(v, tensors) for k, v in obj.items()}
+
+
+def _write_tree(obj: Any, folder: Path, json_name: str, tensor_name: str) -> list[str]:
+    """Write ``obj`` as ``json_name`` (+ ``tensor_name`` when it holds tensors); the files written."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = tree_to_json(obj, tensors)
+    files = []
+    if tensors:
+        save_file(_safetensors_ready(tensors), str(folder / tensor_name),
+                  metadata={"format": "substrate-lm"})
+        files.append(tensor_name)
+    with open(folder / json_name, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"format": FORMAT_VERSION, "tree": tree}, ensure_ascii=False) + "\n")
+    files.insert(0, json_name)
+    return files
+
+
+def _read_tree(folder: Path, json_name: str, tensor_name: str) -> Any:
+    from safetensors.torch import load_file
+
+    doc = json.loads((folder / json_name).read_text(encoding="utf-8"))
+    if not isinstance(doc, dict) or "tree" not in doc:
+        raise ValueError(f"{json_name} holds no tree")
+    tensors = load_file(str(folder / tensor_name)) if (folder / tensor_name).is_file() else {}
+    return tree_from_json(doc["tree"], tensors)
+
+
+def _plain_digest(tree_json: str, data: bytes | memoryview) -> str:
+    h = hashlib.sha256(tree_json.encode("utf-8"))
+    h.update(data)
+    return h.hexdigest()
+
+
+def save_plain_file(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` (plain data and tensors) as one self-checking safetensors file, atomically.
+
+    The tensors are the file's tensors; the structure is :func:`tree_to_json` text in the
+    header's metadata, with a sha256 over that text and the tensor bytes. No pickle: loading
+    (:func:`load_plain_file`) never runs code. For small training states written in one piece
+    (e.g. growth stages); run checkpoints use :class:`CheckpointManager`.
+    """
+    from safetensors.torch import save
+
+    from ..fsutil import atomic_write_bytes
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = json.dumps({"format": FORMAT_VERSION, "tree": tree_to_json(obj, tensors)},
+                      ensure_ascii=True)
+    ready = _safetensors_ready(tensors)
+    first = save(ready, metadata={"tree": tree})
+    n = int.from_bytes(first[:8], "little")
+    digest = _plain_digest(tree, memoryview(first)[8 + n:])
+    # the data section does not depend on the metadata: the digest holds for the final file
+    return atomic_write_bytes(path, save(ready, metadata={"tree": tree, "sha256": digest}))
+
+
+def load_plain_file(path: str | os.PathLike) -> Any:
+    """Inverse of :func:`save_plain_file` (tensors on the CPU).
+
+    Raises:
+        CheckpointCorrupt: missing, truncated or altered file (one line).
+    """
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        if len(raw) < 8 or 8 + n > len(raw):
+            raise ValueError("truncated header")
+        meta = json.loads(raw[8:8 + n].decode("utf-8")).get("__metadata__") or {}
+        tree = meta.get("tree")
+        if not isinstance(tree, str) or meta.get("sha256") != _plain_digest(tree, memoryview(raw)[8 + n:]):
+            raise ValueError("sha256 mismatch (damaged or altered)")
+        doc = json.loads(tree)
+        return tree_from_json(doc["tree"], load(raw))
+    except FileNotFoundError:
+        raise CheckpointCorrupt(f"{path} is missing") from None
+    except Exception as exc:  # noqa: BLE001 - every parse failure is the same verdict
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointCorrupt(f"{path.name} is unreadable: {msg}") from None
+
+
+# ----------------------------------------------------------------------------------------------
 # RNG
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Every RNG the loop touches, in a form ``torch.load(weights_only=True)`` accepts."""
+    """Every RNG the loop touches, as plain data and tensors (see :func:`tree_to_json`)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -96,7 +271,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
+        cuda_states = list(state["cuda"])
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
 
@@ -105,27 +280,58 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 # Verification and loading
 
 
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "self_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
 def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Check every file of a checkpoint against its manifest.
+    """Check a checkpoint's manifest (shape and own hash) and every file against it.
 
     Returns:
         The manifest.
 
     Raises:
-        CheckpointCorrupt: missing manifest or file, size or sha256 mismatch.
+        CheckpointCorrupt: missing, unreadable, empty or doctored manifest; a legacy pickled
+            checkpoint; a missing file; a size or sha256 mismatch.
     """
     path = Path(path)
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise CheckpointCorrupt(f"{MANIFEST_FILE} missing (save interrupted?)")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointCorrupt(f"{MANIFEST_FILE} unreadable ({exc})") from None
+        manifest = json.loads(manifest_path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} unreadable ({str(exc).splitlines()[0]})") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} is not a JSON object")
+    files = manifest.get("files")
+    if isinstance(files, dict) and any(n in files for n in LEGACY_FILES) or (
+            manifest.get("format") == 1 and "self_sha256" not in manifest):
+        raise CheckpointCorrupt("written in the pickled format of substrate-lm < 0.2 (state.pt), "
+                                "which is never loaded because a pickle can run code; retrain or "
+                                "convert it with the version that wrote it")
+    if manifest.get("self_sha256") != _manifest_digest(manifest):
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} fails its own hash (damaged or edited)")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} has unknown format {manifest.get('format')!r}")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} lists no files")
+    for required in (MODEL_FILE, STATE_FILE):
+        if required not in files:
+            raise CheckpointCorrupt(f"{MANIFEST_FILE} does not list {required}")
+    step = manifest.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or (
+            _step_of(path) is not None and step != _step_of(path)):
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} step {step!r} does not match the folder {path.name}")
     for name, meta in files.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name == MANIFEST_FILE:
+            raise CheckpointCorrupt(f"{MANIFEST_FILE} lists a bad file name {name!r}")
+        if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int)
+                and isinstance(meta.get("sha256"), str) and _SHA_RE.match(meta["sha256"])):
+            raise CheckpointCorrupt(f"{MANIFEST_FILE} entry of {name} is damaged")
         fpath = path / name
-        if not fpath.is_file():
+        if fpath.is_symlink() or not fpath.is_file():
             raise CheckpointCorrupt(f"{name} missing")
         size = fpath.stat().st_size
         if size != meta["bytes"]:
@@ -137,7 +343,7 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
                     load_optimizer: bool = True) -> Checkpoint:
-    """Load one checkpoint folder onto the CPU.
+    """Load one checkpoint folder onto the CPU (safetensors and JSON only: no code can run).
 
     Raises:
         CheckpointCorrupt: when ``verify`` and a file fails its hash, or a file does not parse.
@@ -147,13 +353,19 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
     path = Path(path)
     if verify:
         verify_checkpoint(path)
+    elif any((path / n).exists() for n in LEGACY_FILES) and not (path / STATE_FILE).exists():
+        raise CheckpointCorrupt("written in the pickled format of substrate-lm < 0.2 (state.pt), "
+                                "which is never loaded")
     try:
         model_state = load_file(str(path / MODEL_FILE))
-        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-        optim = (torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
+        state = _read_tree(path, STATE_FILE, STATE_TENSORS)
+        optim = (_read_tree(path, OPTIM_FILE, OPTIM_TENSORS)
                  if load_optimizer and (path / OPTIM_FILE).is_file() else None)
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise CheckpointCorrupt(f"cannot read: {str(exc).splitlines()[0]}") from None
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError(f"{STATE_FILE} records no step")
+    except Exception as exc:  # noqa: BLE001 - safetensors, json and our own checks all end here
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointCorrupt(f"cannot read: {msg}") from None
     return Checkpoint(path=path, step=int(state["step"]), model_state=model_state,
                       optimizer_state=optim, state=state)
 
@@ -187,6 +399,18 @@ def resolve_checkpoint(path: str | os.PathLike, warn: Callable[[str], None] | No
 # Saving
 
 
+def _write_error(exc: BaseException, what: str) -> SubstrateError:
+    """One line for any failure while writing ``what`` (safetensors reports I/O errors as text)."""
+    if isinstance(exc, OSError):
+        return disk_error(exc, what)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "os error 28" in text or "No space left" in text or "os error 122" in text:
+        import errno
+
+        return disk_error(OSError(errno.ENOSPC, "No space left on device"), what)
+    return SubstrateError(f"could not write {what}: {text}; nothing was overwritten")
+
+
 class CheckpointManager:
     """Save, verify, find and prune the checkpoints of one run.
 
@@ -210,7 +434,8 @@ class CheckpointManager:
         """Finished checkpoint folders, newest first (temp folders of killed saves are ignored)."""
         if not self.root.is_dir():
             return []
-        dirs = [p for p in self.root.iterdir() if p.is_dir() and _step_of(p) is not None]
+        dirs = [p for p in self.root.iterdir()
+                if p.is_dir() and not p.is_symlink() and _step_of(p) is not None]
         return sorted(dirs, key=lambda p: _step_of(p), reverse=True)  # type: ignore[arg-type,return-value]
 
     def latest_valid(self, warn: Callable[[str], None] | None = None) -> Path | None:
@@ -242,7 +467,7 @@ class CheckpointManager:
             step: optimizer steps done.
             model_state: full (unsharded) model state dict; tensors are moved to CPU.
             optimizer_state: optimizer state dict (FQN-keyed or index-keyed).
-            state: step, data position, scheduler, RNG, config ... (``weights_only``-loadable).
+            state: step, data position, scheduler, RNG, config ... (plain data and tensors).
             val_loss: validation loss at this step (for keep-best), or None.
             config_toml: the run config as TOML, stored beside the weights for people.
 
@@ -252,11 +477,14 @@ class CheckpointManager:
         Raises:
             SubstrateError: disk full or another write error; the partial folder is removed and no
                 existing checkpoint is touched.
+            TypeError: ``state`` or ``optimizer_state`` holds an object that is not plain data.
         """
         from safetensors.torch import save_file
 
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
+        if val_loss is not None and not math.isfinite(val_loss):
+            val_loss = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._clean_temp()
@@ -265,10 +493,9 @@ class CheckpointManager:
                       metadata={"step": str(step), "format": "substrate-lm"})
             files = [MODEL_FILE]
             if optimizer_state is not None:
-                torch.save(optimizer_state, tmp / OPTIM_FILE)
-                files.append(OPTIM_FILE)
-            torch.save(dict(state, step=step, val_loss=val_loss), tmp / STATE_FILE)
-            files.append(STATE_FILE)
+                files += _write_tree(optimizer_state, tmp, OPTIM_FILE, OPTIM_TENSORS)
+            files += _write_tree(dict(state, step=step, val_loss=val_loss), tmp, STATE_FILE,
+                                 STATE_TENSORS)
             if config_toml is not None:
                 (tmp / "config.toml").write_text(config_toml, encoding="utf-8")
                 files.append("config.toml")
@@ -283,6 +510,7 @@ class CheckpointManager:
                 "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
                           for n in files},
             }
+            manifest["self_sha256"] = _manifest_digest(manifest)
             with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
                 json.dump(manifest, fh, indent=1)
                 fh.flush()
@@ -297,39 +525,45 @@ class CheckpointManager:
             else:
                 os.replace(tmp, final)
             fsync_dir(self.root)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise disk_error(exc, f"checkpoint {final}") from None
-        except BaseException:
+        except (KeyboardInterrupt, SystemExit, TypeError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        except BaseException as exc:  # OSError, SafetensorError (I/O as text), ...
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_error(exc, f"checkpoint {final}") from None
         self.prune()
         return final
 
     def _clean_temp(self) -> None:
         for p in self.root.iterdir():
-            if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
+            if p.name.startswith((".tmp-", ".old-")) and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
 
     def _read_manifest(self, path: Path) -> dict[str, Any] | None:
         try:
-            return json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+            man = json.loads((path / MANIFEST_FILE).read_bytes().decode("utf-8"))
         except (OSError, ValueError):
             return None
+        return man if isinstance(man, dict) else None
 
     def best(self) -> tuple[Path, float] | None:
         """The checkpoint with the lowest recorded validation loss (manifest-complete ones only)."""
         best: tuple[Path, float] | None = None
         for path in self.step_dirs():
             man = self._read_manifest(path)
-            if man is None or man.get("val_loss") is None:
+            val = None if man is None else man.get("val_loss")
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or not math.isfinite(val):
                 continue
-            if best is None or man["val_loss"] < best[1]:
-                best = (path, float(man["val_loss"]))
+            if best is None or val < best[1]:
+                best = (path, float(val))
         return best
 
     def prune(self) -> None:
-        """Delete all but the newest ``keep_last`` and the best; rewrite ``index.json``."""
+        """Delete all but the newest ``keep_last`` and the best; rewrite ``index.json``.
+
+        Only complete checkpoint folders (``step-N`` with a manifest) directly under the root are
+        ever deleted; anything else in the folder is left alone.
+        """
         dirs = self.step_dirs()
         complete = [p for p in dirs if (p / MANIFEST_FILE).is_file()]
         keep = set(complete[: self.keep_last])

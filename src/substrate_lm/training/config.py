@@ -37,6 +37,9 @@ class RunSection:
     """Run folder (config, logs, checkpoints). Empty: ``runs/<name>`` under the current directory."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Device: ``auto`` picks CUDA when available, else CPU. Under torchrun each rank takes its local GPU."""
+    threads: int = 0
+    """CPU threads for torch (``torch.set_num_threads``); 0 keeps torch's default. The CPU peak used for
+    MFU counts these threads."""
 
 
 @dataclass
@@ -382,6 +385,18 @@ def validate(cfg: RunConfig) -> None:
             raise SubstrateError(f"{sec}.{key} must be >= 0")
     if cfg.log.interval == 0:
         raise SubstrateError("log.interval must be >= 1")
+    if not cfg.model.init_from:
+        # preset, substrate spec and overrides are checked now, not after the data is loaded
+        from ..presets import get_preset
+
+        try:
+            get_preset(cfg.model.preset, substrate=cfg.model.substrate or None, **cfg.model.overrides)
+        except (ValueError, TypeError, KeyError) as exc:
+            what = " ".join(str(exc).split()) or type(exc).__name__
+            raise SubstrateError(f"model.preset {cfg.model.preset!r} / model.substrate "
+                                 f"{cfg.model.substrate!r} / model.overrides: {what}") from None
+    if cfg.run.threads < 0:
+        raise SubstrateError(f"run.threads must be >= 0 (0: torch's default), got {cfg.run.threads}")
     if cfg.checkpoint.keep_last < 1:
         raise SubstrateError(f"checkpoint.keep_last must be >= 1, got {cfg.checkpoint.keep_last}")
     if not 0 < cfg.data.val_fraction < 1:

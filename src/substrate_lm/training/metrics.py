@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fsutil import atomic_write_text, disk_error
+from ..fsutil import atomic_write_bytes, disk_error
 
 
 def matmul_params(model: nn.Module) -> int:
@@ -157,28 +157,44 @@ class RunLogger:
         self._tb = None
         self._tty = sys.stderr.isatty()
         self._last_line_len = 0
-        if tensorboard and enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self.note("tensorboard is not installed; logging JSONL only "
-                          "(pip install tensorboard to get TensorBoard curves)")
-            else:
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+        # TensorBoard's writer creates its folder at once: open it with the first record, so a run
+        # that fails its checks before training leaves no files behind
+        self._want_tb = tensorboard and enabled
+
+    def _open_tb(self) -> None:
+        self._want_tb = False
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self.note("tensorboard is not installed; logging JSONL only "
+                      "(pip install tensorboard to get TensorBoard curves)")
+        else:
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
 
     def truncate_after(self, step: int) -> None:
-        """Drop records logged after ``step`` (a resumed run re-logs them), atomically."""
+        """Keep only the records of steps <= ``step`` (a resumed run re-logs the rest), atomically.
+
+        Lines that do not parse (cut by a kill mid-write or a full disk, inside a UTF-8 character
+        or not) are dropped; so is a record with no valid step.
+        """
         if self.jsonl_path is None or not self.jsonl_path.is_file():
             return
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
         kept = []
-        for line in self.jsonl_path.read_text(encoding="utf-8").splitlines():
+        for raw in self.jsonl_path.read_bytes().split(b"\n"):
             try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a kill
-            if rec.get("step", 0) <= step:
-                kept.append(line)
-        atomic_write_text(self.jsonl_path, "".join(x + "\n" for x in kept))
+                rec = json.loads(raw.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError is a ValueError too
+                continue
+            s = rec.get("step", 0) if isinstance(rec, dict) else None
+            if isinstance(s, (int, float)) and not isinstance(s, bool) and s <= step:
+                kept.append(raw)
+        try:
+            atomic_write_bytes(self.jsonl_path, b"".join(x + b"\n" for x in kept))
+        except OSError as exc:
+            raise disk_error(exc, str(self.jsonl_path)) from None
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record (``event`` and ``step`` keys plus values) to the JSONL file and TensorBoard."""
@@ -194,6 +210,8 @@ class RunLogger:
                 self._fh.flush()
             except OSError as exc:
                 raise disk_error(exc, str(self.jsonl_path)) from None
+        if self._want_tb:
+            self._open_tb()
         if self._tb is not None:
             event, step = record.get("event", "train"), record.get("step", 0)
             for key, value in record.items():
@@ -230,9 +248,16 @@ class RunLogger:
         if self._tty and self._last_line_len:
             sys.stderr.write("\n")
             self._last_line_len = 0
+        # closing flushes: on a full disk that fails again, and the error was already reported
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
             self._fh = None
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except Exception:  # noqa: BLE001 - TensorBoard's writer thread reports I/O in its own types
+                pass
             self._tb = None

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_text, disk_error
+from ..fsutil import FolderLock, atomic_write_text, disk_error
 from .build import RunData, build_model, check_compat, load_run_data, load_run_tokenizer, model_spec
 from .checkpoint import (CheckpointCorrupt, CheckpointManager, capture_rng_state, load_checkpoint,
                          restore_rng_state)
@@ -111,7 +111,11 @@ class Trainer:
         model: a model to train instead of building ``config.model`` (any HF causal LM).
         tokenizer: its tokenizer (samples, vocabulary checks, export); default from the config/data.
         data: a :class:`~substrate_lm.training.build.RunData` instead of opening ``config.data``.
-        resume: continue from the newest valid checkpoint of the run folder (fresh start if none).
+        resume: continue from the newest valid checkpoint of the run folder (fresh start if none;
+            an error if it has checkpoints but none is usable).
+
+    While it runs, the trainer holds the run folder's lock (:class:`~substrate_lm.fsutil.FolderLock`):
+    a second trainer on the same folder fails at once, naming the holder's pid.
         callbacks: called with every record (``{"event": "train"|"val"|"sample"|"checkpoint", ...}``)
             on the main rank; an exception raised there stops the run (the checkpoints stay).
     """
@@ -130,14 +134,34 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Run the loop to ``train.steps``; see the module docstring."""
         cfg = self.cfg
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
         ctx = setup_distributed(cfg.dist.strategy, cfg.run.device, cfg.dist.backend)
         self.ctx = ctx
-        self.log = RunLogger(cfg.run_dir(), jsonl=cfg.log.jsonl, tensorboard=cfg.log.tensorboard,
-                             progress=cfg.log.progress, enabled=ctx.is_main)
+        run_dir = cfg.run_dir()
+        created = not run_dir.exists()
+        lock = None
         try:
-            return self._fit(ctx)
+            if ctx.is_main:
+                # one trainer per run folder: a second one fails here, before touching anything
+                try:
+                    lock = FolderLock(run_dir, "run folder").acquire()
+                except OSError as exc:
+                    raise disk_error(exc, f"the run folder {run_dir}") from None
+            self.log = RunLogger(run_dir, jsonl=cfg.log.jsonl, tensorboard=cfg.log.tensorboard,
+                                 progress=cfg.log.progress, enabled=ctx.is_main)
+            if lock is not None and lock.took_over:
+                self.log.note(f"note: took over the lock of {run_dir} from pid {lock.took_over}, "
+                              "which is no longer running")
+            try:
+                return self._fit(ctx)
+            finally:
+                self.log.close()
         finally:
-            self.log.close()
+            if lock is not None:
+                lock.release()
+                if created:
+                    _remove_if_empty(run_dir)  # a run refused before writing leaves no folder
             teardown_distributed(ctx)
 
     # ------------------------------------------------------------------------------------------
@@ -173,9 +197,14 @@ class Trainer:
         if ctx.is_main:
             if self.resume:
                 found = ckpts.latest_valid(warn=lambda m: self.log.note(f"warning: {m}"))
-                if found is None:
-                    self.log.note(f"note: nothing to resume in {ckpts.root}; starting at step 0")
-                decision = (str(found) if found else None, None)
+                if found is None and ckpts.step_dirs():
+                    decision = (None, f"no usable checkpoint in {ckpts.root} (see the warnings "
+                                      "above); nothing was changed: move the damaged folders away "
+                                      "to start over, or choose a new --run.dir")
+                else:
+                    if found is None:
+                        self.log.note(f"note: nothing to resume in {ckpts.root}; starting at step 0")
+                    decision = (str(found) if found else None, None)
             elif ckpts.step_dirs():
                 decision = (None, f"{run_dir} already holds checkpoints (latest "
                                   f"{ckpts.step_dirs()[0].name}); pass --resume to continue that run "
@@ -198,6 +227,10 @@ class Trainer:
         self.step, self.tokens, self.best_val = 0, 0, None
         if resume_path:
             self._restore(Path(resume_path))
+        else:
+            # records of an earlier attempt that died before its first checkpoint are not part of
+            # this run: start the log afresh instead of appending duplicates
+            self.log.truncate_after(0)
         if ctx.is_main:
             self._write_run_files(run_dir)
         if self.data.val is None and ctx.is_main:
@@ -484,6 +517,15 @@ class Trainer:
         self.best_val = ck.state.get("best_val_loss")
         self.log.truncate_after(self.step)
         self.log.note(f"resumed from {path} (step {self.step})")
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` if it is empty (``rmdir`` refuses otherwise, e.g. when another trainer
+    has locked it in the meantime)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def train(config: RunConfig, **kwargs: Any) -> TrainResult:
