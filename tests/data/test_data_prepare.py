@@ -261,7 +261,13 @@ def test_foreign_files_in_out_dir_are_kept(tok, corpus, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine", encoding="utf-8")
-    prepare_data(str(corpus["jsonl"]), tok, out, progress=False)
+    # a folder with the user's files is not taken over silently ...
+    with pytest.raises(SubstrateError, match="notes.txt.*--overwrite") as exc:
+        prepare_data(str(corpus["jsonl"]), tok, out, progress=False)
+    assert "\n" not in str(exc.value)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    # ... only with --overwrite, and then its files are kept
+    prepare_data(str(corpus["jsonl"]), tok, out, progress=False, overwrite=True)
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert os.path.exists(out / "train-00000.bin")
 

@@ -41,7 +41,8 @@ def register(subparsers) -> None:
                     help="tokenizer folder or hub id (vocabulary <= 65,536)")
     pr.add_argument("--out", required=True, metavar="DIR", help="output directory")
     pr.add_argument("--val-fraction", type=float, default=0.01, metavar="F",
-                    help="share of documents hashed into the val split (default 0.01)")
+                    help="share of the text hashed into the val split, per document or "
+                         "piece of a long one (default 0.01)")
     pr.add_argument("--text-field", default="text", metavar="NAME",
                     help="JSON/Parquet/dataset field with the text (default 'text')")
     pr.add_argument("--text-unit", default="file", choices=("file", "line", "paragraph"),
@@ -50,7 +51,8 @@ def register(subparsers) -> None:
     pr.add_argument("--shard-tokens", type=int, default=None, metavar="N",
                     help="tokens per shard file (default 67,108,864 = 128 MiB)")
     pr.add_argument("--overwrite", action="store_true",
-                    help="replace a directory prepared with another tokenizer or settings")
+                    help="replace a directory prepared with another tokenizer or settings, or "
+                         "write into a folder that holds other files (they are kept)")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.add_argument("--json", action="store_true", help="print the statistics as JSON")
     pr.set_defaults(func=cmd_prepare)
@@ -103,8 +105,13 @@ def format_stats(stats: dict) -> str:
         lines.append("most frequent <unk> characters: " + ", ".join(
             f"{u['codepoint']} x{u['count']:,}" for u in unknown[:8]))
     if stats.get("val_fraction", 0) > 0 and not stats.get("splits", {}).get("val", {}).get("tokens"):
-        lines.append("warning: the val split is empty (too few documents for --val-fraction; "
-                     "use --text-unit paragraph/line for single-file corpora)")
+        lines.append("warning: the val split is empty (the corpus is a single piece of text, or "
+                     "a world corpus without a val part); add text, or split it into documents "
+                     "with --text-unit paragraph or line")
+    elif stats.get("val_from_train_tail"):
+        lines.append(f"note: no document hashed into val at --val-fraction "
+                     f"{stats.get('val_fraction')}; the last {stats['val_from_train_tail']} "
+                     "training piece(s) became the val split")
     return "\n".join(lines)
 
 
@@ -117,7 +124,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         args.out,
         val_fraction=args.val_fraction,
         seed=args.seed,
-        shard_tokens=args.shard_tokens or DEFAULT_SHARD_TOKENS,
+        shard_tokens=DEFAULT_SHARD_TOKENS if args.shard_tokens is None else args.shard_tokens,
         text_field=args.text_field,
         text_unit=args.text_unit,
         overwrite=args.overwrite,

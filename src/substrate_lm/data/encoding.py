@@ -66,7 +66,8 @@ def _load_by_name(name: str):
             return load_tokenizer(str(p) if p.exists() else name)
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(p) if p.exists() else name, trust_remote_code=True)
+        # never the folder's own code: a data or model folder is untrusted input
+        return AutoTokenizer.from_pretrained(str(p) if p.exists() else name, trust_remote_code=False)
     except SubstrateError:
         raise
     except Exception as exc:  # hub / file errors come in many types
@@ -127,21 +128,42 @@ def tokenizer_identity(tok, name: str | None = None) -> dict:
     }
 
 
+def plain_text_mode(backend) -> None:
+    """Make a Rust tokenizer encode special-token strings in the input as ordinary text.
+
+    By default ``tokenizers`` matches added special tokens in the input before anything else, so
+    a document containing ``</s>`` would get the eos id in the middle of its text (and ``[INST]``
+    a chat control token). With ``encode_special_tokens`` set they go through the normal model
+    like any other characters; only ids placed by the caller (the preparer's eos) are special.
+
+    Raises:
+        SubstrateError: the installed ``tokenizers`` cannot do this (older than 0.15).
+    """
+    try:
+        backend.encode_special_tokens = True
+    except AttributeError:
+        pass
+    if not getattr(backend, "encode_special_tokens", False):
+        raise SubstrateError("the installed tokenizers package cannot encode special-token "
+                             "strings as plain text; pip install 'tokenizers>=0.15'")
+
+
 def batch_encoder(tok) -> tuple[Callable[[list[str]], list[list[int]]], object]:
     """``(encode, backend)``: a function mapping texts to id lists on the Rust batch path.
 
-    Truncation and padding are switched off on a private copy of the Rust tokenizer where the
-    ``tokenizer.json`` carries either (they would silently cut documents); adds no special
-    tokens: the preparer places eos itself. ``encode_batch_fast`` (no offsets) is used where the
+    Truncation and padding are switched off on a private copy of the Rust tokenizer (they would
+    silently cut documents); adds no special tokens: the preparer places eos itself. Text is
+    plain text: a literal ``</s>``, ``<s>`` or ``[INST]`` in a document is encoded as its
+    characters, never as the control token (see :func:`plain_text_mode`). ``encode_batch_fast`` (no offsets) is used where the
     installed ``tokenizers`` has it; both spread the batch over all cores.
     """
-    backend = tok.backend_tokenizer
-    if backend.truncation is not None or backend.padding is not None:
-        from tokenizers import Tokenizer
+    from tokenizers import Tokenizer
 
-        backend = Tokenizer.from_str(backend.to_str())
-        backend.no_truncation()
-        backend.no_padding()
+    # a private copy: the caller's tokenizer keeps its settings
+    backend = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    backend.no_truncation()
+    backend.no_padding()
+    plain_text_mode(backend)
     encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
 
     def encode_texts(texts: list[str]) -> list[list[int]]:

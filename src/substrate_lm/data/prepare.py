@@ -8,13 +8,24 @@ Layout of a prepared directory::
     val-00000.bin ...
     stats.json           documents, characters, tokens, chars/token, <unk> count/share per split
 
-The token stream of a split is its documents in source order, each followed by the eos id. A
-document goes to ``val`` when ``blake2b(key=seed, text) / 2**64 < val_fraction`` (a world corpus
-keeps its own split), so the split depends on the text and the seed only: not on order,
-batching, or on how often the run was interrupted. Shard boundaries fall every ``shard_tokens``
-tokens of a split's stream, so the shards are a pure function of (sources, tokenizer, seed,
-val_fraction, shard_tokens), and of ``piece_chars`` for the rare tokenizer whose ids change when
-a long document is cut at whitespace (see :func:`~substrate_lm.data.encoding.cut_is_exact`).
+The token stream of a split is its documents in source order, each followed by the eos id.
+The split is decided per *unit* of text: a document, or each piece (at most ``piece_chars``
+characters, cut at whitespace) of a longer one. A unit goes to ``val`` when
+``blake2b(key=seed, text) / 2**64 < val_fraction`` (a world corpus keeps its own split), so the
+validation text is about ``val_fraction`` of the *characters* even for a few long books, and the
+split depends on the text and the seed only: not on order, batching, or on how often the run was
+interrupted. Where a document changes split between two pieces, each side gets a document
+boundary (eos) there. A corpus too small for the hash to pick any unit (e.g. three short
+documents at 1%) still gets a validation split: at the end, the last units of the training
+stream, as many as reach ``val_fraction`` of the characters (at least one, never all of
+``train``), are moved to ``val`` (``stats.json`` reports how many as ``val_from_train_tail``).
+
+Plain text is encoded as text: a literal ``</s>``, ``<s>`` or ``[INST]`` in a document becomes
+its characters, never a control token; the only special ids in the shards are the eos ids the
+preparer places.
+
+Shard boundaries fall every ``shard_tokens`` tokens of a split's stream, so the shards are a pure
+function of (sources, tokenizer, seed, val_fraction, shard_tokens, piece_chars).
 
 Resuming: whenever a shard is finished the run commits: the shard (already renamed into place),
 the unfinished remainder ("tail") of each split under a new generation name, then
@@ -61,6 +72,8 @@ BATCH_ITEMS = 1 << 14
 COMMIT_SECONDS = 300.0
 #: Pieces containing <unk> that are re-examined to name the unknown characters in stats.json.
 UNK_SAMPLE_PIECES = 10_000
+#: Newest training items (documents or pieces) remembered for the non-empty validation guarantee.
+MAX_TRAIN_SEGMENTS = 256
 
 _SHARD_RE = re.compile(r"^(train|val)-(\d{5,})\.bin$")
 _TAIL_RE = re.compile(r"^(train|val)\.tail-(\d+)\.bin$")
@@ -133,10 +146,19 @@ def _owned_files(out: Path) -> list[Path]:
         return found
     for p in out.iterdir():
         n = p.name
-        if (n in ("meta.json", "manifest.json", "stats.json") or _SHARD_RE.match(n)
-                or _TAIL_RE.match(n) or n.startswith(TMP_PREFIX)):
+        if p.is_dir() and not p.is_symlink():
+            continue  # preparation writes files only; a folder with such a name is not ours
+        if (n in ("meta.json", "manifest.json", "stats.json") or _SHARD_RE.fullmatch(n)
+                or _TAIL_RE.fullmatch(n) or n.startswith(TMP_PREFIX)):
             found.append(p)
     return found
+
+
+def _is_tail_name(name, split: str | None = None) -> bool:
+    """Whether ``name`` is a tail file name preparation writes (a plain name, no folders)."""
+    m = _TAIL_RE.fullmatch(name) if isinstance(name, str) else None
+    return bool(m) and "/" not in name and "\\" not in name and (
+        split is None or name.startswith(f"{split}."))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -187,6 +209,12 @@ class _Preparer:
         self.lone_surrogates = 0
         self.seconds = 0.0
         self.tail_files: list[str] = []
+        # the newest training items [start token in the train stream, characters, unk tokens,
+        # 1 if it starts a document] (for the non-empty validation guarantee); whether any item
+        # came with a fixed split (a world corpus: then its split is kept as it is)
+        self.train_segments: list[list[int]] = []
+        self.hinted = False
+        self.moved_to_val = 0
         self.tokens_seen = 0
         self._invalid_at_end = 0
         self.unknown_chars: dict[str, int] = {}
@@ -209,6 +237,8 @@ class _Preparer:
             "lone_surrogates": self.lone_surrogates,
             "unknown_chars": self.unknown_chars,
             "unk_pieces_seen": self.unk_pieces_seen,
+            "train_segments": self.train_segments,
+            "hinted": self.hinted,
             "seconds": round(self.seconds, 3),
         }
 
@@ -230,7 +260,12 @@ class _Preparer:
                         return f"shard {sh['file']} has the wrong size"
                 tail = sp["tail"]
                 if tail:
-                    arr = np.fromfile(self.out / tail["file"], dtype="<u2")
+                    tp = self.out / str(tail["file"])
+                    # only a tail name of ours, directly in --out: a doctored manifest must not
+                    # make a later commit delete (or this read) a file anywhere else
+                    if not _is_tail_name(tail["file"], s) or tp.is_symlink() or not tp.is_file():
+                        return f"bad tail file {tail['file']!r}"
+                    arr = np.fromfile(tp, dtype="<u2")
                     if arr.size != tail["tokens"] or _sha256(arr) != tail["sha256"]:
                         return f"tail {tail['file']} is damaged"
                     buffers[s] = arr.astype(np.uint16, copy=False)
@@ -245,6 +280,13 @@ class _Preparer:
             self.seconds = float(m.get("seconds", 0.0))
             self.unknown_chars = dict(m.get("unknown_chars", {}))
             self.unk_pieces_seen = int(m.get("unk_pieces_seen", 0))
+            segs = m.get("train_segments", [])
+            if not (isinstance(segs, list) and all(
+                    isinstance(g, list) and len(g) == 4 and all(isinstance(v, int) for v in g)
+                    for g in segs)):
+                return "bad train_segments"
+            self.train_segments = [list(g) for g in segs]
+            self.hinted = bool(m.get("hinted", False))
             for s in SPLITS:
                 arr = buffers.get(s)
                 self.buffers[s] = [arr] if arr is not None and arr.size else []
@@ -290,6 +332,8 @@ class _Preparer:
         _disk_guard(atomic_write_json, self.out / "manifest.json", self.manifest(complete, tails))
         # only after the manifest stops pointing at them may the old tails go
         for name in self.tail_files:
+            if not _is_tail_name(name):
+                continue  # never ours to delete (load_manifest refuses such names already)
             try:
                 (self.out / name).unlink()
             except FileNotFoundError:
@@ -335,14 +379,25 @@ class _Preparer:
             return self.encode(pieces)
         except TypeError:
             # The Rust side rejects lone surrogates (possible in JSON '\ud800' escapes). They are
-            # counted, and encoded the tokenizer package's way (one <unk> each) where it exists,
-            # else as U+FFFD.
+            # counted and each becomes one <unk> id between the encoded parts around it (U+FFFD
+            # where the tokenizer has no unk). The ids are placed here rather than by writing
+            # "<unk>" into the text: text never turns into special tokens (plain-text encoding).
             self.lone_surrogates += sum(len(_SURROGATE_RE.findall(p)) for p in pieces)
-            try:
-                from ..tokenizer import encode_corpus
-            except ImportError:
-                return self.encode([_SURROGATE_RE.sub("\ufffd", p) for p in pieces])
-            return list(encode_corpus(self.backend, pieces, batch_size=max(1, len(pieces))))
+            out = []
+            for piece in pieces:
+                parts = _SURROGATE_RE.split(piece)
+                if len(parts) == 1:
+                    out.append(self.encode([piece])[0])
+                elif self.unk is None:
+                    out.append(self.encode([_SURROGATE_RE.sub("\ufffd", piece)])[0])
+                else:
+                    ids: list[int] = []
+                    for k, part_ids in enumerate(self.encode(parts)):
+                        if k:
+                            ids.append(self.unk)
+                        ids.extend(part_ids)
+                    out.append(ids)
+            return out
 
     def _name_unknowns(self, pieces: list[str]) -> None:
         """Count which characters became <unk> (first UNK_SAMPLE_PIECES pieces with any)."""
@@ -365,21 +420,24 @@ class _Preparer:
         Python walks the items once to decide splits and eos positions; token counting and
         assembly of the per-split streams are vectorised.
         """
+        n_items = len(batch)
+        pc = self.piece_chars
+        if any(len(item[1]) > pc for item in batch):  # rare: cut long documents into pieces
+            # each piece becomes an item of its own (a continuation of its document), so the
+            # split is decided per piece: by characters, not by documents
+            expanded = []
+            for item in batch:
+                si, text, hint, cont, bad = item
+                if len(text) > pc:
+                    parts = split_long_text(text, pc)
+                    expanded.append((si, parts[0], hint, cont, bad))
+                    expanded.extend((si, part, hint, True, 0) for part in parts[1:])
+                else:
+                    expanded.append(item)
+            batch = expanded
         n = len(batch)
         texts = [item[1] for item in batch]
-        pc = self.piece_chars
-        if any(len(t) > pc for t in texts):  # rare: cut long documents into pieces
-            pieces: list[str] = []
-            first = []
-            for t in texts:
-                first.append(len(pieces))
-                if len(t) > pc:
-                    pieces.extend(split_long_text(t, pc))
-                else:
-                    pieces.append(t)
-            first.append(len(pieces))
-        else:
-            pieces, first = texts, None
+        pieces, first = texts, None
         ids = self._encode(pieces)
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)  # token boundaries of the pieces
         np.cumsum(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)), out=offsets[1:])
@@ -405,27 +463,53 @@ class _Preparer:
         docs, eos_n = [0, 0], [0, 0]
         src_counts = self.src_counts
         seed, frac = self.seed, self.val_fraction
+        item_len_l = item_len.tolist()
+        item_unk_l = item_unk.tolist()
+        segs = self.train_segments
+        pos = self._train_stream_len()  # tokens in the train stream before the next item
         for k, (si, text, hint, cont, bad) in enumerate(batch):
             if bad:
                 self.invalid_utf8 += bad
-            if cont and open_ is not None:
-                labels[k] = open_
-                continue
-            if open_ is not None:  # close the previous document
-                eos_at.append(starts[k])
-                eos_lab.append(open_)
-                eos_n[open_] += 1
-                open_ = None
-            if not text:  # no tokens, no characters: only counted
-                src_counts[si]["empty_documents"] += 1
-                continue
             if hint is not None:
-                open_ = SPLITS.index(hint)
+                self.hinted = True
+            new_segment = False
+            if cont and open_ is not None:
+                if hint is None and frac > 0.0:
+                    # every piece of a long document is a unit of its own: the split follows the
+                    # characters, not the number of documents
+                    unit = 1 if document_split(text, seed, frac) == "val" else 0
+                    if unit != open_:
+                        eos_at.append(starts[k])
+                        eos_lab.append(open_)
+                        eos_n[open_] += 1
+                        pos += open_ == 0
+                        open_ = unit
+                        docs[open_] += 1
+                        new_segment = True
+                labels[k] = open_
             else:
-                open_ = 1 if frac > 0.0 and document_split(text, seed, frac) == "val" else 0
-            labels[k] = open_
-            docs[open_] += 1
-            src_counts[si]["documents"] += 1
+                if open_ is not None:  # close the previous document
+                    eos_at.append(starts[k])
+                    eos_lab.append(open_)
+                    eos_n[open_] += 1
+                    pos += open_ == 0
+                    open_ = None
+                if not text:  # no tokens, no characters: only counted
+                    src_counts[si]["empty_documents"] += 1
+                    continue
+                if hint is not None:
+                    open_ = SPLITS.index(hint)
+                else:
+                    open_ = 1 if frac > 0.0 and document_split(text, seed, frac) == "val" else 0
+                labels[k] = open_
+                docs[open_] += 1
+                src_counts[si]["documents"] += 1
+                new_segment = True
+            if open_ == 0:  # one entry per training item: [start, chars, unk, starts a document]
+                segs.append([pos, len(text), item_unk_l[k], int(new_segment)])
+                pos += item_len_l[k]
+        if len(segs) > MAX_TRAIN_SEGMENTS:
+            del segs[:-MAX_TRAIN_SEGMENTS]
         self.open_split = None if open_ is None else SPLITS[open_]
 
         lab = np.asarray(labels, dtype=np.int8)  # [n]
@@ -457,9 +541,59 @@ class _Preparer:
                 self.buffers[s].append(arr)
                 self.buffered[s] += int(arr.size)
                 cut = self._cut_shards(s) or cut
-        self.position += n
+        self.position += n_items
         self.tokens_seen += int(item_len.sum())
         return cut
+
+    def _train_stream_len(self) -> int:
+        return sum(int(sh["tokens"]) for sh in self.shards["train"]) + self.buffered["train"]
+
+    def _ensure_val(self) -> None:
+        """Move the end of the training stream to an empty ``val`` split (see the module docstring).
+
+        Only training items still in the unwritten buffer can move: the last ones, as many as
+        needed to reach ``val_fraction`` of the characters (at least one), never all of ``train``.
+        Where the cut falls inside a document, each side gets a document boundary (eos).
+        """
+        if (self.val_fraction <= 0.0 or self.hinted or self.counts["val"]["documents"]
+                or self.buffered["val"]):
+            return
+        segs = self.train_segments
+        written = sum(int(sh["tokens"]) for sh in self.shards["train"])
+        train_chars = self.counts["train"]["characters"]
+        target = self.val_fraction * train_chars
+        k = chars = unk = doc_starts = 0
+        for start, c, u, is_start in reversed(segs):
+            if start < written or train_chars - (chars + c) <= 0:
+                break
+            k, chars, unk, doc_starts = k + 1, chars + c, unk + u, doc_starts + is_start
+            if chars >= target:
+                break
+        if k == 0:
+            return
+        cut_in_doc = not segs[-k][3]
+        docs_moved = doc_starts + cut_in_doc  # documents that end in the moved part
+        buf = np.concatenate(self.buffers["train"]) if self.buffers["train"] else self._eos_arr[:0]
+        moved, kept = buf[segs[-k][0] - written:], buf[:segs[-k][0] - written]
+        if cut_in_doc:
+            kept = np.concatenate([kept, self._eos_arr])  # the kept part of that document ends here
+        self.buffers["train"] = [kept] if kept.size else []
+        self.buffered["train"] = int(kept.size)
+        self.buffers["val"].append(moved)
+        self.buffered["val"] += int(moved.size)
+        tr, va = self.counts["train"], self.counts["val"]
+        tr["documents"] -= doc_starts
+        tr["characters"] -= chars
+        tr["text_tokens"] -= int(moved.size) - docs_moved
+        tr["eos_tokens"] += int(cut_in_doc) - docs_moved
+        tr["unk_tokens"] -= unk
+        va["documents"] += docs_moved
+        va["characters"] += chars
+        va["text_tokens"] += int(moved.size) - docs_moved
+        va["eos_tokens"] += docs_moved
+        va["unk_tokens"] += unk
+        del segs[-k:]
+        self.moved_to_val = k
 
     def finish(self) -> None:
         self.invalid_utf8 += self._invalid_at_end
@@ -468,6 +602,7 @@ class _Preparer:
             self.buffered[self.open_split] += 1
             self.counts[self.open_split]["eos_tokens"] += 1
             self.open_split = None
+        self._ensure_val()
         for s in SPLITS:
             self._cut_shards(s)
             if self.buffered[s]:
@@ -500,6 +635,7 @@ class _Preparer:
                                               "unk_id", "unk_token", "fingerprint")}
         out["seed"] = self.seed
         out["val_fraction"] = self.val_fraction
+        out["val_from_train_tail"] = self.moved_to_val
         out["shard_tokens"] = self.shard_tokens
         out["seconds"] = round(self.seconds, 3)
         return out
@@ -512,19 +648,23 @@ class _Preparer:
         chars_done = sum(c["characters"] for c in self.counts.values())
         self.tokens_seen = sum(c["text_tokens"] for c in self.counts.values())
         bar = None
-        if self.progress:
+
+        def open_bar():
+            # opened with the first batch: a source that fails at once prints only its error
             try:
                 from tqdm.auto import tqdm
-
-                bar = tqdm(total=None, initial=chars_done, unit="char", unit_scale=True,
-                           desc=f"prepare {self.out.name}", file=sys.stderr, dynamic_ncols=True,
-                           mininterval=0.5)
             except ImportError:  # pragma: no cover - tqdm is in the train extra
-                bar = None
+                return None
+            return tqdm(total=None, initial=chars_done, unit="char", unit_scale=True,
+                        desc=f"prepare {self.out.name}", file=sys.stderr, dynamic_ncols=True,
+                        mininterval=0.5)
+
         items = itertools.islice(self._stream(), self.position, None)
         last_commit = time.monotonic()
         try:
             for batch in _prefetch(self._batches(items)):
+                if bar is None and self.progress and any(item[1] for item in batch):
+                    bar = open_bar()
                 cut = self.process(batch)
                 if bar is not None:
                     bar.update(sum(len(item[1]) for item in batch))
@@ -533,6 +673,10 @@ class _Preparer:
                     self.seconds = seconds0 + time.perf_counter() - t0
                     self.commit()
                     last_commit = time.monotonic()
+        except BaseException:
+            if bar is not None:
+                bar.leave = False  # on a terminal the error replaces the bar
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -665,8 +809,12 @@ def prepare_data(
         "val_fraction": float(val_fraction),
         "seed": int(seed),
         "shard_tokens": int(shard_tokens),
-        "split_rule": "blake2b-64(key=seed, utf8 text) < val_fraction * 2**64; world corpora keep theirs",
+        "split_rule": "per document or piece of <= piece_chars: blake2b-64(key=seed, utf8 text) "
+                      "< val_fraction * 2**64; an empty val takes the last train documents up to "
+                      "val_fraction of the characters; world corpora keep theirs",
         "piece_chars": int(piece_chars),
+        # special-token strings in documents are encoded as their characters (never control ids)
+        "plain_text": True,
     }
     out = Path(os.path.expanduser(os.fspath(out_dir)))
     if out.exists() and not out.is_dir():
@@ -703,6 +851,14 @@ def prepare_data(
                     "to replace it or choose another --out"
                 )
 
+    if old is None and out.is_dir() and not overwrite:
+        foreign = sorted(p.name for p in out.iterdir()
+                         if not (p.is_dir() and not p.is_symlink()) and p not in _owned_files(out))
+        if foreign:
+            raise SubstrateError(
+                f"--out {out} already holds files that data prepare did not write (e.g. "
+                f"{foreign[0]}); choose a new or empty folder, or pass --overwrite to write the "
+                "shards beside them (they are kept)")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     prep = _Preparer(srcs, encoder, tok_info, out, config, progress, int(piece_chars),

@@ -36,7 +36,7 @@ MODES = ("random", "sequential")
 def _load_json(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except FileNotFoundError:
         raise SubstrateError(
             f"{path.parent} is not a prepared data directory (no {path.name}); run "
@@ -44,6 +44,10 @@ def _load_json(path: Path, what: str) -> dict:
         ) from None
     except (OSError, ValueError) as exc:
         raise SubstrateError(f"{what} {path} is unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise SubstrateError(f"{what} {path} is damaged (not a JSON object); re-run prepare with "
+                             f"--overwrite to rebuild {path.parent}")
+    return data
 
 
 class TokenShards:
@@ -78,15 +82,33 @@ class TokenShards:
                 f"{self.dir} is not fully prepared (interrupted?); re-run the same "
                 "substrate-lm data prepare command to finish it"
             )
+        if not isinstance(manifest.get("splits"), dict):
+            raise SubstrateError(f"{self.dir / 'manifest.json'} is damaged (no splits); re-run "
+                                 f"prepare with --overwrite to rebuild {self.dir}")
         if split not in manifest.get("splits", {}):
             raise SubstrateError(f"unknown split {split!r}; use 'train' or 'val'")
         self.split = split
         tok = self.meta.get("tokenizer", {})
-        self.vocab_size: int = int(tok.get("vocab_size", 0))
-        self.eos_id: int = int(tok.get("eos_id", -1))
+        try:
+            self.vocab_size: int = int(tok.get("vocab_size", 0))
+            self.eos_id: int = int(tok.get("eos_id", -1))
+        except (AttributeError, TypeError, ValueError):
+            raise SubstrateError(f"{self.dir / 'meta.json'} is damaged (tokenizer record); re-run "
+                                 f"prepare with --overwrite to rebuild {self.dir}") from None
         self._maps: list[np.ndarray] = []
         lengths = []
-        for sh in manifest["splits"][split]["shards"]:
+        shards = (manifest["splits"][split] or {}).get("shards") if isinstance(
+            manifest["splits"][split], dict) else None
+        if not isinstance(shards, list):
+            raise SubstrateError(f"{self.dir / 'manifest.json'} is damaged (no shard list for "
+                                 f"{split}); re-run prepare with --overwrite to rebuild {self.dir}")
+        for i, sh in enumerate(shards):
+            # a manifest names only our own shard files, in order, directly in the folder
+            if not (isinstance(sh, dict) and sh.get("file") == f"{split}-{i:05d}.bin"
+                    and isinstance(sh.get("tokens"), int) and sh["tokens"] >= 0):
+                raise SubstrateError(
+                    f"{self.dir / 'manifest.json'} is damaged (shard entry {i} of {split}: "
+                    f"{str(sh)[:80]}); re-run prepare with --overwrite to rebuild {self.dir}")
             path = self.dir / sh["file"]
             if not path.is_file():
                 raise SubstrateError(
