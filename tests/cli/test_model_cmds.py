@@ -111,3 +111,47 @@ def test_init_from_a_saved_substrate_and_vocab_mismatch(tmp_path, tok_dir, capsy
     assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--substrate-file", small, "--out", tmp_path / "x") == 2
     err = capsys.readouterr().err
     assert "1,000 rows but the tokenizer has 65,536 ids" in err
+
+
+def test_generate_past_the_context_and_exported_files(tmp_path, tok_dir, capsys):
+    """Issue 15: 40 new tokens on a 16-token model; the exported tokenizer, card and file modes."""
+    out = tmp_path / "m"
+    old = os.umask(0o022)
+    try:
+        assert run_cli("init", "--preset", "tiny", "--substrate", "16-bit", "--tokenizer", tok_dir, "--out", out,
+                       "--set", "n_layer=1", "--set", "block_size=16") == 0
+    finally:
+        os.umask(old)
+    for f in out.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o644, f  # umask respected, not mkstemp's 0600
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 16
+    card = (out / "README.md").read_text()
+    assert "https://github.com/)" not in card and str(tok_dir) not in card and "included in this folder" in card
+    capsys.readouterr()
+    long_prompt = "the other thing in the house " * 4  # > 16 tokens
+    assert run_cli("generate", out, "--prompt", long_prompt, "--max-new-tokens", "40", "--greedy") == 0
+    assert capsys.readouterr().out.startswith(long_prompt)
+    assert run_cli("generate", out, "--prompt", "the", "--prompt", long_prompt, "--max-new-tokens", "40") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[0] the") and lines[1].startswith(f"[1] {long_prompt}")
+
+
+def test_generate_and_info_validate_before_loading(tmp_path, tok_dir, capsys):
+    out = tmp_path / "m"
+    assert run_cli("init", "--preset", "tiny", "--substrate", "16-bit", "--tokenizer", tok_dir, "--out", out,
+                   "--set", "n_layer=1") == 0
+    capsys.readouterr()
+    for bad, what in ((["--temperature", "0"], "--temperature"), (["--top-k", "0"], "--top-k"),
+                      (["--top-p", "1.5"], "--top-p"), (["--max-new-tokens", "0"], "--max-new-tokens"),
+                      (["--device", "nope"], "--device")):
+        assert run_cli("generate", out, "--prompt", "the", *bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and what in err, err
+    assert run_cli("init", "--preset", "tiny", "--set", "n_layr=2", "--out", tmp_path / "x") == 2
+    assert "did you mean n_layer" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    # init --out on the existing model: refused without --overwrite, replaced with it
+    assert run_cli("init", "--preset", "tiny", "--set", "n_layer=1", "--out", out) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run_cli("init", "--preset", "tiny", "--set", "n_layer=1", "--substrate", "16-bit", "--tokenizer", tok_dir,
+                   "--out", out, "--overwrite", "--seed", "3") == 0

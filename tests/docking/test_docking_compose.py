@@ -202,6 +202,11 @@ def test_tampered_shared_table_is_refused(experts, tmp_path):
     tensors = load_file(out / "model.safetensors")
     tensors["token_embeddings.weight"][5, 0] = 1.0 - tensors["token_embeddings.weight"][5, 0]
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="does not match the sha256"):  # the weight file's hash
+        AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    from substrate_lm.modeling import record_weight_hashes
+
+    record_weight_hashes(out)  # hashes made consistent again: the shared table's fingerprint still refuses it
     with pytest.raises(ValueError, match="fingerprint"):
         AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
 
@@ -302,3 +307,34 @@ def test_experts_without_recorded_fingerprint_get_one_at_composition(tmp_path):
     assert model.config.substrate_fingerprint == fp
     again = AutoModelForCausalLM.from_pretrained(save_composed(model, tmp_path / "m"), trust_remote_code=True)
     assert again.config.substrate_fingerprint == fp
+
+
+def test_trainable_table_experts_are_refused_with_the_reason(tmp_path):
+    from substrate_lm.export import export_model
+    from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
+
+    dirs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        cfg = SubstrateConfig(vocab_size=V, n_embed=16, d_model=32, n_layer=1, n_head=4, block_size=32,
+                              substrate_kind="trainable")
+        dirs.append(export_model(SubstrateForCausalLM(cfg), tmp_path / f"e{seed}"))
+    with pytest.raises(SubstrateError, match="trainable") as exc:
+        compose(dirs)
+    msg = _one_line(exc)
+    assert "expert 1" in msg and "frozen substrate" in msg and "re-export" not in msg
+
+
+def test_composed_export_checks_its_files_and_carries_the_context(expert_factory, tokenizer_dir, tmp_path):
+    from substrate_lm.loading import load_model_dir, load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)
+    pair = [expert_factory(seed, vocab=len(tok), n_layer=1) for seed in (0, 1)]
+    out = save_composed(compose(pair), tmp_path / "moe", tokenizer=tok)
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    assert isinstance(load_model_dir(out), ComposedForCausalLM)
+    data = bytearray((out / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 4
+    (out / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(SubstrateError, match="does not match the sha256"):
+        load_model_dir(out)

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from substrate_lm.export import export_model
-from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
+from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM, record_weight_hashes
 
 V = 260
 
@@ -59,7 +59,7 @@ def test_export_then_reload_in_fresh_offline_process(tmp_path, pinned_env):
         src = (out / f).read_text()
         assert not re.search(r"^\s*(from|import)\s+substrate_lm", src, re.M), f
         imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", src, re.M)
-        assert {i.split(".")[0] for i in imports} <= {"__future__", "hashlib", "math", "torch", "transformers", ""}, imports
+        assert {i.split(".")[0] for i in imports} <= {"__future__", "hashlib", "json", "math", "os", "tempfile", "torch", "transformers", ""}, imports
     card = (out / "README.md").read_text()
     assert "fingerprint" in card and "trust_remote_code=True" in card and "token-id" in card
 
@@ -91,6 +91,9 @@ def test_tampered_table_is_refused(tmp_path):
     tensors = load_file(out / "model.safetensors")
     tensors["token_embeddings.weight"][65, 3] = 1.0 - tensors["token_embeddings.weight"][65, 3]
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="does not match the sha256"):  # the weight file's hash
+        AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    record_weight_hashes(out)  # a consistent re-hash of the altered file: the table's fingerprint still refuses it
     with pytest.raises(ValueError, match="fingerprint"):
         AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
 
@@ -110,3 +113,46 @@ def test_export_refuses_mismatched_tokenizer_and_keeps_existing_dir(tmp_path):
     with pytest.raises(SubstrateError, match="not empty"):
         export_model(model, out, overwrite=False)
     assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_sharded_save_hashes_every_shard(tmp_path):
+    model = token_id_model(2)
+    model.save_pretrained(tmp_path / "m", max_shard_size="20KB")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    shards = sorted(p.name for p in (tmp_path / "m").glob("model-*.safetensors"))
+    assert len(shards) > 1 and set(shards) | {"model.safetensors.index.json"} == set(cfg["weights_sha256"])
+    SubstrateForCausalLM.from_pretrained(tmp_path / "m")
+    last = tmp_path / "m" / shards[-1]
+    data = bytearray(last.read_bytes())
+    data[-3] ^= 0x10
+    last.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{shards[-1]} does not match the sha256"):
+        SubstrateForCausalLM.from_pretrained(tmp_path / "m")
+    last.unlink()
+    with pytest.raises(ValueError, match=f"weight file {shards[-1]} is missing"):
+        SubstrateForCausalLM.from_pretrained(tmp_path / "m")
+
+
+def test_save_refuses_a_frozen_kind_without_its_substrate(tmp_path):
+    torch.manual_seed(0)
+    cfg = SubstrateConfig(vocab_size=V, n_embed=16, d_model=64, n_layer=1, n_head=4, substrate_kind="bits")
+    model = SubstrateForCausalLM(cfg)  # random float stand-in, never set_substrate: not a bits table
+    with pytest.raises(ValueError, match="0/1"):
+        model.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="push_to_hub"):
+        token_id_model().save_pretrained(tmp_path / "n", push_to_hub=True)
+
+
+def test_trainable_table_saves_its_trained_fingerprint(tmp_path):
+    from substrate_lm.modeling import substrate_fingerprint
+
+    torch.manual_seed(0)
+    cfg = SubstrateConfig(vocab_size=V, n_embed=16, d_model=64, n_layer=1, n_head=4, substrate_kind="trainable")
+    model = SubstrateForCausalLM(cfg)
+    model.config.substrate_fingerprint = substrate_fingerprint(model.token_embeddings.weight)
+    with torch.no_grad():
+        model.token_embeddings.weight.mul_(1.5)
+    model.save_pretrained(tmp_path / "m")
+    again = SubstrateForCausalLM.from_pretrained(tmp_path / "m")
+    assert again.config.substrate_fingerprint == substrate_fingerprint(model.token_embeddings.weight)
+    assert again.token_embeddings.weight.requires_grad

@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("model", nargs="?", help="model directory (omit with --presets)")
     p.add_argument("--presets", action="store_true", help="list the named presets with parameter counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a foreign model folder run its own .py files (never needed for substrate-lm folders)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("init", help="write an untrained model directory from a preset")
@@ -27,7 +29,8 @@ def register(sub) -> None:
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set n_layer=4"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out written by substrate-lm (other folders are never replaced)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("generate", help="generate text from a model directory, streaming tokens")
@@ -41,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a foreign model or tokenizer folder run its own .py files (never needed for ours)")
     p.set_defaults(func=cmd_generate)
 
 
@@ -54,6 +59,8 @@ def parse_overrides(items: list[str]) -> dict:
         if "=" not in item:
             raise SubstrateError(f"--set {item!r} is not KEY=VALUE; write e.g. --set n_layer=4")
         key, value = item.split("=", 1)
+        if not key.strip():
+            raise SubstrateError(f"--set {item!r} has no key; write e.g. --set n_layer=4")
         try:
             out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -61,30 +68,63 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def load_model_dir(path: str, device: str = "cpu"):
-    """Load any HF causal LM directory with a one-line error for the usual mistakes."""
-    from transformers import AutoModelForCausalLM
+def check_config_keys(overrides: dict) -> None:
+    """Refuse ``--set`` keys that are not fields of the model config."""
+    import difflib
+    import inspect
 
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise SubstrateError(f"{path} is not a model directory (no config.json); pass a directory written by init/export")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(p), trust_remote_code=True)
-    except ValueError as exc:  # e.g. a substrate fingerprint mismatch
-        raise SubstrateError(str(exc).splitlines()[0]) from None
-    return model.to(device).eval()
+    from ..modeling import SubstrateConfig
+
+    known = set(inspect.get_annotations(SubstrateConfig)) | set(SubstrateConfig.attribute_map)
+    for key in overrides:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else f"; known keys: {', '.join(sorted(known))}"
+            raise SubstrateError(f"--set {key}: not a model config field{hint}")
 
 
-def load_tokenizer_for(model_dir: str, tokenizer: str | None = None):
-    from transformers import AutoTokenizer
+def load_model_dir(path: str, device: str = "cpu", trust_remote_code: bool = False):
+    """Load a model folder through :func:`substrate_lm.loading.load_model_dir` (one-line errors)."""
+    from ..loading import load_model_dir as _load
 
-    src = tokenizer or model_dir
-    if tokenizer is None and not any((Path(model_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+    return _load(path, device=device, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer_for(model_dir: str, tokenizer: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer in ``model_dir`` (or ``tokenizer``), loaded without running code from it."""
+    from ..loading import has_tokenizer, load_tokenizer
+
+    if tokenizer is None and not has_tokenizer(model_dir):
         raise SubstrateError(f"{model_dir} holds no tokenizer; pass --tokenizer DIR")
-    try:
-        return AutoTokenizer.from_pretrained(src, trust_remote_code=True)
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(f"cannot load tokenizer from {src}: {str(exc).splitlines()[0]}") from None
+    return load_tokenizer(tokenizer or model_dir, trust_remote_code=trust_remote_code)
+
+
+def check_prompts(prompts: list[str]) -> None:
+    """Refuse prompts that are not valid UTF-8 (bytes the shell passed through undecoded)."""
+    for i, text in enumerate(prompts, start=1):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SubstrateError(
+                f"--prompt {i} is not valid UTF-8 text (undecodable bytes at character {exc.start}); pass UTF-8 text"
+            ) from None
+
+
+def check_generation_args(args) -> None:
+    """Refuse sampling settings and devices ``generate`` would reject later (after loading)."""
+    import math
+
+    from ..evaluation.models import resolve_device
+
+    if args.max_new_tokens < 1:
+        raise SubstrateError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise SubstrateError(f"--temperature must be a positive number, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise SubstrateError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.top_p is not None and not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+        raise SubstrateError(f"--top-p must be in (0, 1], got {args.top_p}")
+    resolve_device(args.device)
 
 
 def _count(model) -> dict:
@@ -120,7 +160,7 @@ def cmd_info(args) -> int:
         return 0
     if not args.model:
         raise SubstrateError("give a model directory, or --presets")
-    model = load_model_dir(args.model)
+    model = load_model_dir(args.model, trust_remote_code=args.trust_remote_code)
     c = model.config
     info = {
         "path": str(Path(args.model).resolve()),
@@ -164,8 +204,10 @@ def cmd_init(args) -> int:
         tok = load_tokenizer(args.tokenizer)
     from ..factory import build_model
 
+    overrides = parse_overrides(args.set)
+    check_config_keys(overrides)
     model = build_model(
-        args.preset, args.substrate, tok, args.seed, args.font, parse_overrides(args.set), args.substrate_file
+        args.preset, args.substrate, tok, args.seed, args.font, overrides, args.substrate_file
     )
     out = export_model(model, args.out, tokenizer=tok, overwrite=args.overwrite)
     n = parameter_counts(model)
@@ -182,8 +224,10 @@ def cmd_generate(args) -> int:
     import torch
     from transformers import TextStreamer
 
-    model = load_model_dir(args.model, args.device)
-    tok = load_tokenizer_for(args.model, args.tokenizer)
+    check_prompts(args.prompt)
+    check_generation_args(args)
+    tok = load_tokenizer_for(args.model, args.tokenizer, args.trust_remote_code)
+    model = load_model_dir(args.model, args.device, args.trust_remote_code)
     if len(tok) > model.config.vocab_size:
         raise SubstrateError(
             f"tokenizer has {len(tok)} tokens but the model only {model.config.vocab_size}; use the model's own tokenizer"
@@ -200,14 +244,20 @@ def cmd_generate(args) -> int:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
-    if len(prompts) == 1:
-        ids = torch.tensor([tok.encode(prompts[0], add_special_tokens=False)], device=args.device)
-        streamer = TextStreamer(tok, skip_prompt=False)
-        model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer, pad_token_id=tok.pad_token_id, **gen)
-        sys.stdout.flush()
-        return 0
-    batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(args.device)
-    out = model.generate(**batch, pad_token_id=tok.pad_token_id, **gen)
+    try:
+        if len(prompts) == 1:
+            ids = torch.tensor([tok.encode(prompts[0], add_special_tokens=False)], device=args.device)
+            if ids.shape[1] == 0:
+                raise SubstrateError("--prompt is empty after tokenisation; give some text")
+            streamer = TextStreamer(tok, skip_prompt=False)
+            model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer, pad_token_id=tok.pad_token_id,
+                           **gen)
+            sys.stdout.flush()
+            return 0
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(args.device)
+        out = model.generate(**batch, pad_token_id=tok.pad_token_id, **gen)
+    except (ValueError, IndexError, RuntimeError) as exc:  # e.g. a foreign model past its context
+        raise SubstrateError(f"generation failed: {' '.join(str(exc).split())[:240]}") from None
     for i, row in enumerate(out):
         text = tok.decode(row[batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
         print(f"[{i}] {prompts[i]}{text}")

@@ -9,8 +9,12 @@ that stores the table once and mixes the experts' logits with normalised weights
 ```python
 from substrate_lm.docking import compose, save_composed
 model = compose(["runs/ru/model", "runs/zh/model"], weights=[0.5, 0.5])
-save_composed(model, "runs/moe", tokenizer=tok)     # loads with trust_remote_code=True anywhere
+save_composed(model, "runs/moe", tokenizer=tok)     # substrate_lm.loading.load_model_dir("runs/moe")
 ```
+
+Experts load with the package's own classes (:func:`substrate_lm.loading.load_model_dir`), never
+with the code inside their folders, and must have a frozen table: experts with trainable tables
+share nothing to compose on.
 """
 
 from __future__ import annotations
@@ -53,20 +57,20 @@ def _has_tokenizer(path: Path) -> bool:
 def load_expert(path: str | os.PathLike, index: int = 1, with_tokenizer: bool = True) -> Expert:
     """Load a substrate-lm model directory as an expert (plus its tokenizer when it has one).
 
+    The folder is loaded with the package's own class (no code from the folder runs), after its
+    files are checked against their recorded sha256 (see :mod:`substrate_lm.loading`).
+
     Raises:
-        SubstrateError: not a model directory, not a substrate-lm model, a table that fails its
-            fingerprint, an unreadable tokenizer.
+        SubstrateError: not a model directory, not a substrate-lm model, a damaged or altered
+            file, a table that fails its fingerprint, an unreadable tokenizer.
     """
-    from ..modeling import SubstrateForCausalLM
+    from ..loading import load_model_dir, load_tokenizer, read_model_config
 
     p = Path(path)
-    cfg_file = p / "config.json"
-    if not cfg_file.is_file():
-        raise SubstrateError(f"expert {index} ({path}) is not a model directory (no config.json)")
     try:
-        model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(f"expert {index} ({path}): config.json is unreadable ({exc})") from None
+        model_type = read_model_config(p).get("model_type")
+    except SubstrateError as exc:
+        raise SubstrateError(f"expert {index} ({path}): {exc}") from None
     if model_type == "substrate_lm_composed":
         raise SubstrateError(
             f"expert {index} ({path}) is already a composed model; pass its experts' directories instead"
@@ -77,17 +81,15 @@ def load_expert(path: str | os.PathLike, index: int = 1, with_tokenizer: bool = 
             f"(model_type 'substrate_lm') that share one frozen substrate"
         )
     try:
-        model = SubstrateForCausalLM.from_pretrained(str(p))
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(f"expert {index} ({path}): {str(exc).splitlines()[0]}") from None
+        model = load_model_dir(p)
+    except SubstrateError as exc:
+        raise SubstrateError(f"expert {index}: {exc}") from None
     tok = None
     if with_tokenizer and _has_tokenizer(p):
-        from transformers import AutoTokenizer
-
         try:
-            tok = AutoTokenizer.from_pretrained(str(p), trust_remote_code=True)
-        except (OSError, ValueError) as exc:
-            raise SubstrateError(f"expert {index} ({path}): cannot load its tokenizer: {str(exc).splitlines()[0]}") from None
+            tok = load_tokenizer(p)
+        except SubstrateError as exc:
+            raise SubstrateError(f"expert {index} ({path}): cannot load its tokenizer: {exc}") from None
     return Expert(model=model.eval(), name=str(path), tokenizer=tok)
 
 
@@ -128,12 +130,17 @@ def check_experts(experts: Sequence[Expert]) -> dict:
         table = getattr(e.model, "token_embeddings", None)
         if table is None:
             raise SubstrateError(f"expert {i} ({e.name}) has no token_embeddings table")
+        if not e.model.config.substrate_frozen:
+            raise SubstrateError(
+                f"expert {i} ({e.name}) has a trainable ({e.model.config.substrate_kind}) token table; composition "
+                f"needs experts trained on one shared frozen substrate, and trained tables differ per expert"
+            )
         fp = substrate_fingerprint(table.weight)
         recorded = e.model.config.substrate_fingerprint
         if recorded and recorded != fp:
             raise SubstrateError(
                 f"expert {i} ({e.name}) table fingerprint {fp[:19]}.. does not match its config's "
-                f"{recorded[:19]}..; the expert's weights were altered: re-export it"
+                f"{recorded[:19]}..; the expert's table was changed after its substrate was installed"
             )
         prints.append(fp)
     first = experts[0].model.config
@@ -208,13 +215,16 @@ def compose(
         w = normalise_weights(weights, len(loaded))
     except ValueError as exc:
         raise SubstrateError(f"weights: {exc}") from None
-    cfg = ComposedConfig(
-        experts=[expert_config_dict(e.model.config) for e in loaded],
-        weights=w,
-        fusion=fusion,
-        adapter_hidden=int(adapter_hidden),
-        expert_names=[e.name for e in loaded],
-    )
+    try:
+        cfg = ComposedConfig(
+            experts=[expert_config_dict(e.model.config) for e in loaded],
+            weights=w,
+            fusion=fusion,
+            adapter_hidden=int(adapter_hidden),
+            expert_names=[e.name for e in loaded],
+        )
+    except ValueError as exc:  # e.g. a negative adapter width or an unknown fusion
+        raise SubstrateError(str(exc).splitlines()[0]) from None
     cfg.substrate_fingerprint = shared["fingerprint"]
     # build on the meta device (no init cost, no second copy) and take over clones of the weights
     with torch.device("meta"):
@@ -288,7 +298,7 @@ def expert_model(model, i: int):
 
 def composed_card(model, name: str, tokenizer=None) -> str:
     """A model card for a composed directory: the experts, the weights, the shared substrate."""
-    from ..export import parameter_counts
+    from ..export import parameter_counts, tokenizer_description
 
     c = model.config
     counts = parameter_counts(model)
@@ -316,7 +326,7 @@ def composed_card(model, name: str, tokenizer=None) -> str:
         f"- Fusion: {fusion}",
         f"- Shared substrate: kind `{c.substrate_kind}`, n_embed {c.n_embed}, vocab {c.vocab_size:,}, "
         f"fingerprint `{c.substrate_fingerprint}` (stored once)",
-        f"- Tokenizer: {getattr(tokenizer, 'name_or_path', None) or ('included' if tokenizer is not None else 'not included')}",
+        f"- Tokenizer: {tokenizer_description(tokenizer)}",
         f"- Parameters: total {counts['total']:,}, trainable {counts['trainable']:,}",
         "",
         "| expert | source | layers | d_model | heads | weight |",
@@ -330,6 +340,9 @@ def composed_card(model, name: str, tokenizer=None) -> str:
         "out = model.generate(ids, max_new_tokens=10, do_sample=False)   # one KV cache per expert",
         "```",
         "",
+        "With substrate-lm installed, `substrate_lm.loading.load_model_dir(path)` loads it with the package's",
+        "own classes (no code from the folder runs); `config.json` records the sha256 of the weight files.",
+        "",
         "Research-only checkpoint; not intended for production use.",
         "",
     ])
@@ -339,20 +352,26 @@ def save_composed(model, out_dir: str | os.PathLike, tokenizer=None, name: str |
     """Write a composed model (and the shared tokenizer) as a self-contained HF directory.
 
     The directory is assembled next to ``out_dir`` and moved into place at the end, so an
-    interrupted save never leaves half a model where a good one was.
+    interrupted save never leaves half a model where a good one was. A non-empty ``out_dir`` is
+    replaced only with ``overwrite`` and only when it is one of our exports
+    (:func:`substrate_lm.export.check_out_dir`); nothing else is ever deleted.
 
     Raises:
-        SubstrateError: ``out_dir`` exists and is not empty while ``overwrite`` is False, or the
-            tokenizer's size differs from the vocabulary.
+        SubstrateError: ``out_dir`` may not be replaced, the tokenizer's size differs from the
+            vocabulary, or the shared frozen table fails its fingerprint.
     """
-    from ..export import write_model_dir
+    from ..export import check_out_dir, save_tokenizer, write_model_dir
 
-    out = Path(out_dir)
+    check_out_dir(out_dir, overwrite)
+    out = Path(os.path.abspath(out_dir))
     if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
         raise SubstrateError(
             f"tokenizer has {len(tokenizer)} tokens but the composed model's vocab_size is {model.config.vocab_size}"
         )
-    model.verify_substrate()
+    try:
+        model.verify_substrate()
+    except ValueError as exc:
+        raise SubstrateError(str(exc).splitlines()[0]) from None
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
@@ -361,7 +380,7 @@ def save_composed(model, out_dir: str | os.PathLike, tokenizer=None, name: str |
         if missing:  # pragma: no cover - guards a change in transformers' remote-code saving
             raise SubstrateError(f"save_pretrained did not copy {', '.join(missing)}; the directory would not load")
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp, model.config.block_size)
         (tmp / "README.md").write_text(composed_card(model, name or out.name, tokenizer), encoding="utf-8")
 
     return write_model_dir(out, write, overwrite)

@@ -1,7 +1,8 @@
 """Loading causal LMs for evaluation, checking their vocabularies, and batched generation.
 
-Any Hugging Face causal LM directory works (ours via ``trust_remote_code``, the published
-checkpoints once downloaded, or others). :func:`generate_continuations` reproduces the published
+Any Hugging Face causal LM directory works: ours load with the package's own classes (never the
+folder's ``.py`` files), others through transformers with ``trust_remote_code`` off unless the
+caller asks for it (:mod:`substrate_lm.loading`). :func:`generate_continuations` reproduces the published
 single-prompt ``model.generate(input_ids, n)`` + decode + slice in batches: prompts are encoded one
 by one exactly as published (``tokenizer.encode(prompt)``), left-padded with an attention mask, and
 each row is cut back to what a batch of one would have returned (stop at the first EOS) before it
@@ -28,7 +29,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/``"auto"`` -> cuda when available, else cpu; anything else as given."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SubstrateError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SubstrateError(f"device {device} asked for but CUDA is not available; use --device cpu")
     return dev
@@ -102,6 +106,7 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     tokenizer_path: str | os.PathLike | None = None,
     strict_vocab: bool = False,
+    trust_remote_code: bool = False,
 ):
     """Load a causal LM directory (or hub id) with its tokenizer, checked and in eval mode.
 
@@ -111,29 +116,20 @@ def load_model(
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype (default: as saved).
         tokenizer_path: tokenizer from elsewhere (default: the model directory).
         strict_vocab: require exactly equal vocabulary sizes.
+        trust_remote_code: let a foreign folder run its own ``.py`` files (``--trust-remote-code``).
 
     Returns:
         ``(model, tokenizer)``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from ..loading import load_model_dir, load_tokenizer
 
     p = Path(path)
     if p.exists() and not (p / "config.json").is_file():
         raise SubstrateError(f"{p} is not a model directory (no config.json); pass a directory from export_model")
     dev = resolve_device(device)
-    kwargs = {"trust_remote_code": True}
-    if dtype is not None:
-        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or path), trust_remote_code=True)
-    except Exception as exc:  # noqa: BLE001
-        raise SubstrateError(f"cannot load a tokenizer from {tokenizer_path or path}: {str(exc).splitlines()[0][:200]}") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        raise SubstrateError(f"cannot load a causal LM from {path}: {str(exc).splitlines()[0][:200]}") from None
+    tokenizer = load_tokenizer(str(tokenizer_path or path), trust_remote_code=trust_remote_code)
+    model = load_model_dir(path, device=dev, dtype=dtype, trust_remote_code=trust_remote_code, allow_hub=True)
     check_vocab(model, tokenizer, strict=strict_vocab)
-    model.to(dev).eval()
     return model, tokenizer
 
 

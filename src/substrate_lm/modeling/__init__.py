@@ -1,11 +1,25 @@
 """The model family as self-contained Hugging Face files (they import only torch and transformers).
 
 ``save_pretrained`` copies ``configuration_substrate.py`` and ``modeling_substrate.py`` next to the
-weights, so a checkpoint loads anywhere with ``trust_remote_code=True``.
+weights, so a checkpoint loads anywhere with ``trust_remote_code=True``. Importing this package also
+registers both model types with the ``Auto*`` classes, so that in a process that imported
+substrate-lm, ``AutoModelForCausalLM.from_pretrained(dir)`` (no ``trust_remote_code``) loads our
+folders with these classes and never runs the ``.py`` files inside a folder.
 """
 
+from transformers import AutoConfig, AutoModelForCausalLM
+
 from .configuration_substrate import BINARY_SUBSTRATE_KINDS, SUBSTRATE_KINDS, SubstrateConfig
-from .modeling_substrate import SubstrateForCausalLM, SubstratePreTrainedModel, chunked_cross_entropy, substrate_fingerprint
+from .modeling_substrate import (
+    WEIGHTS_HASH_KEY,
+    SubstrateForCausalLM,
+    SubstratePreTrainedModel,
+    check_weight_files,
+    chunked_cross_entropy,
+    file_sha256,
+    record_weight_hashes,
+    substrate_fingerprint,
+)
 
 from .configuration_composed import ComposedConfig  # noqa: E402
 from .modeling_composed import ComposedForCausalLM  # noqa: E402
@@ -14,15 +28,30 @@ SubstrateConfig.register_for_auto_class()
 SubstrateForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 ComposedConfig.register_for_auto_class()
 ComposedForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+AutoConfig.register(SubstrateConfig.model_type, SubstrateConfig, exist_ok=True)
+AutoConfig.register(ComposedConfig.model_type, ComposedConfig, exist_ok=True)
+AutoModelForCausalLM.register(SubstrateConfig, SubstrateForCausalLM, exist_ok=True)
+AutoModelForCausalLM.register(ComposedConfig, ComposedForCausalLM, exist_ok=True)
+
+#: ``config.json`` model_type -> the class that loads it (no code from the folder is run).
+MODEL_CLASSES = {
+    SubstrateConfig.model_type: SubstrateForCausalLM,
+    ComposedConfig.model_type: ComposedForCausalLM,
+}
 
 __all__ = [
     "ComposedConfig",
     "ComposedForCausalLM",
+    "MODEL_CLASSES",
     "SubstrateConfig",
     "SubstrateForCausalLM",
     "SubstratePreTrainedModel",
     "SUBSTRATE_KINDS",
     "BINARY_SUBSTRATE_KINDS",
+    "WEIGHTS_HASH_KEY",
+    "check_weight_files",
     "chunked_cross_entropy",
+    "file_sha256",
+    "record_weight_hashes",
     "substrate_fingerprint",
 ]

@@ -13,7 +13,9 @@ block j uses cache layer ``offset_i + j`` (``offset_i`` = blocks of the experts 
 ``generate`` keeps a KV cache per expert with no special handling.
 
 This file is exported next to the weights by ``save_pretrained`` and loaded with
-``trust_remote_code=True``: it imports only torch, transformers and its sibling files.
+``trust_remote_code=True``: it imports only torch, transformers and its sibling files. Saving
+records the sha256 of the weight files and loading checks them, as for a single expert; generation
+crops to the context (the smallest expert's) and slides every expert's cache.
 
 Shape legend: B batch, T query length, T' kept positions, V vocab, C_i expert i's d_model,
 N experts, E = n_embed.
@@ -29,8 +31,16 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_composed import ComposedConfig
-from .configuration_substrate import BINARY_SUBSTRATE_KINDS
-from .modeling_substrate import SubstrateForCausalLM, chunked_cross_entropy, substrate_fingerprint
+from .modeling_substrate import (
+    SubstrateForCausalLM,
+    _check_loaded_table,
+    _check_table,
+    _record_fingerprint,
+    check_weight_files,
+    chunked_cross_entropy,
+    crop_generation_inputs,
+    record_weight_hashes,
+)
 
 
 class ExpertCacheView:
@@ -152,29 +162,42 @@ class ComposedForCausalLM(ComposedPreTrainedModel, GenerationMixin):
 
     # -- substrate -------------------------------------------------------------------------------
     def verify_substrate(self) -> None:
-        """Raise ValueError when the shared table does not match the fingerprint in the config."""
-        recorded = self.config.substrate_fingerprint
-        if not recorded or not self.config.substrate_frozen:
+        """Raise ValueError when the shared frozen table has no fingerprint or does not match it."""
+        if not self.config.substrate_frozen:
             return
-        actual = substrate_fingerprint(self.token_embeddings.weight)
-        if actual != recorded:
+        recorded = self.config.substrate_fingerprint
+        if not recorded:
             raise ValueError(
-                f"token_embeddings do not match the substrate fingerprint in config.json "
-                f"(recorded {recorded[:23]}..., found {actual[:23]}...); the weights or the config were "
-                f"altered: compose the experts again"
+                "config.json records no substrate_fingerprint for the shared frozen table, so it cannot be "
+                "verified; compose the experts again"
             )
-        if self.config.substrate_kind in BINARY_SUBSTRATE_KINDS:
-            w = self.token_embeddings.weight
-            if not bool(((w == 0) | (w == 1)).all()):
-                raise ValueError(f"substrate kind {self.config.substrate_kind!r} must hold only 0/1 values")
+        _check_table(self.token_embeddings.weight, recorded, self.config.substrate_kind, "compose the experts again")
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, then the fingerprint and weight hashes recorded."""
+        if kwargs.get("push_to_hub"):
+            raise ValueError("push_to_hub would upload before the weight hashes are recorded; save, then upload the folder")
+        _record_fingerprint(self.config, self.token_embeddings)
+        self.verify_substrate()  # never write a folder that loading would refuse
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            record_weight_hashes(save_directory, self.config)
+        return out
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` after checking the weight files against their sha256."""
+        check_weight_files(pretrained_model_name_or_path, kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
-        model.verify_substrate()
+        _check_loaded_table(model)
         return loaded
+
+    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+        """HF's, with inputs longer than the context cropped to their last ``block_size`` tokens."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        return crop_generation_inputs(inputs, self.config.block_size)
 
     def mixing_prior(self, device=None) -> torch.Tensor:
         """The normalised weights as a float32 tensor (N,)."""

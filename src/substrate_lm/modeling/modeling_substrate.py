@@ -7,7 +7,17 @@ Architecture of Bochkov's "Emergent Semantics" family (Model_1024_BIT and its si
         --> ln_f --> lm_head (untied, d_model -> V)
 
 This file is exported next to the weights by ``save_pretrained`` and loaded with
-``trust_remote_code=True``: it imports only torch, transformers and its sibling configuration file.
+``trust_remote_code=True``: it imports only torch, transformers, the standard library and its
+sibling configuration file.
+
+Integrity: ``save_pretrained`` records the sha256 of every weight file it wrote in ``config.json``
+(``weights_sha256``) and the fingerprint of the table as saved (a trainable table's trained
+fingerprint); ``from_pretrained`` refuses a folder whose weight files are missing or differ from
+those hashes (bit flips, truncation) and a frozen table without a matching fingerprint.
+
+Generation crops to the context as nanoGPT does: a prompt longer than ``block_size`` keeps its last
+``block_size`` tokens, and once the KV cache is full the oldest entries slide out of it (RoPE
+scores depend only on relative positions, so positions keep counting up).
 
 Shape legend: B batch, T query length, S key length (cache + T), V vocab, C = d_model,
 E = n_embed, nh heads, hs head size, N = B*T flattened rows.
@@ -16,7 +26,10 @@ E = n_embed, nh heads, hs head size, N = B*T flattened rows.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import tempfile
 
 import torch
 import torch.nn as nn
@@ -42,6 +55,190 @@ def substrate_fingerprint(weight: torch.Tensor) -> str:
             block = block.byteswap()
         h.update(block.tobytes())
     return "sha256:" + h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# integrity of saved folders: sha256 of every weight file, recorded in config.json
+
+#: config.json key holding ``{file name: "sha256:<hex>"}`` of the weight files of the folder.
+WEIGHTS_HASH_KEY = "weights_sha256"
+
+
+def file_sha256(path) -> str:
+    """``"sha256:<hex>"`` of a file, read in 4 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _is_weight_file(name: str) -> bool:
+    return name.endswith((".safetensors", ".safetensors.index.json")) or (
+        name.startswith("pytorch_model") and name.endswith((".bin", ".bin.index.json"))
+    )
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it (/proc), else set and reset."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def record_weight_hashes(directory, config=None) -> dict:
+    """Hash the weight files in ``directory`` into its ``config.json`` (atomically); returns the hashes."""
+    names = sorted(n for n in os.listdir(directory) if _is_weight_file(n) and os.path.isfile(os.path.join(directory, n)))
+    hashes = {n: file_sha256(os.path.join(directory, n)) for n in names}
+    mask = _umask()
+    for n in names:  # the safetensors writer may create 0600; give weights the permissions open() would
+        os.chmod(os.path.join(directory, n), 0o666 & ~mask)
+    cfg_path = os.path.join(directory, "config.json")
+    with open(cfg_path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    data[WEIGHTS_HASH_KEY] = hashes
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-config.json.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a config is as readable as any file
+        os.replace(tmp, cfg_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if config is not None:
+        setattr(config, WEIGHTS_HASH_KEY, hashes)
+    return hashes
+
+
+def _folder_file(name_or_path, filename: str, kwargs: dict):
+    """Local path of ``filename`` of a model folder or (already downloaded) hub repo; None if absent."""
+    sub = kwargs.get("subfolder") or ""
+    if os.path.isdir(str(name_or_path)):
+        p = os.path.join(str(name_or_path), sub, filename)
+        return p if os.path.isfile(p) else None
+    from transformers.utils import cached_file
+
+    return cached_file(
+        str(name_or_path), filename, subfolder=sub, revision=kwargs.get("revision"),
+        cache_dir=kwargs.get("cache_dir"), local_files_only=kwargs.get("local_files_only", False),
+        token=kwargs.get("token"), _raise_exceptions_for_missing_entries=False,
+    )
+
+
+def check_weight_files(name_or_path, kwargs: dict | None = None) -> dict:
+    """Refuse a folder whose weight files do not match the sha256 recorded in its config.json.
+
+    Raises:
+        ValueError: one line: config.json missing or not JSON, no hashes recorded, a listed file
+            missing, or a file whose sha256 differs (corrupt, truncated or altered).
+    """
+    kwargs = kwargs or {}
+    if name_or_path is None:  # from_pretrained(None, config=..., state_dict=...): no files to check
+        return {}
+    where = str(name_or_path)
+    cfg_path = _folder_file(name_or_path, "config.json", kwargs)
+    if cfg_path is None:
+        raise ValueError(f"{where} has no config.json; it is not a model folder (export or save_pretrained one)")
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{where}: config.json is unreadable or truncated ({type(exc).__name__}); re-export the model") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: config.json does not hold a JSON object; re-export the model")
+    hashes = data.get(WEIGHTS_HASH_KEY)
+    if not hashes:
+        raise ValueError(
+            f"{where}: config.json records no {WEIGHTS_HASH_KEY}, so its weights cannot be checked; "
+            f"re-export the model with this version of substrate-lm"
+        )
+    if not isinstance(hashes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in hashes.items()):
+        raise ValueError(f"{where}: {WEIGHTS_HASH_KEY} in config.json is malformed; re-export the model")
+    if not any(n.endswith((".safetensors", ".bin")) for n in hashes):
+        raise ValueError(f"{where}: {WEIGHTS_HASH_KEY} in config.json lists no weight file; re-export the model")
+    for name, digest in sorted(hashes.items()):
+        if not _is_weight_file(name) or name != os.path.basename(name) or name in (".", ".."):
+            raise ValueError(f"{where}: {WEIGHTS_HASH_KEY} lists {name!r}, which is not a weight file name; re-export the model")
+        path = _folder_file(name_or_path, name, kwargs)
+        if path is None:
+            raise ValueError(f"{where}: weight file {name} is missing; copy the whole folder or re-export the model")
+        if file_sha256(path) != digest:
+            raise ValueError(
+                f"{where}: {name} does not match the sha256 recorded in config.json (corrupt, truncated "
+                f"or altered); copy it again or re-export the model"
+            )
+    return hashes
+
+
+# ----------------------------------------------------------------------------------------------
+# generation past the context: crop long prompts, slide the KV cache
+
+
+def _cache_layers(cache, n_layer: int):
+    """The cache layers a model with ``n_layer`` blocks uses (through an expert view), or None."""
+    base, offset = cache, 0
+    own = getattr(cache, "__dict__", {})
+    if "offset" in own and "cache" in own:
+        base, offset = own["cache"], own["offset"]  # a composed model's per-expert view
+    layers = getattr(base, "layers", None)
+    if layers is None or len(layers) < offset + n_layer:
+        return None
+    return list(layers[offset : offset + n_layer])
+
+
+def cache_dropped(cache, n_layer: int) -> int:
+    """Tokens slid out of the cache so far (the absolute position of its first entry)."""
+    layers = _cache_layers(cache, n_layer) if cache is not None else None
+    return int(getattr(layers[0], "substrate_dropped", 0)) if layers else 0
+
+
+def slide_cache(cache, keep: int, n_layer: int) -> bool:
+    """Keep only the newest ``keep`` entries of every layer of a dynamic cache; False if impossible."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = _cache_layers(cache, n_layer)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return False
+    for layer in layers:
+        keys = getattr(layer, "keys", None)
+        if keys is None or keys.dim() < 2:
+            return False
+        drop = keys.shape[-2] - keep
+        if drop > 0:
+            layer.keys = layer.keys[..., drop:, :]
+            layer.values = layer.values[..., drop:, :]
+            layer.substrate_dropped = int(getattr(layer, "substrate_dropped", 0)) + drop
+    return True
+
+
+def crop_generation_inputs(inputs: dict, block_size: int) -> dict:
+    """``prepare_inputs_for_generation`` output cropped to the last ``block_size`` tokens (nanoGPT)."""
+    key = "input_ids" if inputs.get("input_ids") is not None else "inputs_embeds"
+    x = inputs.get(key)
+    if x is None or x.shape[1] <= block_size:
+        return inputs
+    cache = inputs.get("cache")
+    past = cache.get_seq_length() if cache is not None else 0
+    inputs[key] = x[:, -block_size:]
+    pos = inputs.get("position_ids")
+    if pos is not None:
+        inputs["position_ids"] = pos[..., -block_size:]
+    mask = inputs.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        # the columns of the cache (kept whole here, slid in forward) and of the kept tokens
+        inputs["attention_mask"] = torch.cat([mask[:, :past], mask[:, -block_size:]], dim=1) if past else mask[:, -block_size:]
+    return inputs
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,6 +401,37 @@ def chunked_cross_entropy(hidden, weight, targets, chunk=4096, ignore_index=-100
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, targets, int(chunk), int(ignore_index))
 
 
+def _check_table(weight: torch.Tensor, recorded: str, kind: str, fix: str) -> None:
+    """Raise ValueError when ``weight`` does not match ``recorded`` or a binary kind holds non-0/1."""
+    actual = substrate_fingerprint(weight)
+    if actual != recorded:
+        raise ValueError(
+            f"token_embeddings do not match the substrate fingerprint in config.json "
+            f"(recorded {recorded[:23]}..., found {actual[:23]}...); the weights or the config were "
+            f"altered: {fix}"
+        )
+    if kind in BINARY_SUBSTRATE_KINDS:
+        if not bool(((weight == 0) | (weight == 1)).all()):
+            raise ValueError(f"substrate kind {kind!r} must hold only 0/1 values")
+
+
+def _record_fingerprint(config, embeddings) -> None:
+    """Before saving: a trainable table's fingerprint is the table's now; a frozen one gets one if absent."""
+    if embeddings is None or getattr(embeddings, "weight", None) is None or embeddings.weight.device.type == "meta":
+        return
+    if not config.substrate_frozen or not config.substrate_fingerprint:
+        config.substrate_fingerprint = substrate_fingerprint(embeddings.weight)
+
+
+def _check_loaded_table(model) -> None:
+    """After loading: the fingerprint is required for a frozen table and checked for any table."""
+    c = model.config
+    if c.substrate_frozen:
+        model.verify_substrate()
+    elif c.substrate_fingerprint:  # a trainable table saved by save_pretrained records the trained one
+        _check_table(model.token_embeddings.weight, c.substrate_fingerprint, c.substrate_kind, "re-export the model")
+
+
 # ----------------------------------------------------------------------------------------------
 # the model
 
@@ -306,30 +534,57 @@ class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
         return self.config.substrate_fingerprint
 
     def verify_substrate(self) -> None:
-        """Raise ValueError when the table does not match the fingerprint recorded in the config."""
+        """Raise ValueError when a frozen table has no fingerprint or does not match it.
+
+        A trainable table is meant to drift during training, so it is not checked here; its
+        fingerprint is re-recorded by ``save_pretrained`` and checked by ``from_pretrained``.
+        """
+        if not self.config.substrate_frozen:
+            return
         recorded = self.config.substrate_fingerprint
-        if not recorded or not self.config.substrate_frozen:
-            return  # nothing recorded, or a trainable table that is meant to drift
-        actual = substrate_fingerprint(self.token_embeddings.weight)
-        if actual != recorded:
+        if not recorded:
             raise ValueError(
-                f"token_embeddings do not match the substrate fingerprint in config.json "
-                f"(recorded {recorded[:23]}..., found {actual[:23]}...); the weights or the config were "
-                f"altered: rebuild the substrate or re-export the model"
+                "config.json records no substrate_fingerprint for the frozen token_embeddings table, so the "
+                "table cannot be verified; install the substrate with set_substrate or re-export the model"
             )
-        if self.config.substrate_kind in BINARY_SUBSTRATE_KINDS:
-            w = self.token_embeddings.weight
-            if not bool(((w == 0) | (w == 1)).all()):
-                raise ValueError(f"substrate kind {self.config.substrate_kind!r} must hold only 0/1 values")
+        _check_table(self.token_embeddings.weight, recorded, self.config.substrate_kind, "re-export the model")
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, then the table's fingerprint and weight hashes recorded.
+
+        A trainable table's fingerprint is that of the table as saved (the trained one); a frozen
+        table gets one if none was recorded. ``config.json`` then records the sha256 of every
+        weight file written, which ``from_pretrained`` checks.
+        """
+        if kwargs.get("push_to_hub"):
+            raise ValueError("push_to_hub would upload before the weight hashes are recorded; save, then upload the folder")
+        _record_fingerprint(self.config, self.token_embeddings)
+        self.verify_substrate()  # never write a folder that loading would refuse
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            record_weight_hashes(save_directory, self.config)
+        return out
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` after checking the weight files against their sha256.
+
+        Raises:
+            ValueError: one line: a weight file missing or altered, no fingerprint for a frozen
+                table, or a table that does not match its fingerprint.
+        """
+        check_weight_files(pretrained_model_name_or_path, kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
         # loading replaces parameters, which resets requires_grad: freeze the substrate again
         model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
-        model.verify_substrate()
+        _check_loaded_table(model)
         return loaded
+
+    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+        """HF's, with inputs longer than the context cropped to their last ``block_size`` tokens."""
+        inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        return crop_generation_inputs(inputs, self.config.block_size)
 
     # -- forward ---------------------------------------------------------------------------------
     def _attention_mask(self, attention_mask, B, T, past, device):
@@ -337,14 +592,16 @@ class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
         S = past + T
         if attention_mask is not None and attention_mask.dim() == 4:
             return attention_mask  # a prepared 4-D mask is used as given
-        pad = attention_mask is not None and not bool(attention_mask[:, :S].all())
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -S:]  # the columns of the cache that is left, and of x
+        pad = attention_mask is not None and not bool(attention_mask.all())
         if not pad and (past == 0 or T == 1):
             return None
         q_pos = torch.arange(past, S, device=device)[:, None]  # (T, 1)
         k_pos = torch.arange(S, device=device)[None, :]  # (1, S)
         mask = (k_pos <= q_pos)[None, None]  # (1, 1, T, S)
         if pad:
-            mask = mask & attention_mask[:, None, None, :S].bool()  # (B, 1, T, S)
+            mask = mask & attention_mask[:, None, None, :].bool()  # (B, 1, T, S)
         # a left-pad query sees no key at all; let it see everything to keep SDPA finite
         return mask | ~mask.any(dim=-1, keepdim=True)
 
@@ -397,12 +654,18 @@ class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         past = cache.get_seq_length() if cache is not None else 0
-        if past + T > self.config.block_size:
-            raise ValueError(
-                f"sequence of {past + T} tokens exceeds the context length block_size={self.config.block_size}"
-            )
+        block = self.config.block_size
+        if past + T > block:
+            # past the context with a cache (generation): the oldest cache entries slide out
+            if past == 0 or T > block or not slide_cache(cache, block - T, self.config.n_layer):
+                raise ValueError(
+                    f"sequence of {past + T} tokens exceeds the context length block_size={block}; "
+                    f"generate() crops to the context, a forward pass does not"
+                )
+            past = block - T
         if position_ids is None:
-            position_ids = torch.arange(past, past + T, device=x.device)[None].expand(B, T)
+            start = past + cache_dropped(cache, self.config.n_layer)
+            position_ids = torch.arange(start, start + T, device=x.device)[None].expand(B, T)
         cos, sin = rope_cos_sin(position_ids, self.config.head_size, self.config.rope_theta, x.dtype)
         mask = self._attention_mask(attention_mask, B, T, past, x.device)
 
@@ -452,4 +715,5 @@ class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["SubstrateForCausalLM", "SubstratePreTrainedModel", "substrate_fingerprint", "chunked_cross_entropy"]
+__all__ = ["SubstrateForCausalLM", "SubstratePreTrainedModel", "substrate_fingerprint", "chunked_cross_entropy",
+           "WEIGHTS_HASH_KEY", "check_weight_files", "record_weight_hashes", "file_sha256"]

@@ -11,8 +11,10 @@ entries. :func:`verify_substrate` reports, for any table:
 
 Which properties are *required* depends on the kind: binary + distinct for ``bits`` and
 ``token-id``; unit norm + distinct for ``float``; unit norm for ``glyph`` (visually identical
-strings share a row by design); finite values for all; the fingerprint whenever one is recorded
-(except for a ``trainable`` table, which is meant to drift).
+strings share a row by design); finite values for all; the fingerprint whenever one is recorded (a trainable
+table's export records the trained table's fingerprint, so it is checked too). For a model
+directory the fingerprint is required when the table is frozen, and the weight files must match the
+sha256 recorded in ``config.json`` when it records them (loading requires them).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def verify_table(
         problems.append(
             f"row norms span {report['norm_min']:.6f}..{report['norm_max']:.6f}; kind {kind!r} rows must have unit norm"
         )
-    if report["fingerprint_match"] is False and kind != "trainable":
+    if report["fingerprint_match"] is False:
         problems.append(f"fingerprint {fp[:23]}... does not match the recorded {recorded_fingerprint[:23]}...")
     report["problems"] = problems
     report["ok"] = not problems
@@ -162,7 +164,36 @@ def verify_substrate(
     else:
         table = obj
     report = verify_table(table, kind, expected_fingerprint or recorded, expected_shape, norm_tol)
+    if extra.get("source_type") == "model":
+        import json
+
+        from ..modeling import WEIGHTS_HASH_KEY
+
+        try:
+            info["weights_recorded"] = bool(json.loads((Path(obj) / "config.json").read_text(encoding="utf-8"))
+                                            .get(WEIGHTS_HASH_KEY))
+        except (OSError, ValueError, AttributeError):
+            info["weights_recorded"] = False
+        _check_model_dir(Path(obj), info, report)
     return {"source": source, **extra, **report}
+
+
+def _check_model_dir(path: Path, info: dict[str, Any], report: dict[str, Any]) -> None:
+    """What loading requires of a model directory beyond the table: a fingerprint, intact weights."""
+    from ..modeling import check_weight_files
+
+    problems = report["problems"]
+    if info.get("frozen") is not False and not info.get("recorded_fingerprint"):
+        problems.append("config.json records no substrate_fingerprint for a frozen table; re-export the model")
+    report["weights_sha256_ok"] = None  # not recorded: loading will refuse it, the table alone is checked here
+    if info.get("weights_recorded"):
+        try:
+            check_weight_files(path)
+            report["weights_sha256_ok"] = True
+        except ValueError as exc:
+            report["weights_sha256_ok"] = False
+            problems.append(str(exc).splitlines()[0])
+    report["ok"] = not problems
 
 
 def format_report(report: dict[str, Any]) -> str:

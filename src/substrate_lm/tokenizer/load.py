@@ -1,6 +1,8 @@
 """Load any Hugging Face tokenizer (folder, ``tokenizer.json`` file or hub id) through one path.
 
-Folders and hub ids go through ``AutoTokenizer.from_pretrained(x, trust_remote_code=True)``; a
+Folders and hub ids go through ``AutoTokenizer.from_pretrained(x, trust_remote_code=False)``: the
+``.py`` files of a folder never run unless the caller passes ``trust_remote_code=True`` (the
+``--trust-remote-code`` flag), and a folder that needs them is refused with one line saying so; a
 lone ``tokenizer.json`` file (no ``tokenizer_config.json`` beside it) through
 ``PreTrainedTokenizerFast(tokenizer_file=...)``, and a bvv241 one gets its roles (``<s>``, ``</s>``,
 ``<unk>``, ``<pad>``) from its detected layout. One guard follows: transformers 5 rebuilds the pipeline of named tokenizer classes; a folder whose
@@ -26,13 +28,15 @@ if TYPE_CHECKING:
 _COMPONENTS = ("normalizer", "pre_tokenizer", "decoder", "model")
 
 
-def load_tokenizer(name_or_path, revision: str | None = None, **kwargs) -> "PreTrainedTokenizerBase":
+def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code: bool = False,
+                   **kwargs) -> "PreTrainedTokenizerBase":
     """Load a tokenizer.
 
     Args:
         name_or_path: A tokenizer folder, a ``tokenizer.json`` file, a hub id such as
             ``Bochkov/bvv241-2-3``, or an already loaded tokenizer (returned unchanged).
         revision: Hub revision.
+        trust_remote_code: allow a tokenizer class defined in the folder's own code to run.
         **kwargs: Passed to ``AutoTokenizer.from_pretrained``.
 
     Returns:
@@ -60,8 +64,14 @@ def load_tokenizer(name_or_path, revision: str | None = None, **kwargs) -> "PreT
             raise SubstrateError(f"{path} holds no tokenizer files (tokenizer.json, tokenizer_config.json)")
         source = str(path)
     try:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=True, revision=revision, **kwargs)
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=bool(trust_remote_code), revision=revision,
+                                            **kwargs)
     except Exception as exc:  # OSError, ValueError, HF validation/connection errors, JSON errors
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise SubstrateError(
+                f"tokenizer {source!r} needs the code in its own folder (auto_map); it was not run: pass "
+                f"--trust-remote-code only if you trust that code"
+            ) from None
         raise SubstrateError(
             f"cannot load tokenizer {source!r}: {_first_line(exc)}; pass a folder with tokenizer.json or a hub id"
         ) from None

@@ -1,16 +1,19 @@
 """From a training checkpoint to a Hugging Face model folder (tokenizer and substrate included).
 
 ``substrate-lm export runs/tiny --out models/tiny`` picks the newest checkpoint that verifies,
-rebuilds the model from the class and config recorded in it, loads the weights (the frozen table
-among them, checked against its fingerprint) and writes the folder with
+rebuilds the model from the class and config recorded in it (only model classes of substrate-lm
+or transformers are accepted, see :func:`~substrate_lm.training.build.model_from_spec`), loads the
+weights (the frozen table among them, checked against its fingerprint) and writes the folder with
 :func:`substrate_lm.export.export_model`.
+
+``--out`` must be missing or empty; with ``overwrite`` it may also be a previous export (its
+manifest lists every file in it). The run folder, a folder holding the checkpoint, or any folder
+with files the tool did not write is never replaced.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +41,13 @@ def model_from_checkpoint(path: str | os.PathLike,
     if not spec:
         raise SubstrateError(f"checkpoint {ckpt_path} records no model class/config; it was not "
                              "written by substrate-lm train")
-    model = model_from_spec(spec)
+    try:  # only substrate-lm / transformers model classes: a checkpoint never chooses code
+        model = model_from_spec(spec)
+    except SubstrateError as exc:
+        raise SubstrateError(f"checkpoint {ckpt_path}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # a config that parses but does not validate
+        raise SubstrateError(f"checkpoint {ckpt_path} records a model config that does not build: "
+                             f"{' '.join(str(exc).split())[:200]}") from None
     missing, unexpected = model.load_state_dict(ck.model_state, strict=False)
     if missing or unexpected:
         raise SubstrateError(f"checkpoint {ckpt_path} does not match its recorded model: missing "
@@ -65,16 +74,25 @@ def _find_tokenizer(ck: Checkpoint) -> Any:
 
 
 def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: Any = None,
-                      warn: Callable[[str], None] | None = None) -> Path:
+                      warn: Callable[[str], None] | None = None, overwrite: bool = False) -> Path:
     """Export a checkpoint as a self-contained HF folder (``from_pretrained(..., trust_remote_code=True)``).
 
     Args:
         path: step folder, ``checkpoints`` folder or run folder (newest valid checkpoint).
-        out_dir: destination folder (replaced atomically when it exists).
+        out_dir: destination folder: missing or empty, or with ``overwrite`` a previous export.
         tokenizer: tokenizer to include; default: the run's copy (``<run>/tokenizer``).
         warn: receives one line per skipped corrupt checkpoint.
+        overwrite: allow replacing a previous export at ``out_dir`` (never any other folder).
+
+    Raises:
+        SubstrateError: ``out_dir`` may not be written, or the checkpoint is unusable.
     """
+    from ..export import check_out_dir
+
+    protect = [Path(path)]
+    check_out_dir(out_dir, overwrite, protect)  # before the (slow) load: refuse early
     model, ck = model_from_checkpoint(path, warn=warn)
+    protect.append(ck.path)
     if tokenizer is None:
         tokenizer = _find_tokenizer(ck)
     val = ck.state.get("val_loss")
@@ -86,19 +104,16 @@ def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, token
     if isinstance(model, SubstrateForCausalLM):
         from ..export import export_model
 
-        return export_model(model, out_dir, tokenizer=tokenizer, card_extra=extra)
+        return export_model(model, out_dir, tokenizer=tokenizer, card_extra=extra, overwrite=overwrite,
+                            protect=protect)
     # any other HF causal LM: save_pretrained (+ tokenizer), moved into place at the end
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    from ..export import save_tokenizer, write_model_dir
+
+    block = getattr(model.config, "max_position_embeddings", None)
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+            save_tokenizer(tokenizer, tmp, block if isinstance(block, int) else None)
+
+    return write_model_dir(out_dir, write, overwrite, protect)
