@@ -108,4 +108,11 @@ def substrate_model(tok, seed: int = 0, block_size: int = 512):
     except ImportError:
         return None
     torch.manual_seed(seed)
-    return SubstrateForCausalLM(get_preset("tiny", vocab_size=len(tok), block_size=block_size)).eval()
+    model = SubstrateForCausalLM(get_preset("tiny", vocab_size=len(tok), block_size=block_size)).eval()
+    # a frozen table must carry its fingerprint to be exported and loaded: install a real substrate
+    from substrate_lm.substrates import build_substrate
+
+    cfg = model.config
+    sub = build_substrate(cfg.substrate_kind, cfg.vocab_size, cfg.n_embed, seed=seed)
+    model.set_substrate(sub.table, kind=sub.kind, meta=sub.meta)
+    return model

@@ -67,3 +67,35 @@ def test_main_prints_the_error_without_traceback(monkeypatch, tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown benchmark 'hellaswag'") and "Traceback" not in err
+
+
+def test_parameter_counts_in_paper_lines_use_m_below_1b():
+    from substrate_lm.evaluation.runner import format_params
+
+    assert format_params(8_487_552) == "8.5M"
+    assert format_params(335_600_000) == "335.6M"
+    assert format_params(1_300_000_000) == "1.3B"
+    assert format_params(52_000) == "52.0K"
+
+
+def test_eval_threads_and_device_are_applied(tiny_model_dir, bench_dir, tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        rc = run(["eval", "--model", str(tiny_model_dir), "--bench", "arc-e", "--data-dir", str(bench_dir),
+                  "--limit", "2", "--n-runs", "1", "--threads", "1", "--device", "cpu", "--out",
+                  str(tmp_path / "o"), "--no-charts"])
+        assert rc == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    import re
+
+    from substrate_lm.evaluation.runner import format_params
+
+    shown = re.search(r"Total parameters:\s+(\S+)\n", out).group(1)
+    n = json.loads((tmp_path / "o" / "results.json").read_text())["models"][tiny_model_dir.name]["parameters"]
+    assert n < 1e6 and shown == format_params(n) and shown.endswith("K")  # was "0.0B"
+    with pytest.raises(SubstrateError, match="--device 'tpu9'"):
+        run(["eval", "ppl", "--model", str(tiny_model_dir), "--text", str(tmp_path), "--device", "tpu9"])

@@ -99,3 +99,14 @@ def test_padding_sides_batch_sizes_and_shared_contexts_agree(char_tok, tiny_mode
                 assert [g[2] for g in got] == [r[2] for r in ref]
                 assert [g[1] for g in got] == [r[1] for r in ref]
                 assert [g[0] for g in got] == pytest.approx([r[0] for r in ref], abs=1e-4), (padding, bs, share)
+
+
+def test_scoring_shows_a_progress_bar_only_when_asked(char_tok, tiny_model, capsys):
+    from substrate_lm.evaluation.loglik import score_tokens
+
+    pairs = [([1, 2, 3], [4]), ([1, 2, 3], [5]), ([2, 3], [6, 7])]
+    quiet = score_tokens(tiny_model, pairs, batch_size=2, progress=False)
+    assert "log-likelihood" not in capsys.readouterr().err
+    shown = score_tokens(tiny_model, pairs, batch_size=2, progress=True)
+    assert "log-likelihood:   0%|          | 0/3" in capsys.readouterr().err  # cleared at the end (leave=False)
+    assert shown == quiet

@@ -70,3 +70,38 @@ def test_bad_input(char_tok, tiny_model, tmp_path):
         read_text(tmp_path / "nope.txt")
     (tmp_path / "v.jsonl").write_text('{"text": "ab"}\n{"text": "cd", "lang": "en"}\n')
     assert read_text(tmp_path / "v.jsonl") == "ab\ncd"
+
+
+def test_window_and_batch_checks_and_progress_bar(char_tok, tiny_model, capsys):
+    from substrate_lm.evaluation.models import max_context
+
+    ctx = max_context(tiny_model)
+    with pytest.raises(SubstrateError, match="exceeds the model's context length"):
+        perplexity(tiny_model, char_tok, "abcdef", window=ctx + 1)
+    with pytest.raises(SubstrateError, match="--window must be at least 2"):
+        perplexity(tiny_model, char_tok, "abcdef", window=1)
+    with pytest.raises(SubstrateError, match="--batch-size"):
+        perplexity(tiny_model, char_tok, "abcdef", batch_size=0)
+    text = "a held-out text for the bar. " * 4
+    quiet = perplexity(tiny_model, char_tok, text, window=16, progress=False)
+    assert "perplexity" not in capsys.readouterr().err
+    shown = perplexity(tiny_model, char_tok, text, window=16, progress=True)
+    err = capsys.readouterr().err
+    assert "perplexity: 100%" in err and f"{quiet['tokens_scored']}/{quiet['tokens_scored']}" in err
+    assert shown["nll"] == quiet["nll"]
+
+
+def test_read_text_errors_name_the_file(tmp_path):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("café".encode("latin-1"))
+    with pytest.raises(SubstrateError, match=f"{bad} is not UTF-8 text"):
+        read_text(bad)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(SubstrateError, match="holds no text"):
+        read_text(empty)
+    with pytest.raises(SubstrateError, match="is a folder"):
+        read_text(tmp_path)
+    (tmp_path / "n.jsonl").write_text('{"text": 5}\n')
+    with pytest.raises(SubstrateError, match="not a string"):
+        read_text(tmp_path / "n.jsonl")

@@ -13,6 +13,17 @@ from __future__ import annotations
 
 import argparse
 
+from .common import nonneg_int, positive_int
+
+MAP_NAMES = ("pca", "tsne")
+
+
+def _folds(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"cross-validation needs at least 2 folds, got {value}")
+    return value
+
 
 def register(subparsers) -> None:
     """Add the ``analyze`` subcommand."""
@@ -24,7 +35,12 @@ def register(subparsers) -> None:
             "semantic world, --world) or of the papers' seven word groups (default) at every layer, with "
             "the substrate's own rows as the first layer; linear-probe accuracy (cross-validated with whole "
             "entities held out, plus a control task), nearest-neighbour purity, CKA between layers and "
-            "against --compare, PCA/t-SNE maps. Writes metrics.json, PNG plots and report.html to --out."
+            "against --compare, PCA/t-SNE maps. Writes metrics.json, PNG plots and report.html to --out. "
+            "Reading the substrate layer: a frozen random table's rows carry no meaning, yet a probe on them "
+            "is at chance only when the names of a category share no tokens that other categories' names lack "
+            "(true by design for the world's invented names); real words of one category often share n-gram "
+            "tokens (roots, suffixes), so even a random table can score above chance on them: compare with "
+            "the control task and with the trainable baseline."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -35,23 +51,23 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--layers", default="all", help="hidden-state indices, e.g. 0,4,-1 (the substrate is always included)")
     p.add_argument("--lang", default="en", help="language of the world's probe sentences")
-    p.add_argument("--max-items", type=int, default=1200, help="cap on probe items (whole entities kept); 0 = all")
-    p.add_argument("--per-entity", type=int, default=4, help="sentences per entity drawn from the world")
+    p.add_argument("--max-items", type=nonneg_int, default=1200, help="cap on probe items (whole entities kept); 0 = all")
+    p.add_argument("--per-entity", type=positive_int, default=4, help="sentences per entity drawn from the world")
     p.add_argument(
         "--probe-style",
         default="neutral",
         choices=["neutral", "train", "mixed"],
         help="world sentences: neutral carriers (no category cue before the name), training templates, or both",
     )
-    p.add_argument("--k", type=int, default=5, help="neighbours for nearest-neighbour purity")
-    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (grouped by entity)")
+    p.add_argument("--k", type=positive_int, default=5, help="neighbours for nearest-neighbour purity")
+    p.add_argument("--folds", type=_folds, default=5, help="cross-validation folds (grouped by entity)")
     p.add_argument("--no-control", action="store_true", help="skip the control task")
     p.add_argument("--maps", default="pca,tsne", help="2-D maps to draw: pca, tsne, both, or 'none'")
     p.add_argument("--debiased-cka", action="store_true", help="use the debiased (unbiased HSIC) linear CKA")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling, folds, control labels and maps")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for sampling, folds, control labels and maps")
     p.add_argument("--quiet", action="store_true", help="print only the report path")
     p.set_defaults(func=run)
 
@@ -63,7 +79,8 @@ def run(args) -> int:
 
     from ..analysis import analyze, load_items_jsonl
 
-    maps = () if args.maps.strip().lower() in ("", "none") else tuple(m.strip() for m in args.maps.split(",") if m.strip())
+    maps = parse_maps(args.maps)
+    layers = preflight(args)
     items = load_items_jsonl(args.items) if args.items else None
 
     def log(msg: str) -> None:
@@ -75,7 +92,7 @@ def run(args) -> int:
         world_dir=args.world,
         compare=args.compare,
         out_dir=args.out,
-        layers=args.layers,
+        layers=layers,
         lang=args.lang,
         max_items=args.max_items or None,
         seed=args.seed,
@@ -98,6 +115,84 @@ def run(args) -> int:
             _print_summary(m["compare"])
     print(Path(args.out) / m["report"])
     return 0
+
+
+def parse_maps(text: str) -> tuple[str, ...]:
+    """``pca,tsne`` / ``both`` / ``none`` -> the map names; anything else is an error."""
+    from ..errors import SubstrateError
+
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return ()
+    if text == "both":
+        return MAP_NAMES
+    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    bad = [m for m in names if m not in MAP_NAMES]
+    if bad:
+        raise SubstrateError(f"--maps {bad[0]!r} is not a map; use pca, tsne, both or none")
+    return names
+
+
+def _hidden_layers(model_dir: str) -> int | None:
+    """Number of blocks from a local model folder's config.json, or None when unknown."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    for key in ("n_layer", "num_hidden_layers", "n_layers", "num_layers"):
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool):
+            return int(cfg[key])
+    return None
+
+
+def parse_layers(text: str, n_blocks: int | None):
+    """``all`` or comma-separated hidden-state indices (negative from the end), checked against the model."""
+    from ..errors import SubstrateError
+
+    text = str(text).strip()
+    if text.lower() in ("", "all"):
+        return "all"
+    try:
+        idx = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SubstrateError(f"--layers {text!r} is not 'all' or a comma list of integers like 0,4,-1") from None
+    if not idx:
+        raise SubstrateError(f"--layers {text!r} names no layer; pass 'all' or e.g. 0,4,-1")
+    if n_blocks is not None:
+        n_states = n_blocks + 1  # hidden states 0 (embeddings) .. n_blocks
+        bad = [i for i in idx if not -n_states <= i < n_states]
+        if bad:
+            raise SubstrateError(f"--layers {bad[0]} is out of range: the model has hidden states 0..{n_blocks} "
+                                 f"(or -{n_states}..-1)")
+    return text
+
+
+def preflight(args):
+    """Check every input before any model is loaded; returns the layers spec."""
+    from ..errors import SubstrateError
+    from .common import check_input_file, check_model_folder, check_output_dir, is_local_path, resolve_device
+
+    check_model_folder(args.model, "--model")
+    if args.compare:
+        check_model_folder(args.compare, "--compare")
+    check_output_dir(args.out, overwrite=True)
+    if args.items:
+        check_input_file(args.items, "--items file")
+    elif args.world:
+        from ..world import load_world
+
+        world = load_world(args.world)
+        langs = world.get("langs") or []
+        if args.lang not in langs:
+            raise SubstrateError(f"the world in {args.world} has no language {args.lang!r} (it has "
+                                 f"{', '.join(langs)}); pass --lang {langs[0] if langs else 'en'}")
+    args.device = resolve_device(args.device) if args.device is not None else None  # threads: analyze() sets and restores them
+    blocks = _hidden_layers(args.model) if is_local_path(args.model) else None
+    return parse_layers(args.layers, blocks)
 
 
 def _print_summary(m: dict) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+from .common import finite_float, nonneg_int, positive_int
+
+# files `corpus world` writes: a folder holding any of them already holds a corpus
+WORLD_FILES = ("corpus.json", "world.json", "train.jsonl", "val.jsonl", "questions")
 
 def register(sub) -> None:
     p = sub.add_parser("corpus", help="generate built-in corpora (the semantic world)")
@@ -20,14 +24,16 @@ def register(sub) -> None:
     w.add_argument("--langs", default="en,ru,zh", help="comma-separated languages (default en,ru,zh)")
     w.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     w.add_argument("--out", required=True, help="output directory")
-    w.add_argument("--questions", type=int, default=None, help="held-out questions per language and file (default 300)")
-    w.add_argument("--val-fraction", type=float, default=0.03, help="share of documents in val.jsonl (default 0.03)")
-    w.add_argument("--qa-fraction", type=float, default=0.1,
+    w.add_argument("--questions", type=nonneg_int, default=None, help="held-out questions per language and file (default 300)")
+    w.add_argument("--val-fraction", type=finite_float, default=0.03, help="share of documents in val.jsonl (default 0.03)")
+    w.add_argument("--qa-fraction", type=finite_float, default=0.1,
                    help="share of training question-answer documents (default 0.1; 0 disables)")
-    w.add_argument("--entities-per-category", type=int, default=None,
+    w.add_argument("--entities-per-category", type=positive_int, default=None,
                    help="override the size-aware number of entities per category (even, >= 6)")
     w.add_argument("--verify", action="store_true",
                    help="read the text back and check every sentence against the ground truth")
+    w.add_argument("--overwrite", action="store_true",
+                   help="replace a corpus already in --out (or write into a non-empty folder)")
     w.add_argument("--json", action="store_true", help="print the summary as JSON")
     w.set_defaults(func=cmd_world)
 
@@ -42,7 +48,9 @@ def _human(n: int) -> str:
 def cmd_world(args) -> int:
     from ..world import generate_world, verify_world
     from ..world.questions import DEFAULT_QUESTIONS
+    from .common import check_output_dir
 
+    check_output_dir(args.out, overwrite=args.overwrite, ours=WORLD_FILES)
     summary = generate_world(
         args.out, size=args.size, langs=args.langs, seed=args.seed,
         n_questions=DEFAULT_QUESTIONS if args.questions is None else args.questions,

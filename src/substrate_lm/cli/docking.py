@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..errors import SubstrateError
+from .common import nonneg_int, positive_float, positive_int, resolve_device
 
 
 def register(sub) -> None:
@@ -16,17 +17,17 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory of the composed model")
     p.add_argument("--adapter", action="store_true",
                    help="add a trainable fusion adapter (per-position mixing weights; starts at --weights)")
-    p.add_argument("--adapter-hidden", type=int, default=0, help="MLP width of the adapter (0: linear)")
+    p.add_argument("--adapter-hidden", type=nonneg_int, default=0, help="MLP width of the adapter (0: linear)")
     p.add_argument("--adapter-data", metavar="DIR",
                    help="prepared token shards to train the adapter on (implies --adapter)")
-    p.add_argument("--adapter-steps", type=int, default=200, help="adapter training steps")
-    p.add_argument("--finetune-steps", type=int, default=0,
+    p.add_argument("--adapter-steps", type=positive_int, default=200, help="adapter training steps")
+    p.add_argument("--finetune-steps", type=nonneg_int, default=0,
                    help="then fine-tune the whole merged model briefly for this many steps (needs --adapter-data)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of adapter training (fine-tuning uses lr/10)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate of adapter training (fine-tuning uses lr/10)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--seq-len", type=positive_int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (adapter training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compose)
@@ -42,10 +43,19 @@ def register(sub) -> None:
 def parse_weights(text: str | None) -> list[float] | None:
     if text is None:
         return None
+    import math
+
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        weights = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise SubstrateError(f"--weights {text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5") from None
+    if not weights:
+        raise SubstrateError("--weights is empty; pass one number per expert, e.g. 0.5,0.5")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise SubstrateError(f"--weights {text!r}: weights must be finite and >= 0, e.g. 0.5,0.5")
+    if sum(weights) <= 0:
+        raise SubstrateError(f"--weights {text!r} sum to 0; at least one weight must be positive")
+    return weights
 
 
 def _quiet_transformers() -> None:
@@ -65,8 +75,17 @@ def cmd_compose(args) -> int:
 
     if args.finetune_steps and not args.adapter_data:
         raise SubstrateError("--finetune-steps needs --adapter-data DIR (the tokens to fine-tune on)")
+    args.device = resolve_device(args.device)
+    weights = parse_weights(args.weights)
+    if len(args.expert) < 2:
+        raise SubstrateError(f"composition needs at least two experts, got {len(args.expert)}; pass --expert DIR twice or more")
+    if weights is not None and len(weights) != len(args.expert):
+        raise SubstrateError(f"--weights gives {len(weights)} weights for {len(args.expert)} experts; give one weight per expert")
+    from .common import check_output_dir
+
+    check_output_dir(args.out, overwrite=args.overwrite)
     fusion = "adapter" if (args.adapter or args.adapter_data) else "mean"
-    model, tok = compose(args.expert, weights=parse_weights(args.weights), fusion=fusion,
+    model, tok = compose(args.expert, weights=weights, fusion=fusion,
                          adapter_hidden=args.adapter_hidden, return_tokenizer=True)
     trained = {}
     if args.adapter_data:

@@ -16,6 +16,9 @@ import json
 import sys
 
 from ..errors import SubstrateError
+from .common import add_runtime_args, apply_runtime, check_model_folder, check_output_dir, check_output_file, positive_int
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 LAYOUT = """local data layout (--data-dir DIR; .jsonl, .json or .parquet, hub schemas):
   DIR/mmlu/test.jsonl (with a subject column) or DIR/mmlu/<subject>/test.jsonl
@@ -29,7 +32,7 @@ without --data-dir the published hub datasets are loaded through `datasets`."""
 def _add_data_args(p) -> None:
     p.add_argument("--data-dir", help="local benchmark files (offline); default: the hub datasets")
     p.add_argument("--world", dest="world_dir", help="world folder for world-mc/world-short (default: --data-dir)")
-    p.add_argument("--limit", type=int, help="at most N items per benchmark (after the published sampling)")
+    p.add_argument("--limit", type=positive_int, help="at most N items per benchmark (after the published sampling)")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed and base of the generation seeds (default 0)")
     p.add_argument("--sample-size", default="paper",
                    help="'paper' (published sizes, default), 'all', or a number of items")
@@ -47,10 +50,10 @@ def register(sub) -> None:
     p.add_argument("--bench", help="comma list: mmlu,arc-e,arc-c,csqa,squad,boolq,bleu-en-ru,bleu-ru-en,"
                                    "bleu-en-zh,bleu-zh-en,world-mc,world-short; groups: paper, bleu, world, all")
     p.add_argument("--protocol", choices=("paper", "loglik", "both"), default="paper")
-    p.add_argument("--n-runs", type=int, default=10, help="paper-protocol repetitions (default 10, as published)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--dtype", help="load dtype: float32, bfloat16, float16 (default: as saved)")
+    p.add_argument("--n-runs", type=positive_int, default=10, help="paper-protocol repetitions (default 10, as published)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    add_runtime_args(p)
+    p.add_argument("--dtype", choices=DTYPES, help="load dtype (default: as saved)")
     p.add_argument("--greedy", action="store_true",
                    help="greedy generation (default: the model's generation config, which samples for ours)")
     p.add_argument("--lm-eval", action="store_true", help="also run the log-likelihood tasks under lm_eval")
@@ -63,12 +66,13 @@ def register(sub) -> None:
     q = esub.add_parser("ppl", help="perplexity and bits per character on held-out text")
     q.add_argument("--model", required=True, action="append", help="model directory (repeat to compare)")
     q.add_argument("--text", required=True, help="plain text file, or JSONL with a 'text' field")
-    q.add_argument("--window", type=int, help="tokens per window (default: context length, at most 1024)")
-    q.add_argument("--stride", type=int, help="new tokens per window (default: window / 2)")
-    q.add_argument("--max-chars", type=int, help="use only the first N characters")
-    q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--device", default="auto")
-    q.add_argument("--dtype")
+    q.add_argument("--window", type=positive_int, help="tokens per window, >= 2 (default: context length, at most 1024)")
+    q.add_argument("--stride", type=positive_int, help="new tokens per window, below --window (default: window / 2)")
+    q.add_argument("--max-chars", type=positive_int, help="use only the first N characters")
+    q.add_argument("--batch-size", type=positive_int, default=8)
+    add_runtime_args(q)
+    q.add_argument("--dtype", choices=DTYPES, help="load dtype (default: as saved)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     q.add_argument("--no-bos", action="store_true", help="do not prepend BOS (the first token is then not scored)")
     q.add_argument("--out", help="write the numbers as JSON to this file")
     q.set_defaults(func=cmd_ppl)
@@ -78,8 +82,8 @@ def register(sub) -> None:
     h.add_argument("--bench", required=True, help="comma list of benchmarks")
     h.add_argument("--out", required=True, help="output folder (task YAMLs and lm_eval_results.json)")
     h.add_argument("--generation", action="store_true", help="also run the paper-prompt generation tasks")
-    h.add_argument("--batch-size", type=int, default=8)
-    h.add_argument("--device", default="cpu")
+    h.add_argument("--batch-size", type=positive_int, default=8)
+    add_runtime_args(h, device_default="cpu")
     _add_data_args(h)
     h.set_defaults(func=cmd_harness)
 
@@ -102,6 +106,12 @@ def _sample_size(value: str):
     return n
 
 
+def check_models(paths) -> None:
+    """Every local model folder is complete enough to load (hub ids pass through to loading)."""
+    for path in paths:
+        check_model_folder(path, tokenizer=True)
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -113,10 +123,14 @@ def cmd_eval(args) -> int:
     from ..evaluation.datasets import BENCHES, parse_benches
 
     benches = parse_benches(args.bench)
+    sample_size = _sample_size(args.sample_size)
+    check_models(args.model)
+    check_output_dir(args.out)
+    device = apply_runtime(args)
     results = evaluate_models(
         args.model, benches, protocol=args.protocol, data_dir=args.data_dir, n_runs=args.n_runs,
-        limit=args.limit, seed=args.seed, sample_size=_sample_size(args.sample_size),
-        batch_size=args.batch_size, device=args.device, greedy=args.greedy, mc_mode=args.mc_mode,
+        limit=args.limit, seed=args.seed, sample_size=sample_size,
+        batch_size=args.batch_size, device=device, greedy=args.greedy, mc_mode=args.mc_mode,
         world_dir=args.world_dir, dtype=args.dtype, log=_log,
     )
     if args.lm_eval:
@@ -129,7 +143,7 @@ def cmd_eval(args) -> int:
         for name, entry in results["models"].items():
             results["lm_eval"][name] = run_lm_eval(
                 entry["path"], mc, args.data_dir, Path(args.out) / "lm_eval" / Path(name).name,
-                batch_size=args.batch_size, device="cpu" if args.device == "auto" else args.device,
+                batch_size=args.batch_size, device=device,
                 limit=args.limit, seed=args.seed, sample_size=_sample_size(args.sample_size),
                 world_dir=args.world_dir, mc_mode=args.mc_mode,
             )["tasks"]
@@ -154,12 +168,20 @@ def cmd_ppl(args) -> int:
     from ..evaluation.perplexity import read_text
     from ..fsutil import atomic_write_text
 
+    if args.window is not None and args.window < 2:
+        raise SubstrateError(f"--window must be at least 2 tokens (one of context, one scored); got {args.window}")
+    if args.window is not None and args.stride is not None and args.stride >= args.window:
+        raise SubstrateError(f"--stride {args.stride} must be below --window {args.window}; e.g. --stride {args.window // 2}")
+    check_models(args.model)
+    if args.out:
+        check_output_file(args.out)
+    device = apply_runtime(args)
     text = read_text(args.text, max_chars=args.max_chars)
     rows = {}
     for path in args.model:
-        model, tok = load_model(path, device=args.device, dtype=args.dtype)
+        model, tok = load_model(path, device=device, dtype=args.dtype)
         r = perplexity(model, tok, text, window=args.window, stride=args.stride, batch_size=args.batch_size,
-                       add_bos=not args.no_bos)
+                       add_bos=not args.no_bos, progress=False if args.no_progress else None)
         r["model"], r["text"] = path, args.text
         rows[path] = r
         print(f"{path}: perplexity {r['perplexity']:.3f}  bits/token {r['bits_per_token']:.4f}  "
@@ -174,10 +196,17 @@ def cmd_ppl(args) -> int:
 def cmd_harness(args) -> int:
     from ..evaluation import run_lm_eval
 
+    from ..evaluation.datasets import parse_benches
+
+    parse_benches(args.bench)  # an unknown name fails before lm_eval is imported
+    sample_size = _sample_size(args.sample_size)
+    check_models([args.model])
+    check_output_dir(args.out, overwrite=True)
+    device = apply_runtime(args)
     res = run_lm_eval(
         args.model, args.bench, args.data_dir, args.out, generation=args.generation,
-        batch_size=args.batch_size, device=args.device, limit=args.limit, seed=args.seed,
-        sample_size=_sample_size(args.sample_size), world_dir=args.world_dir, mc_mode=args.mc_mode,
+        batch_size=args.batch_size, device=device, limit=args.limit, seed=args.seed,
+        sample_size=sample_size, world_dir=args.world_dir, mc_mode=args.mc_mode,
     )
     for task, metrics in res["tasks"].items():
         vals = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
@@ -190,6 +219,7 @@ def cmd_tasks(args) -> int:
 
     if args.data_dir is None and args.world_dir is None and not args.bench:
         raise SubstrateError("eval tasks needs --data-dir DIR (or --bench LIST to export hub datasets)")
+    check_output_dir(args.out, overwrite=True)
     tasks = write_lm_eval_tasks(
         args.data_dir, args.out, args.bench, limit=args.limit, seed=args.seed,
         sample_size=_sample_size(args.sample_size), world_dir=args.world_dir, mc_mode=args.mc_mode,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SubstrateError
+from .common import check_output_file, nonneg_int, positive_float, positive_int
 
 KIND_CHOICES = ("bits", "token-id", "float", "glyph", "trainable")
 
@@ -25,20 +26,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
     b = sub.add_parser("build", help="build a substrate table and save it as safetensors")
-    b.add_argument("--kind", required=True, help=f"one of {', '.join(KIND_CHOICES)} (aliases: uni-glyph, unfrozen)")
+    b.add_argument("--kind", required=True, help=f"one of {', '.join(KIND_CHOICES)} (aliases: uni-glyph = glyph, unfrozen = trainable)")
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory (or hub id) giving the vocabulary")
-    src.add_argument("--vocab-size", type=int, metavar="N", help="vocabulary size (not for --kind glyph)")
-    b.add_argument("--width", type=int, required=True, help="columns of the table (the model's n_embed)")
-    b.add_argument("--seed", type=int, default=0, help="random seed (bits, float, trainable); default 0")
+    src.add_argument("--vocab-size", type=positive_int, metavar="N", help="vocabulary size (not for --kind glyph)")
+    b.add_argument("--width", type=positive_int, required=True, help="columns of the table (the model's n_embed)")
+    b.add_argument("--seed", type=nonneg_int, default=0, help="random seed (bits, float, trainable); default 0")
     b.add_argument("--font", metavar="PATH", help="GNU Unifont .otf/.ttf/.hex for --kind glyph (default: Debian paths)")
-    b.add_argument("--tile-period", type=int, metavar="P", help="bits: tile a P-bit code to the width")
+    b.add_argument("--tile-period", type=positive_int, metavar="P", help="bits: tile a P-bit code to the width")
     b.add_argument("--paper", action="store_true", help="use the published options (1024-bit: --tile-period 512)")
     b.add_argument("--bit-order", choices=("msb", "lsb"), help="token-id: bit order (default msb first)")
-    b.add_argument("--source-width", type=int, metavar="N", help="float: width of the random codes before PCA")
-    b.add_argument("--std", type=float, help="trainable: init standard deviation (default 0.02)")
+    b.add_argument("--source-width", type=positive_int, metavar="N", help="float: width of the random codes before PCA")
+    b.add_argument("--std", type=positive_float, help="trainable: init standard deviation (default 0.02)")
     b.add_argument("--augment", help="glyph: augmentation preset (bvv241-2-3, bvv241-max, none)")
-    b.add_argument("--cell", type=int, help="glyph: cell and font size in px (default 32)")
+    b.add_argument("--cell", type=positive_int, help="glyph: cell and font size in px (default 32)")
     b.add_argument("--layout", choices=("basic", "raqm"), help="glyph: PIL layout engine (default basic)")
     b.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file")
     b.add_argument("--dump-txt", metavar="PATH", help="also write the embeddings.txt dump")
@@ -61,8 +62,8 @@ def register(subparsers) -> None:
     table.add_argument("--model", metavar="DIR", help="model directory (config.json + model.safetensors)")
     s.add_argument("--font", metavar="PATH", help="GNU Unifont file for the glyph picture")
     s.add_argument("--png", metavar="PATH", help="also write the glyph as a PNG (scaled up)")
-    s.add_argument("--top", type=int, default=8, help="nearest rows to list (default 8)")
-    s.add_argument("--values", type=int, default=32, help="row values to print (default 32; 0 = all)")
+    s.add_argument("--top", type=nonneg_int, default=8, help="nearest rows to list (default 8)")
+    s.add_argument("--values", type=nonneg_int, default=32, help="row values to print (default 32; 0 = all)")
     s.set_defaults(func=cmd_show)
 
     d = sub.add_parser("dump", help="write a table as the published embeddings.txt (id line, then the row list)")
@@ -134,6 +135,9 @@ def cmd_build(args) -> int:
 
     from ..substrates import build_substrate, save_substrate, verify_substrate, write_embeddings_txt
 
+    check_output_file(args.out)
+    if args.dump_txt:
+        check_output_file(args.dump_txt, "--dump-txt")
     _refuse_overwrite(args.out, args.force)
     _refuse_overwrite(args.dump_txt, args.force)
     opts = _build_options(args)
@@ -157,8 +161,12 @@ def cmd_build(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from ..substrates import format_report, verify_substrate
+    from ..substrates import format_report, normalize_kind, verify_substrate
 
+    if args.kind is not None:
+        normalize_kind(args.kind)  # an unknown kind is an error, not a failed check
+    if not Path(args.path).exists():
+        raise SubstrateError(f"{args.path} does not exist; pass a substrate .safetensors file or a model directory")
     report = verify_substrate(args.path, kind=args.kind, expected_fingerprint=args.fingerprint)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -176,6 +184,10 @@ def cmd_show(args) -> int:
 
     from ..substrates.io import read_table
 
+    if args.png:
+        check_output_file(args.png, "--png")
+        if Path(args.png).suffix.lower() != ".png":
+            raise SubstrateError(f"--png {args.png} must name a .png file, e.g. glyph.png")
     tok_source = args.tokenizer
     if tok_source is None and args.model and any(
         (Path(args.model) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
@@ -261,6 +273,7 @@ def cmd_dump(args) -> int:
     from ..substrates import write_embeddings_txt
     from ..substrates.io import read_table
 
+    check_output_file(args.out)
     _refuse_overwrite(args.out, args.force)
     table, _ = read_table(args.path)
     write_embeddings_txt(table, args.out)

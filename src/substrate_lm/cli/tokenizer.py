@@ -17,6 +17,8 @@ import argparse
 import json
 import sys
 
+from .common import nonneg_int, positive_int
+
 DEFAULT_SAMPLE = "hello the test. Привет, мир! Γειά σου κόσμε. 你好，世界。 مرحبا بالعالم 😀"
 
 
@@ -40,7 +42,7 @@ def register(subparsers) -> None:
     b.add_argument("--out", required=True, metavar="DIR", help="output tokenizer folder")
     b.add_argument("--langs", metavar="LIST", help="comma-separated language codes, e.g. en,ru,zh "
                    "(default: all in the statistics / corpus)")
-    b.add_argument("--top-k", type=int, metavar="K", help="n-grams per length and language (default: the "
+    b.add_argument("--top-k", type=positive_int, metavar="K", help="n-grams per length and language (default: the "
                    "layout's, 338 for bvv241-2-3)")
     b.add_argument("--layout", default="bvv241-2-3", help="vocabulary layout: bvv241-2-3 (65,536 ids) or "
                    "bvv241-max (131,072 ids)")
@@ -66,7 +68,7 @@ def register(subparsers) -> None:
     i.add_argument("-t", "--tokenizer", required=True, help="tokenizer folder, tokenizer.json or hub id")
     i.add_argument("--text", help="sample text (default: a short multilingual sample)")
     i.add_argument("--file", metavar="FILE", help="sample file (UTF-8 text; JSONL lines use their \"text\")")
-    i.add_argument("--max-rows", type=int, default=60, help="tokens shown in the table (default 60)")
+    i.add_argument("--max-rows", type=nonneg_int, default=60, help="tokens shown in the table (default 60)")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=cmd_inspect)
 
@@ -115,7 +117,18 @@ def _read_input(args: argparse.Namespace) -> str:
             return Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SubstrateError(f"cannot read {args.file} as UTF-8 text: {exc}") from None
-    return sys.stdin.read()
+    return _read_stdin()
+
+
+def _read_stdin() -> str:
+    """All of standard input as UTF-8 text, or a one-line error."""
+    from ..errors import SubstrateError
+
+    try:
+        return sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise SubstrateError(f"standard input is not valid UTF-8 text (bad byte at offset {exc.start}); "
+                             "convert it to UTF-8 or pass --file") from None
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
@@ -146,10 +159,19 @@ def _parse_ids(raw: list[str]) -> list[int]:
             raise SubstrateError("ids look like a JSON list but do not parse; pass e.g. [104, 56035]") from None
     else:
         values = text.replace(",", " ").split()
-    try:
-        return [int(v) for v in values]
-    except (TypeError, ValueError):
-        raise SubstrateError("ids must be integers, e.g. '104 56035 111' or '[104, 56035, 111]'") from None
+    if not isinstance(values, list):
+        values = [values]
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            v = None  # JSON true/1.5/[1]/{...} are not ids
+        try:
+            out.append(int(v))
+        except (TypeError, ValueError):
+            raise SubstrateError("ids must be integers, e.g. '104 56035 111' or '[104, 56035, 111]'") from None
+    if not out:
+        raise SubstrateError("no ids given; pass e.g. '104 56035 111' (or pipe them on stdin)")
+    return out
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -157,7 +179,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from ..tokenizer import load_tokenizer
 
     tok = load_tokenizer(args.tokenizer)
-    ids = _parse_ids(args.ids if args.ids else [sys.stdin.read()])
+    ids = _parse_ids(args.ids if args.ids else [_read_stdin()])
     size = len(tok)
     bad = [i for i in ids if not 0 <= i < size]
     if bad:

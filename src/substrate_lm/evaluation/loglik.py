@@ -85,8 +85,24 @@ def score_tokens(
     padding: str = "auto",
     pad: int = 0,
     share_context: bool | str = "auto",
+    progress: bool | None = None,
 ) -> list[tuple[float, bool, int]]:
-    """:func:`score_continuations` on already-encoded ``(context_ids, continuation_ids)`` pairs."""
+    """:func:`score_continuations` on already-encoded ``(context_ids, continuation_ids)`` pairs.
+
+    ``progress``: a progress bar with ETA over the pairs on stderr (tqdm): None (default) when stderr
+    is a terminal, True always, False never.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pairs), unit="req", desc="log-likelihood", leave=False, dynamic_ncols=True,
+               disable=None if progress is None else not progress)
+    try:
+        return _score_tokens(model, pairs, batch_size, padding, pad, share_context, bar)
+    finally:
+        bar.close()
+
+
+def _score_tokens(model, pairs, batch_size, padding, pad, share_context, bar) -> list[tuple[float, bool, int]]:
     out: list[tuple[float, bool, int] | None] = [None] * len(pairs)
     max_len = max_context(model)
     if share_context == "auto":
@@ -99,13 +115,15 @@ def score_tokens(
                 groups.setdefault(tuple(ctx), []).append(i)
         shared = [idx for idx in groups.values() if len(idx) >= 2]
         if shared:
-            done = _score_shared(model, pairs, shared, batch_size, pad)
+            done = _score_shared(model, pairs, shared, batch_size, pad, bar)
             if done is not None:
                 for i, r in done.items():
                     out[i] = r
+            else:
+                bar.reset()
     rest = [i for i in range(len(pairs)) if out[i] is None]
     if rest:
-        for i, r in zip(rest, _score_plain(model, [pairs[i] for i in rest], batch_size, padding, pad)):
+        for i, r in zip(rest, _score_plain(model, [pairs[i] for i in rest], batch_size, padding, pad, bar)):
             out[i] = r
     return out  # type: ignore[return-value]
 
@@ -123,7 +141,7 @@ def _token_scores(sl: torch.Tensor, cont: list[int]) -> tuple[float, bool]:
     return ll, bool((tgt_logit >= sl.max(dim=-1).values).all())
 
 
-def _score_shared(model, pairs, groups: list[list[int]], batch_size: int, pad: int):
+def _score_shared(model, pairs, groups: list[list[int]], batch_size: int, pad: int, bar=None):
     """Score groups of continuations that share a context: context once, options from its cache.
 
     Per chunk of groups: one forward over the contexts minus their last token (left-padded, with
@@ -179,10 +197,12 @@ def _score_shared(model, pairs, groups: list[list[int]], batch_size: int, pad: i
             cont = list(pairs[i][1])
             ll, greedy = _token_scores(logits[r, : len(cont)], cont)
             out[i] = (ll, greedy, len(cont))
+        if bar is not None:
+            bar.update(len(rows))
     return out
 
 
-def _score_plain(model, pairs, batch_size: int, padding: str, pad: int) -> list[tuple[float, bool, int]]:
+def _score_plain(model, pairs, batch_size: int, padding: str, pad: int, bar=None) -> list[tuple[float, bool, int]]:
     """One row per (context, continuation), lm-eval style (left-truncated to the context length)."""
     if padding == "auto":
         padding = "left" if accepts(model, "position_ids") and accepts(model, "logits_to_keep") else "right"
@@ -224,6 +244,8 @@ def _score_plain(model, pairs, batch_size: int, padding: str, pad: int) -> list[
             end = logits.shape[1] if padding == "left" else len(inp)  # one past the last prediction
             ll, greedy = _token_scores(logits[r, end - n: end], cont)  # positions predicting cont
             out[i] = (ll, greedy, n)
+        if bar is not None:
+            bar.update(len(batch))
     return out  # type: ignore[return-value]
 
 

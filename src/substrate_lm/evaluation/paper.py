@@ -157,6 +157,7 @@ def run_paper(
     n_runs: int = 10,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    progress: bool | None = None,
 ) -> dict:
     """Evaluate one benchmark with the published protocol.
 
@@ -167,6 +168,8 @@ def run_paper(
         model_name: name used in the output lines.
         n_runs: repetitions over the same items (published: 10).
         seed: base seed; run ``r`` seeds torch with ``seed * 100003 + r``.
+        progress: a progress bar with ETA on stderr over runs x items (tqdm): None (default) when
+            stderr is a terminal, True always, False never.
 
     Returns:
         JSON-ready dict: mean, std, ci95, runs, line, per-item mean scores, per-subject (MMLU) or
@@ -183,14 +186,20 @@ def run_paper(
     bleu = spec.task == "translate"
     scale = 1.0 if bleu else 100.0
 
+    from tqdm.auto import tqdm
+
     per_run_scores: list[list[float]] = []
     examples: list[dict] = []
+    runs_needed = 1 if deterministic else n_runs
+    bar = tqdm(total=runs_needed * len(items), unit="item", desc=f"{model_name} {spec.label}",
+               disable=None if progress is None else not progress, dynamic_ncols=True, leave=False)
     for r in range(n_runs):
         if deterministic and r > 0:
             per_run_scores.append(per_run_scores[0])
             continue
         torch.manual_seed(run_seed(seed, r))
         conts = generator(prompts, news, r)
+        bar.update(len(items))
         if len(conts) != len(items):
             raise RuntimeError(f"generator returned {len(conts)} continuations for {len(items)} prompts")
         per_run_scores.append([score_item(it, c) for it, c in zip(items, conts)])
@@ -202,6 +211,7 @@ def run_paper(
             log(f"  {model_name} {spec.label} run {r + 1}/{n_runs}: "
                 f"{scale * float(np.mean(per_run_scores[-1])):.2f}")
 
+    bar.close()
     run_values = [scale * float(np.mean(s)) for s in per_run_scores]
     mean, std, ci95 = run_stats(run_values)
     result = {

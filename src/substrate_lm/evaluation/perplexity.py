@@ -29,6 +29,7 @@ def perplexity(
     stride: int | None = None,
     batch_size: int = 8,
     add_bos: bool = True,
+    progress: bool | None = False,
 ) -> dict:
     """Perplexity, bits per token and bits per character of ``text``.
 
@@ -37,6 +38,8 @@ def perplexity(
         stride: new tokens scored per window, below ``window`` (default: ``window // 2``).
         batch_size: windows per forward pass.
         add_bos: prepend the tokenizer's BOS token (if any) so the first token is scored.
+        progress: show a progress bar with ETA on stderr (tqdm): True always, None when stderr is a
+            terminal, False never.
 
     Returns:
         ``{"nll", "tokens", "tokens_scored", "characters", "perplexity", "bits_per_token", "bpc",
@@ -44,18 +47,27 @@ def perplexity(
     """
     if not text:
         raise SubstrateError("perplexity needs a non-empty text")
+    if window is not None and int(window) < 2:
+        raise SubstrateError(f"--window must be at least 2 tokens (one of context, one scored); got {window}")
+    if stride is not None and int(stride) < 1:
+        raise SubstrateError(f"--stride must be at least 1; got {stride}")
+    if int(batch_size) < 1:
+        raise SubstrateError(f"--batch-size must be at least 1; got {batch_size}")
+    context = max_context(model)
+    if window is not None and context and int(window) > context:
+        raise SubstrateError(f"--window {window} exceeds the model's context length ({context}); pass --window {context} or less")
     ids = tokenizer.encode(text, add_special_tokens=False)
     bos = tokenizer.bos_token_id if add_bos else None
     if bos is not None:
         ids = [int(bos)] + ids
     if len(ids) < 2:
         raise SubstrateError("the text is a single token; perplexity needs at least two")
-    window = int(window or min(max_context(model), 1024))
-    window = min(window, max_context(model))
+    window = int(window or min(context, 1024))
+    window = min(window, context)
     stride = int(stride or max(1, window // 2))
     if not 1 <= stride < window:
         # a window must keep at least one token of context for the tokens it scores
-        raise SubstrateError(f"stride must be at least 1 and below the window ({window}); got {stride}")
+        raise SubstrateError(f"--stride must be at least 1 and below the window ({window}); got {stride}")
 
     # windows: (begin, end, n_new) with tokens [begin, end) fed and the last n_new targets scored
     spans = []
@@ -72,6 +84,10 @@ def perplexity(
     dev = model_device(model)
     take_mask = accepts(model, "attention_mask")
     nll_total, scored = 0.0, 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=sum(n for _, _, n in spans), unit="tok", desc="perplexity", disable=None if progress is None
+               else not progress, dynamic_ncols=True, smoothing=0.1)
     # batch windows of equal length (all but possibly the last)
     i = 0
     while i < len(spans):
@@ -88,7 +104,9 @@ def perplexity(
             tgt = x[r, length - n_new:]
             nll_total -= float(logp.gather(-1, tgt[:, None]).sum())
             scored += n_new
+        bar.update(sum(n for _, _, n in batch))
         i = j
+    bar.close()
 
     chars = len(text)
     return {
@@ -107,11 +125,27 @@ def perplexity(
 
 def read_text(path: str | os.PathLike, max_chars: int | None = None) -> str:
     """Held-out text from a plain file, or the ``text`` fields of a JSONL file (joined by newlines)."""
-    import json
-
     p = Path(path)
+    if max_chars is not None and int(max_chars) < 1:
+        raise SubstrateError(f"--max-chars must be at least 1; got {max_chars}")
+    if p.is_dir():
+        raise SubstrateError(f"--text {p} is a folder; pass a text file (plain text or JSONL with a 'text' field)")
     if not p.is_file():
         raise SubstrateError(f"text file {p} not found; pass --text FILE (plain text or JSONL with a 'text' field)")
+    try:
+        text = _read_text(p, max_chars)
+    except UnicodeDecodeError as exc:
+        raise SubstrateError(f"{p} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8") from None
+    except OSError as exc:
+        raise SubstrateError(f"cannot read {p}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise SubstrateError(f"{p} holds no text; pass a file with some held-out text")
+    return text
+
+
+def _read_text(p: Path, max_chars: int | None) -> str:
+    import json
+
     if p.suffix == ".jsonl":
         parts, total = [], 0
         with p.open(encoding="utf-8") as f:
@@ -122,6 +156,8 @@ def read_text(path: str | os.PathLike, max_chars: int | None = None) -> str:
                     t = json.loads(line).get("text", "")
                 except (json.JSONDecodeError, AttributeError):
                     raise SubstrateError(f"{p}:{n}: not a JSON object with a 'text' field") from None
+                if not isinstance(t, str):
+                    raise SubstrateError(f"{p}:{n}: the 'text' field is not a string")
                 parts.append(t)
                 total += len(t) + 1
                 if max_chars is not None and total >= max_chars:

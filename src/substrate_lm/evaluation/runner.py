@@ -65,6 +65,15 @@ def _generation_settings(model) -> dict:
     return {k: getattr(gc_, k, None) for k in keys}
 
 
+def format_params(n: int) -> str:
+    """A parameter count for the paper-format lines: ``1.3B`` from 1B up, ``335.6M`` / ``8.5M`` below."""
+    if n >= 1e9:
+        return f"{n / 1e9:.1f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.1f}K"
+
+
 def evaluate_models(
     models,
     benches: str | list[str],
@@ -166,7 +175,7 @@ def evaluate_models(
             "results": {},
             "seconds": {},
             # the published files start with this line
-            "lines": [f"{name} Total parameters:     {n_params / 1e9:.1f}B"],
+            "lines": [f"{name} Total parameters:     {format_params(n_params)}"],
         }
         gen = HFGenerator(model, tok, batch_size=batch_size, greedy=greedy, generation_kwargs=generation_kwargs)
         for b in names:

@@ -151,6 +151,16 @@ def load_substrate(path: str | os.PathLike, verify: bool = True) -> Substrate:
     )
 
 
+def _read_json(path: Path):
+    """A JSON file, or a one-line error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SubstrateError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); copy or export it again") from None
+    except OSError as exc:
+        raise SubstrateError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_table(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """The float32 table and what is recorded about it, from a substrate file or a model directory.
 
@@ -167,13 +177,16 @@ def read_table(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise SubstrateError(f"{path} is a directory without config.json; pass a model directory or a substrate file")
-        cfg = json.loads(cfg_path.read_text())
+        cfg = _read_json(cfg_path)
+        if not isinstance(cfg, dict):
+            raise SubstrateError(f"{cfg_path} is not a JSON object; copy or export the model again")
         index = path / "model.safetensors.index.json"
         single = path / "model.safetensors"
         if single.is_file():
             tensor, _, name = _read_safetensors(single)
         elif index.is_file():
-            weight_map = json.loads(index.read_text()).get("weight_map", {})
+            weight_map = _read_json(index)
+            weight_map = weight_map.get("weight_map", {}) if isinstance(weight_map, dict) else {}
             name = next((k for k in weight_map if k == TENSOR_KEY or k.endswith("." + TENSOR_KEY)), None)
             if name is None:
                 raise SubstrateError(f"{index} maps no tensor named {TENSOR_KEY!r}")
@@ -181,6 +194,9 @@ def read_table(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         else:
             raise SubstrateError(f"{path} has no model.safetensors; export the model with save_pretrained first")
         vocab, width = cfg.get("vocab_size"), cfg.get("n_embed")
+        if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0) for v in (vocab, width)):
+            raise SubstrateError(f"{cfg_path}: vocab_size {vocab!r} / n_embed {width!r} are not positive integers; "
+                                 "copy or export the model again")
         info = {
             "source": str(path),
             "source_type": "model",

@@ -63,7 +63,8 @@ def normalize_kind(kind: str) -> str:
     k = str(kind).strip().lower()
     k = _ALIASES.get(k, k)
     if k not in _MODULES:
-        raise SubstrateError(f"unknown substrate kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise SubstrateError(f"unknown substrate kind {kind!r}; choose one of {', '.join(KINDS)} "
+                             "(aliases: uni-glyph = glyph, unfrozen = trainable)")
     return k
 
 

@@ -1,0 +1,293 @@
+"""Helpers shared by the subcommands: argument types that reject bad numbers, and runtime settings.
+
+Argument types (``type=`` of ``add_argument``) make argparse reject a bad value with its usual
+usage error (exit 2) before any work starts::
+
+    p.add_argument("--window", type=positive_int)
+    p.add_argument("--val-fraction", type=fraction)
+
+Runtime settings, the same on every command that runs a model (``eval``, ``train``, ``generate``)::
+
+    add_runtime_args(parser)             # --device auto|cpu|cuda|cuda:N|mps, --threads N
+    device = apply_runtime(args)         # validates both, sets torch's threads, returns the device
+
+Nothing here imports torch at module level: ``substrate-lm --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from ..errors import SubstrateError
+
+__all__ = [
+    "positive_int", "nonneg_int", "positive_float", "nonneg_float", "finite_float", "fraction",
+    "unit_interval", "add_runtime_args", "apply_runtime", "resolve_device", "check_output_file",
+    "check_output_dir", "check_input_file", "check_input_dir", "check_model_folder", "check_safetensors",
+    "is_local_path",
+]
+
+
+# -- argument types -------------------------------------------------------------------------------
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number (no nan, no inf)."""
+    return _float(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share in [0, 1)."""
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number in (0, 1] (e.g. top-p)."""
+    value = _float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+# -- paths ----------------------------------------------------------------------------------------
+
+
+def check_input_file(path, what: str = "file") -> None:
+    """A readable regular file, or a one-line error naming it."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SubstrateError(f"{what} {p} does not exist; check the path")
+    if os.path.isdir(p):
+        raise SubstrateError(f"{what} {p} is a folder; pass a file")
+    if not os.access(p, os.R_OK):
+        raise SubstrateError(f"{what} {p} is not readable; check its permissions")
+
+
+def check_input_dir(path, what: str = "folder", needs: str | None = None) -> None:
+    """An existing folder (holding ``needs`` when given), or a one-line error naming it."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise SubstrateError(f"{what} {p} does not exist; check the path")
+    if not os.path.isdir(p):
+        raise SubstrateError(f"{what} {p} is a file, not a folder")
+    if needs and not os.path.exists(os.path.join(p, needs)):
+        raise SubstrateError(f"{what} {p} holds no {needs}")
+
+
+def check_output_file(path, what: str = "--out") -> None:
+    """An output file path: not a folder, and its parent (if it exists) is a folder."""
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise SubstrateError(f"{what} {p} is a folder; pass a file path")
+    parent = os.path.dirname(os.path.abspath(p))
+    probe = parent
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise SubstrateError(f"{what} {p}: {probe} is a file, not a folder; choose another path")
+
+
+def check_output_dir(path, what: str = "--out", *, overwrite: bool = False, ours: tuple[str, ...] = ()) -> None:
+    """An output folder: not a file; if it exists and is not empty, only with ``overwrite``.
+
+    ``ours``: files whose presence marks the folder as one this command wrote (the error then says
+    so); any other non-empty folder is refused unless ``overwrite``.
+    """
+    p = os.fspath(path)
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise SubstrateError(f"{what} {p} is a file; pass a folder path")
+    probe = os.path.dirname(os.path.abspath(p))
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        raise SubstrateError(f"{what} {p}: {probe} is a file, not a folder; choose another path")
+    if overwrite or not os.path.isdir(p):
+        return
+    entries = os.listdir(p)
+    if not entries:
+        return
+    if any(name in entries for name in ours):
+        raise SubstrateError(f"{what} {p} already holds output ({', '.join(n for n in ours if n in entries)}); "
+                             "pass --overwrite to replace it or choose another folder")
+    raise SubstrateError(f"{what} {p} is not empty ({len(entries)} entries); choose a new or empty folder, "
+                         "or pass --overwrite")
+
+
+def is_local_path(path: str) -> bool:
+    """A filesystem path rather than a hub id (``gpt2``, ``org/name``)."""
+    path = os.fspath(path)
+    return os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or path.endswith("/")
+
+
+def check_safetensors(path) -> None:
+    """The header of a .safetensors file parses and the file is as long as the header says (cheap)."""
+    import json
+    import struct
+
+    p = os.fspath(path)
+    size = os.path.getsize(p)
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than a header")
+            (n,) = struct.unpack("<Q", raw)
+            if n > min(size - 8, 100 * 2**20):
+                raise ValueError("header length beyond the file")
+            header = json.loads(fh.read(n).decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise SubstrateError(f"{p} is not a valid safetensors file ({exc}); copy or export it again") from None
+    if 8 + n + end != size:
+        raise SubstrateError(f"{p} is truncated or padded ({size:,} bytes, the header says {8 + n + end:,}); "
+                             "copy or export it again")
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def check_model_folder(path, what: str = "--model", *, tokenizer: bool = False) -> None:
+    """A local model folder: config.json is a JSON object, a weights file exists (a single safetensors
+    file's header matches its size), and with ``tokenizer`` its tokenizer files exist.
+
+    Hub ids (``gpt2``, ``org/name``) pass unchecked: loading reports their problems.
+    """
+    import json
+
+    p = os.fspath(path)
+    if not is_local_path(p):
+        return
+    if not os.path.exists(p):
+        raise SubstrateError(f"{what} {p} is not a model folder (no such folder); pass a folder written by "
+                             "init/export (or a hub id)")
+    if not os.path.isdir(p):
+        raise SubstrateError(f"{what} {p} is not a model folder (it is a file); pass a folder with config.json "
+                             "and model.safetensors")
+    cfg = os.path.join(p, "config.json")
+    if not os.path.isfile(cfg):
+        raise SubstrateError(f"{p} is not a model folder (no config.json); pass a folder written by init/export")
+    try:
+        with open(cfg, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SubstrateError(f"{cfg} is not valid JSON ({str(exc).splitlines()[0]}); copy or export the model again") from None
+    if not isinstance(data, dict):
+        raise SubstrateError(f"{cfg} is not a JSON object; copy or export the model again")
+    weights = [f for f in WEIGHT_FILES if os.path.isfile(os.path.join(p, f))]
+    if not weights:
+        raise SubstrateError(f"{p} holds no weights (model.safetensors); copy or export the model again")
+    if weights[0] == "model.safetensors":
+        check_safetensors(os.path.join(p, "model.safetensors"))
+    if tokenizer and not any(os.path.isfile(os.path.join(p, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise SubstrateError(f"{p} holds no tokenizer (tokenizer.json); copy it there or export with --tokenizer")
+
+
+# -- runtime: device and threads ------------------------------------------------------------------
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
+    """Add ``--device`` and ``--threads`` (use :func:`apply_runtime` in the command)."""
+    parser.add_argument("--device", default=device_default,
+                        help=f"cpu, cuda, cuda:N, mps or auto (cuda if available, else cpu); default {device_default}")
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice, usually the core count; 1 is often "
+                             "fastest for tiny models on a busy machine)")
+
+
+def resolve_device(device: str | None) -> str:
+    """``auto``/None -> ``cuda`` or ``cpu``; any other value must name an available device."""
+    import torch
+
+    text = "auto" if device is None else str(device).strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise SubstrateError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SubstrateError(f"--device {device} asked for but CUDA is not available here; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise SubstrateError(f"--device {device}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        return str(dev)
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SubstrateError(f"--device {device} asked for but MPS is not available here; use --device cpu")
+        return "mps"
+    raise SubstrateError(f"--device {device!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
+
+
+def apply_runtime(args: argparse.Namespace) -> str:
+    """Validate ``args.device`` and ``args.threads``, set torch's thread count; return the device.
+
+    Call it at the start of a command, before any model is loaded, so that a bad value fails at once.
+    """
+    import torch
+
+    device = resolve_device(getattr(args, "device", None))
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise SubstrateError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    return device
