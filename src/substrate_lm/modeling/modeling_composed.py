@@ -32,14 +32,11 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_composed import ComposedConfig
 from .modeling_substrate import (
+    CheckedWeightsMixin,
     SubstrateForCausalLM,
-    _check_loaded_table,
     _check_table,
-    _record_fingerprint,
-    check_weight_files,
     chunked_cross_entropy,
     crop_generation_inputs,
-    record_weight_hashes,
 )
 
 
@@ -113,7 +110,7 @@ class ComposedPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
 
 
-class ComposedForCausalLM(ComposedPreTrainedModel, GenerationMixin):
+class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, GenerationMixin):
     """N :class:`SubstrateForCausalLM` experts sharing one substrate table, mixed in logit space."""
 
     def __init__(self, config: ComposedConfig):
@@ -172,27 +169,6 @@ class ComposedForCausalLM(ComposedPreTrainedModel, GenerationMixin):
                 "verified; compose the experts again"
             )
         _check_table(self.token_embeddings.weight, recorded, self.config.substrate_kind, "compose the experts again")
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained``, then the fingerprint and weight hashes recorded."""
-        if kwargs.get("push_to_hub"):
-            raise ValueError("push_to_hub would upload before the weight hashes are recorded; save, then upload the folder")
-        _record_fingerprint(self.config, self.token_embeddings)
-        self.verify_substrate()  # never write a folder that loading would refuse
-        out = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            record_weight_hashes(save_directory, self.config)
-        return out
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained`` after checking the weight files against their sha256."""
-        check_weight_files(pretrained_model_name_or_path, kwargs)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
-        _check_loaded_table(model)
-        return loaded
 
     def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
         """HF's, with inputs longer than the context cropped to their last ``block_size`` tokens."""

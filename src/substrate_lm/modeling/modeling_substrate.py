@@ -436,6 +436,46 @@ def _check_loaded_table(model) -> None:
 # the model
 
 
+class CheckedWeightsMixin:
+    """``save_pretrained`` / ``from_pretrained`` with the table's fingerprint and weight hashes.
+
+    Shared by the plain and the composed model (listed before ``PreTrainedModel`` in their bases);
+    each defines ``verify_substrate``.
+    """
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """``PreTrainedModel.save_pretrained``, then the table's fingerprint and weight hashes recorded.
+
+        A trainable table's fingerprint is that of the table as saved (the trained one); a frozen
+        table gets one if none was recorded. ``config.json`` then records the sha256 of every
+        weight file written, which ``from_pretrained`` checks.
+        """
+        if kwargs.get("push_to_hub"):
+            raise ValueError("push_to_hub would upload before the weight hashes are recorded; save, then upload the folder")
+        _record_fingerprint(self.config, self.token_embeddings)
+        self.verify_substrate()  # never write a folder that loading would refuse
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            record_weight_hashes(save_directory, self.config)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` after checking the weight files against their sha256.
+
+        Raises:
+            ValueError: one line: a weight file missing or altered, no fingerprint for a frozen
+                table, or a table that does not match its fingerprint.
+        """
+        check_weight_files(pretrained_model_name_or_path, kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
+        # loading replaces parameters, which resets requires_grad: freeze the substrate again
+        model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
+        _check_loaded_table(model)
+        return loaded
+
+
 class SubstratePreTrainedModel(PreTrainedModel):
     config_class = SubstrateConfig
     config: SubstrateConfig
@@ -464,7 +504,7 @@ class SubstratePreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
 
 
-class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
+class SubstrateForCausalLM(CheckedWeightsMixin, SubstratePreTrainedModel, GenerationMixin):
     """GPT-like causal LM whose input table ``token_embeddings`` is a (frozen) substrate."""
 
     def __init__(self, config: SubstrateConfig):
@@ -548,38 +588,6 @@ class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
                 "table cannot be verified; install the substrate with set_substrate or re-export the model"
             )
         _check_table(self.token_embeddings.weight, recorded, self.config.substrate_kind, "re-export the model")
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """``PreTrainedModel.save_pretrained``, then the table's fingerprint and weight hashes recorded.
-
-        A trainable table's fingerprint is that of the table as saved (the trained one); a frozen
-        table gets one if none was recorded. ``config.json`` then records the sha256 of every
-        weight file written, which ``from_pretrained`` checks.
-        """
-        if kwargs.get("push_to_hub"):
-            raise ValueError("push_to_hub would upload before the weight hashes are recorded; save, then upload the folder")
-        _record_fingerprint(self.config, self.token_embeddings)
-        self.verify_substrate()  # never write a folder that loading would refuse
-        out = super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            record_weight_hashes(save_directory, self.config)
-        return out
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained`` after checking the weight files against their sha256.
-
-        Raises:
-            ValueError: one line: a weight file missing or altered, no fingerprint for a frozen
-                table, or a table that does not match its fingerprint.
-        """
-        check_weight_files(pretrained_model_name_or_path, kwargs)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True
-        # loading replaces parameters, which resets requires_grad: freeze the substrate again
-        model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
-        _check_loaded_table(model)
-        return loaded
 
     def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
         """HF's, with inputs longer than the context cropped to their last ``block_size`` tokens."""
@@ -715,5 +723,5 @@ class SubstrateForCausalLM(SubstratePreTrainedModel, GenerationMixin):
         )
 
 
-__all__ = ["SubstrateForCausalLM", "SubstratePreTrainedModel", "substrate_fingerprint", "chunked_cross_entropy",
+__all__ = ["SubstrateForCausalLM", "SubstratePreTrainedModel", "CheckedWeightsMixin", "substrate_fingerprint", "chunked_cross_entropy",
            "WEIGHTS_HASH_KEY", "check_weight_files", "record_weight_hashes", "file_sha256"]
