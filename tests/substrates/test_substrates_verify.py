@@ -85,7 +85,7 @@ def test_verify_substrate_file_and_shape_mismatch(tmp_path):
 
 
 def test_fingerprint_agrees_with_the_model_and_a_saved_model_verifies(tmp_path):
-    modeling = pytest.importorskip("substrate_lm.modeling")
+    import substrate_lm.modeling as modeling
     cfg = modeling.SubstrateConfig(vocab_size=512, n_embed=16, d_model=32, n_layer=1, n_head=2, block_size=32,
                                    substrate_kind="bits")
     model = modeling.SubstrateForCausalLM(cfg)

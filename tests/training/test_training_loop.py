@@ -166,7 +166,6 @@ def test_grad_accumulation_samples_and_tensorboard(tmp_path, prepared):
 @pytest.mark.slow
 def test_tiny_recipe_bootstraps_the_world_corpus(tmp_path):
     """`train --config tiny` on a fresh machine: world corpus -> bvv241 tokenizer -> shards -> run."""
-    pytest.importorskip("substrate_lm.world")
     data = tmp_path / "world-data"
     over = {"data.world": "300KB", "train.steps": 2, "train.seq_len": 64, "eval.interval": 0,
             "log.sample_prompts": ["The "], "log.sample_tokens": 4}
