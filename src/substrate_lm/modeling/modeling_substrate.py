@@ -355,8 +355,10 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         tiny = torch.finfo(torch.float32).tiny
         with torch.autocast(dev, enabled=False):
+            # branch-free masking (no data-dependent Python control flow, so torch.compile traces
+            # it in one graph): ignored rows get target 0, and their nll and gradients are zeroed on
+            # the cheap (c,) and (c, C) sides, never on the (c, V) probabilities
             valid = targets != ignore_index  # (N,)
-            all_valid = bool(valid.all())
             n_valid = valid.sum().clamp(min=1).to(torch.float32)
             w_c = weight.to(cdt)  # (V, C)
             grad_h = torch.empty_like(h) if need_h else None
@@ -365,22 +367,21 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             for s in range(0, h.shape[0], chunk):
                 hc = h[s : s + chunk].to(cdt)  # (c, C)
                 vc = valid[s : s + chunk]
-                tc = targets[s : s + chunk] if all_valid else torch.where(vc, targets[s : s + chunk], 0)
+                tc = torch.where(vc, targets[s : s + chunk], 0)
                 probs = torch.softmax(hc @ w_c.t(), dim=-1)  # (c, V) in cdt
                 rows = torch.arange(probs.shape[0], device=probs.device)
                 nll = -torch.log(probs[rows, tc].float().clamp_min(tiny))  # (c,)
-                loss += nll.sum() if all_valid else (nll * vc).sum()
+                loss += (nll * vc).sum()
                 if need_h or need_w:
                     probs[rows, tc] -= 1  # d(sum of nll)/d(logits) = softmax - onehot
-                    if not all_valid:
-                        probs.mul_(vc[:, None].to(probs.dtype))
+                    keep = vc[:, None].to(cdt)  # (c, 1)
                     if need_h:
-                        grad_h[s : s + chunk] = (probs @ w_c).to(h.dtype)
+                        grad_h[s : s + chunk] = ((probs @ w_c) * keep).to(h.dtype)
                     if need_w:
                         if cdt == torch.float32:
-                            grad_w.addmm_(probs.t(), hc)
+                            grad_w.addmm_(probs.t(), hc * keep)
                         else:
-                            grad_w += (probs.t() @ hc).float()
+                            grad_w += (probs.t() @ (hc * keep)).float()
             if need_h:
                 grad_h.div_(n_valid.to(h.dtype))
             if need_w:
