@@ -36,3 +36,12 @@ def test_substrate_installed_and_recorded():
 def test_bad_preset_is_a_user_error():
     with pytest.raises(SubstrateError, match="unknown preset"):
         build_model("huge")
+
+
+def test_unknown_substrate_spec_names_both_trainable_aliases():
+    from substrate_lm.presets import parse_substrate_spec
+
+    assert parse_substrate_spec("unfrozen", 64) == parse_substrate_spec("trainable", 64) == ("trainable", 64)
+    with pytest.raises(ValueError, match="unknown substrate spec") as exc:
+        parse_substrate_spec("frozen-ish", 64)
+    assert "unfrozen" in str(exc.value) and "trainable" in str(exc.value)

@@ -81,8 +81,8 @@ def parse_substrate_spec(spec: str, d_model: int) -> tuple[str, int]:
     }
     if s not in named:
         raise ValueError(
-            f"unknown substrate spec {spec!r}; use <width>-bit, <width>-float, uni-glyph, unfrozen, "
-            f"bits, float, glyph, token-id"
+            f"unknown substrate spec {spec!r}; use <width>-bit, <width>-float, <width>-glyph, uni-glyph, "
+            f"unfrozen or trainable (the same: a trainable random table), bits, float, glyph, token-id"
         )
     kind = named[s]
     return kind, (16 if kind == "token-id" else d_model)

@@ -91,6 +91,9 @@ case("generate-top-p-zero", "generate", "{model}", "--prompt", "the", "--top-p",
 case("generate-device-unknown", "generate", "{model}", "--prompt", "the", "--device", "nope")
 case("generate-tokenizer-missing", "generate", "{model}", "--prompt", "the", "--tokenizer", "{missing}")
 case("generate-max-new-non-numeric", "generate", "{model}", "--prompt", "the", "--max-new-tokens", "abc")
+case("generate-threads-zero", "generate", "{model}", "--prompt", "the", "--threads", "0")
+case("generate-threads-non-numeric", "generate", "{model}", "--prompt", "the", "--threads", "two")
+case("generate-device-missing-cuda-index", "generate", "{model}", "--prompt", "the", "--device", "cuda:99")
 
 # tokenizer build
 case("tok-build-ngrams-missing", "tokenizer", "build", "--ngrams", "{missing}", "--out", "{new}")

@@ -155,3 +155,45 @@ def test_generate_and_info_validate_before_loading(tmp_path, tok_dir, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert run_cli("init", "--preset", "tiny", "--set", "n_layer=1", "--substrate", "16-bit", "--tokenizer", tok_dir,
                    "--out", out, "--overwrite", "--seed", "3") == 0
+
+
+def test_generate_threads_device_and_control_strings_as_text(tmp_path, tok_dir, capsys, monkeypatch):
+    """generate has --threads/--device like eval and train; a literal "</s>" or "[INST]" in a prompt is
+    encoded as its characters (ids checked at the model), in the single and the batched path."""
+    import torch
+
+    from substrate_lm.modeling import SubstrateForCausalLM
+
+    out = tmp_path / "m"
+    assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--out", out, "--set", "n_layer=1") == 0
+    seen = []
+    original = SubstrateForCausalLM.generate
+
+    def spy(self, input_ids=None, **kw):
+        seen.append(input_ids.tolist())
+        return original(self, input_ids, **kw)
+
+    monkeypatch.setattr(SubstrateForCausalLM, "generate", spy)
+    before = torch.get_num_threads()
+    try:
+        prompt = "[INST] x </s> <s> [/INST]"  # no n-gram of STATS: one id per character
+        assert run_cli("generate", out, "--prompt", prompt, "--max-new-tokens", "2", "--greedy",
+                       "--threads", "1", "--device", "cpu") == 0
+        assert torch.get_num_threads() == 1
+        assert run_cli("generate", out, "--prompt", prompt, "--prompt", "</s>", "--max-new-tokens", "2") == 0
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+    tok = build_from_stats(STATS)
+    specials = set(tok.all_special_ids)
+    assert seen[0] == [[ord(c) for c in prompt]]  # bvv241: a plane-0 character is its own id
+    assert not specials & set(seen[0][0])
+    batch = seen[1]
+    assert batch[1][-4:] == [ord(c) for c in "</s>"] and set(batch[1][:-4]) <= {tok.pad_token_id}
+    assert not specials & set(batch[0])
+    for bad in (["--threads", "0"], ["--threads", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            run_cli("generate", out, "--prompt", "the", *bad)
+        assert exc.value.code == 2
+    assert run_cli("generate", out, "--prompt", "the", "--device", "cuda:99") == 2
+    assert "--device" in capsys.readouterr().err

@@ -315,6 +315,107 @@ def test_generate_refuses_a_prompt_that_is_not_utf8(tmp_path, capsys):
         check_prompts(["fine", "caf\udcc3\udc28 \udcff"])
 
 
+# -- every command that loads a folder: no foreign code without the flag, clean stderr -------------
+
+
+def char_tokenizer(max_len: int = 16):
+    """A fast tokenizer with ids 0-3 specials, one id per printable character, unused ids up to V."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    chars = sorted(set(string.printable) - set("\t\r\x0b\x0c"))
+    filler = [f"<unused{i}>" for i in range(V - len(specials) - len(chars))]  # never produced by BPE
+    vocab = {t: i for i, t in enumerate(specials + chars + filler)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", model_max_length=max_len)
+
+
+def foreign_folder_needing_code(tmp_path, marker):
+    """A complete-looking foreign model folder (weights, tokenizer) whose config asks for its own code."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "evil"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "evil_lm", "architectures": ["EvilForCausalLM"], "vocab_size": V,
+        "auto_map": {"AutoConfig": "configuration_evil.EvilConfig",
+                     "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}}))
+    for name in ("configuration_evil.py", "modeling_evil.py"):
+        (folder / name).write_text(EVIL.format(marker=str(marker)))
+    save_file({"w": torch.zeros(2)}, str(folder / "model.safetensors"))
+    char_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_eval_and_analyze_run_no_foreign_code_without_the_flag(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    folder = foreign_folder_needing_code(tmp_path, marker)
+    text = tmp_path / "t.txt"
+    text.write_text("some held-out text\n")
+    bench = tmp_path / "bench"
+    (bench / "ai2_arc/ARC-Easy").mkdir(parents=True)
+    (bench / "ai2_arc/ARC-Easy/validation.jsonl").write_text(json.dumps(
+        {"id": "q1", "question": "Which?", "choices": {"label": ["A", "B"], "text": ["a", "b"]},
+         "answerKey": "A"}) + "\n")
+    commands = [
+        ("eval", "ppl", "--model", folder, "--text", text, "--device", "cpu"),
+        ("eval", "--model", folder, "--bench", "arc-e", "--data-dir", bench, "--out", tmp_path / "o1",
+         "--protocol", "loglik", "--device", "cpu", "--no-charts"),
+        ("eval", "harness", "--model", folder, "--bench", "arc-e", "--data-dir", bench, "--out", tmp_path / "o2"),
+        ("analyze", "--model", folder, "--out", tmp_path / "o3", "--device", "cpu", "--maps", "none"),
+    ]
+    for argv in commands:
+        assert cli(*argv) == 2, argv
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        if argv[:2] == ("eval", "--model"):  # `eval` logs its progress first ("arc-e: 1 items ...", "loading evil ...")
+            assert [line.split()[0] for line in lines[:-1]] == ["arc-e:", "loading"], lines
+            lines = lines[-1:]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "--trust-remote-code" in lines[0], (argv, lines)
+        assert not marker.exists(), argv
+    # the flag is what lets the folder's code run (here it fails after running: one line still)
+    assert cli("eval", "ppl", "--model", folder, "--text", text, "--device", "cpu", "--trust-remote-code") == 2
+    one_line_error(capsys)
+    assert marker.exists()
+
+
+def test_substrate_build_runs_no_tokenizer_code(copy, tmp_path, capsys):
+    folder = copy()
+    marker = tmp_path / "MARKER"
+    plant_evil_code(folder, marker)
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "EvilTokenizer", "auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}}))
+    assert cli("substrate", "build", "--kind", "bits", "--width", "16", "--tokenizer", folder,
+               "--out", tmp_path / "t.safetensors") == 2
+    assert "--trust-remote-code" in one_line_error(capsys)
+    assert not marker.exists()
+
+
+def test_loading_our_folder_leaves_stderr_clean(tmp_path, pinned_env):
+    """Real CLI runs: loading our folder logs nothing (no "[transformers] You are using a model of type"),
+    long held-out text gives no "sequence length is longer" warning, so an error is one line."""
+    import subprocess
+    import sys
+
+    folder = export_model(token_id_model(), tmp_path / "m", tokenizer=char_tokenizer(max_len=32))
+    text = tmp_path / "t.txt"
+    text.write_text("held-out text </s> with <s> control strings. " * 8)  # > 32 tokens
+    base = [sys.executable, "-m", "substrate_lm.cli.main", "eval", "ppl", "--model", str(folder),
+            "--text", str(text), "--device", "cpu", "--threads", "1", "--no-progress"]
+    env = pinned_env(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    ok = subprocess.run(base + ["--window", "16"], capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    assert "perplexity" in ok.stdout
+    bad = subprocess.run(base + ["--window", "64"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1 and "context length" in bad.stderr
+
+
 #: fault | how injected | expected behaviour | test (for docs/faults.md)
 FAULTS = [
     ("hostile .py in our own model folder", "every modeling_*/configuration_*.py replaced by code writing a marker file",
@@ -354,4 +455,13 @@ FAULTS = [
      "test_out_that_is_a_file_or_a_symlink_is_refused"),
     ("prompt not valid UTF-8", "lone surrogates as argv decodes invalid bytes", "one-line error",
      "test_generate_refuses_a_prompt_that_is_not_utf8"),
+    ("foreign folder needing its own code, in eval and analyze", "complete folder (weights, tokenizer) whose "
+     "config.json auto_map names a marker-writing module", "eval, eval ppl, eval harness, analyze: one-line error "
+     "naming --trust-remote-code, marker not written; with the flag the code runs",
+     "test_eval_and_analyze_run_no_foreign_code_without_the_flag"),
+    ("hostile tokenizer code given to substrate build", "tokenizer_config.json auto_map to a marker-writing module",
+     "one-line error naming --trust-remote-code; marker not written", "test_substrate_build_runs_no_tokenizer_code"),
+    ("transformers warnings around a load", "our export with a tokenizer, held-out text longer than model_max_length",
+     "eval ppl stderr empty on success, exactly one error line on failure",
+     "test_loading_our_folder_leaves_stderr_clean"),
 ]

@@ -68,6 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed for sampling, folds, control labels and maps")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow a foreign model folder's own Python code to run; our own folders never need it")
     p.add_argument("--quiet", action="store_true", help="print only the report path")
     p.set_defaults(func=run)
 
@@ -87,10 +89,17 @@ def run(args) -> int:
         if not args.quiet:
             print(f"[analyze] {msg}", file=sys.stderr, flush=True)
 
+    # the folders are loaded here, through the one safe loader (our classes for our folders, files
+    # checked against the export manifest, a foreign folder's code only with --trust-remote-code),
+    # and handed to analyze() as (model, tokenizer) pairs
+    model = load_for_analysis(args.model, args.device, args.trust_remote_code)
+    compare = load_for_analysis(args.compare, args.device, args.trust_remote_code) if args.compare else None
     m = analyze(
-        args.model,
+        model,
+        name=Path(args.model).name or str(args.model),
         world_dir=args.world,
-        compare=args.compare,
+        compare=compare,
+        compare_name=(Path(args.compare).name or str(args.compare)) if args.compare else None,
         out_dir=args.out,
         layers=layers,
         lang=args.lang,
@@ -115,6 +124,22 @@ def run(args) -> int:
             _print_summary(m["compare"])
     print(Path(args.out) / m["report"])
     return 0
+
+
+def load_for_analysis(path: str, device: str | None, trust_remote_code: bool = False):
+    """``(model, tokenizer)`` of a model folder (or hub id) in eval mode, float32 on CPU.
+
+    ``device`` None: CUDA when available, else CPU (as the analysis defaults).
+    """
+    import torch
+
+    from ..loading import load_model_and_tokenizer
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.float32 if str(device).startswith("cpu") else None
+    return load_model_and_tokenizer(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                    allow_hub=True)
 
 
 def parse_maps(text: str) -> tuple[str, ...]:

@@ -20,6 +20,8 @@ from .common import add_runtime_args, apply_runtime, check_model_folder, check_o
 
 DTYPES = ("float32", "bfloat16", "float16")
 
+TRUST_HELP = "allow a foreign model folder's own Python code to run; our own folders never need it"
+
 LAYOUT = """local data layout (--data-dir DIR; .jsonl, .json or .parquet, hub schemas):
   DIR/mmlu/test.jsonl (with a subject column) or DIR/mmlu/<subject>/test.jsonl
   DIR/ai2_arc/ARC-Easy/validation.jsonl, DIR/ai2_arc/ARC-Challenge/validation.jsonl
@@ -54,6 +56,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=16)
     add_runtime_args(p)
     p.add_argument("--dtype", choices=DTYPES, help="load dtype (default: as saved)")
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     p.add_argument("--greedy", action="store_true",
                    help="greedy generation (default: the model's generation config, which samples for ours)")
     p.add_argument("--lm-eval", action="store_true", help="also run the log-likelihood tasks under lm_eval")
@@ -72,6 +75,7 @@ def register(sub) -> None:
     q.add_argument("--batch-size", type=positive_int, default=8)
     add_runtime_args(q)
     q.add_argument("--dtype", choices=DTYPES, help="load dtype (default: as saved)")
+    q.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     q.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     q.add_argument("--no-bos", action="store_true", help="do not prepend BOS (the first token is then not scored)")
     q.add_argument("--out", help="write the numbers as JSON to this file")
@@ -84,6 +88,7 @@ def register(sub) -> None:
     h.add_argument("--generation", action="store_true", help="also run the paper-prompt generation tasks")
     h.add_argument("--batch-size", type=positive_int, default=8)
     add_runtime_args(h, device_default="cpu")
+    h.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     _add_data_args(h)
     h.set_defaults(func=cmd_harness)
 
@@ -131,7 +136,7 @@ def cmd_eval(args) -> int:
         args.model, benches, protocol=args.protocol, data_dir=args.data_dir, n_runs=args.n_runs,
         limit=args.limit, seed=args.seed, sample_size=sample_size,
         batch_size=args.batch_size, device=device, greedy=args.greedy, mc_mode=args.mc_mode,
-        world_dir=args.world_dir, dtype=args.dtype, log=_log,
+        world_dir=args.world_dir, dtype=args.dtype, log=_log, trust_remote_code=args.trust_remote_code,
     )
     if args.lm_eval:
         from pathlib import Path
@@ -145,7 +150,7 @@ def cmd_eval(args) -> int:
                 entry["path"], mc, args.data_dir, Path(args.out) / "lm_eval" / Path(name).name,
                 batch_size=args.batch_size, device=device,
                 limit=args.limit, seed=args.seed, sample_size=_sample_size(args.sample_size),
-                world_dir=args.world_dir, mc_mode=args.mc_mode,
+                world_dir=args.world_dir, mc_mode=args.mc_mode, trust_remote_code=args.trust_remote_code,
             )["tasks"]
     paths = write_report(results, args.out, charts=not args.no_charts)
     for name, entry in results["models"].items():
@@ -179,7 +184,7 @@ def cmd_ppl(args) -> int:
     text = read_text(args.text, max_chars=args.max_chars)
     rows = {}
     for path in args.model:
-        model, tok = load_model(path, device=device, dtype=args.dtype)
+        model, tok = load_model(path, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
         r = perplexity(model, tok, text, window=args.window, stride=args.stride, batch_size=args.batch_size,
                        add_bos=not args.no_bos, progress=False if args.no_progress else None)
         r["model"], r["text"] = path, args.text
@@ -207,6 +212,7 @@ def cmd_harness(args) -> int:
         args.model, args.bench, args.data_dir, args.out, generation=args.generation,
         batch_size=args.batch_size, device=device, limit=args.limit, seed=args.seed,
         sample_size=sample_size, world_dir=args.world_dir, mc_mode=args.mc_mode,
+        trust_remote_code=args.trust_remote_code,
     )
     for task, metrics in res["tasks"].items():
         vals = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
@@ -226,6 +232,9 @@ def cmd_tasks(args) -> int:
     )
     for b, names in tasks.items():
         print(f"{b}: {', '.join(names)}")
-    print(f"run: lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True "
-          f"--include_path {args.out} --tasks {','.join(n for ns in tasks.values() for n in ns)}")
+    names = ",".join(n for ns in tasks.values() for n in ns)
+    print(f"run: substrate-lm eval harness --model DIR --bench {','.join(tasks)} ... (loads our folders with our "
+          f"own classes, no code from the folder)")
+    print(f"or:  lm_eval --model hf --model_args pretrained=DIR,trust_remote_code=True --include_path {args.out} "
+          f"--tasks {names} (runs the .py files in DIR: only for a folder you trust)")
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SubstrateError
+from .common import add_runtime_args, apply_runtime
 
 
 def register(sub) -> None:
@@ -43,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_runtime_args(p, device_default="cpu")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let a foreign model or tokenizer folder run its own .py files (never needed for ours)")
     p.set_defaults(func=cmd_generate)
@@ -111,10 +112,8 @@ def check_prompts(prompts: list[str]) -> None:
 
 
 def check_generation_args(args) -> None:
-    """Refuse sampling settings and devices ``generate`` would reject later (after loading)."""
+    """Refuse sampling settings ``generate`` would reject later (after loading)."""
     import math
-
-    from ..evaluation.models import resolve_device
 
     if args.max_new_tokens < 1:
         raise SubstrateError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -124,7 +123,6 @@ def check_generation_args(args) -> None:
         raise SubstrateError(f"--top-k must be at least 1, got {args.top_k}")
     if args.top_p is not None and not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
         raise SubstrateError(f"--top-p must be in (0, 1], got {args.top_p}")
-    resolve_device(args.device)
 
 
 def _count(model) -> dict:
@@ -221,8 +219,11 @@ def cmd_init(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    args.device = apply_runtime(args)  # --device and --threads, before anything is loaded
     import torch
     from transformers import TextStreamer
+
+    from ..evaluation.models import encode_text
 
     check_prompts(args.prompt)
     check_generation_args(args)
@@ -246,7 +247,8 @@ def cmd_generate(args) -> int:
     tok.padding_side = "left"
     try:
         if len(prompts) == 1:
-            ids = torch.tensor([tok.encode(prompts[0], add_special_tokens=False)], device=args.device)
+            # a literal "</s>" or "[INST]" in a prompt is text, never a control token
+            ids = torch.tensor([encode_text(tok, prompts[0], add_special_tokens=False)], device=args.device)
             if ids.shape[1] == 0:
                 raise SubstrateError("--prompt is empty after tokenisation; give some text")
             streamer = TextStreamer(tok, skip_prompt=False)
@@ -254,7 +256,8 @@ def cmd_generate(args) -> int:
                            **gen)
             sys.stdout.flush()
             return 0
-        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(args.device)
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False, split_special_tokens=True,
+                    verbose=False).to(args.device)
         out = model.generate(**batch, pad_token_id=tok.pad_token_id, **gen)
     except (ValueError, IndexError, RuntimeError) as exc:  # e.g. a foreign model past its context
         raise SubstrateError(f"generation failed: {' '.join(str(exc).split())[:240]}") from None

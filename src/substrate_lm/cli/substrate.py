@@ -77,24 +77,11 @@ def register(subparsers) -> None:
 
 
 def load_vocab(tokenizer: str) -> list[str]:
-    """Id-ordered vocabulary strings of a tokenizer directory or hub id."""
-    try:
-        from ..tokenizer import load_tokenizer, vocab_strings
-    except ImportError:  # tokenizer package unavailable: plain transformers
-        load_tokenizer = vocab_strings = None
-    if load_tokenizer is not None:
-        return list(vocab_strings(load_tokenizer(tokenizer)))
-    try:
-        from transformers import AutoTokenizer
+    """Id-ordered vocabulary strings of a tokenizer directory or hub id (no code from the folder runs)."""
+    from ..loading import load_tokenizer
+    from ..tokenizer import vocab_strings
 
-        tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=True)
-    except Exception as exc:
-        raise SubstrateError(f"cannot load tokenizer {tokenizer}: {str(exc).splitlines()[0]}") from None
-    vocab = tok.get_vocab()
-    out = [""] * (max(vocab.values(), default=-1) + 1)
-    for t, i in vocab.items():
-        out[i] = t
-    return out
+    return list(vocab_strings(load_tokenizer(tokenizer)))
 
 
 def _refuse_overwrite(path: str | None, force: bool) -> None:

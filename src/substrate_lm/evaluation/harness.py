@@ -12,13 +12,18 @@ and the file's *absolute* path, so the YAMLs work from any working directory:
   as a fraction, BLEU raw).
 
 :func:`run_lm_eval` evaluates a model directory (or an in-memory model + tokenizer) with
-``lm_eval.simple_evaluate`` and ``HFLM(trust_remote_code=True)``.
+``lm_eval.simple_evaluate``. A directory is loaded by :func:`~.models.load_model` (our folders with
+our classes and their files checked against the export manifest, a foreign folder's own code only
+with ``trust_remote_code=True``) and handed to ``HFLM`` as a model object; its tokenizer encodes
+with ``split_special_tokens`` on, so a literal ``</s>`` in an item stays text as in our protocols.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -138,6 +143,23 @@ def write_lm_eval_tasks(
     return tasks
 
 
+@contextmanager
+def _quiet_object_model_warning():
+    """Drop HFLM's warning that a model object (not a path) was passed: we pass one on purpose."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "kwarg is not of type `str`" not in record.getMessage()
+
+    log = logging.getLogger("lm_eval.models.huggingface")
+    flt = _Drop()
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
+
+
 def run_lm_eval(
     model,
     benches: str | list[str],
@@ -153,18 +175,21 @@ def run_lm_eval(
     world_dir: str | os.PathLike | None = None,
     mc_mode: str = "text",
     log_samples: bool = False,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Run benchmarks under ``lm_eval`` with our task YAMLs.
 
     Args:
-        model: model directory / hub id (loaded by ``HFLM(pretrained=..., trust_remote_code=True)``) or
-            an in-memory ``PreTrainedModel`` (then ``tokenizer`` is required).
+        model: model directory / hub id (loaded by :func:`~.models.load_model`, then given to ``HFLM``)
+            or an in-memory ``PreTrainedModel`` (then ``tokenizer`` is required).
         benches: benchmark names.
         data_dir: local benchmark files (None: hub).
         out_dir: where the task YAMLs, data and ``lm_eval_results.json`` go.
         generation: also run the ``*_gen`` (paper prompt, greedy generation) tasks of multiple-choice
             benchmarks.
         log_samples: keep lm-eval's per-sample records in the returned dict (``"samples"``).
+        trust_remote_code: let a foreign model or tokenizer folder run its own ``.py`` files
+            (``--trust-remote-code``); our own folders never need it.
 
     Returns:
         ``{"tasks": {task: {metric: value}}, "config": {...}, "samples": ... (optional)}``.
@@ -173,7 +198,7 @@ def run_lm_eval(
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from .models import check_vocab
+    from .models import check_vocab, load_model
 
     out = Path(out_dir)
     task_dir = out / "lm_eval_tasks"
@@ -185,18 +210,26 @@ def run_lm_eval(
         ts = written[b]
         tasks.extend(ts if (generation or not BENCHES[b].multiple_choice) else ts[:1])
     if isinstance(model, (str, os.PathLike)):
-        lm = HFLM(pretrained=str(model), trust_remote_code=True, batch_size=batch_size, device=device)
-        check_vocab(lm.model, lm.tokenizer)
-    else:
+        model, tok = load_model(model, device=device, trust_remote_code=trust_remote_code)
         if tokenizer is None:
-            raise SubstrateError("run_lm_eval with an in-memory model needs its tokenizer")
-        check_vocab(model, tokenizer)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, trust_remote_code=True, batch_size=batch_size, device=device)
-    res = simple_evaluate(
-        model=lm, tasks=tasks, task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
-        log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-        fewshot_random_seed=seed, bootstrap_iters=0,
-    )
+            tokenizer = tok
+    elif tokenizer is None:
+        raise SubstrateError("run_lm_eval with an in-memory model needs its tokenizer")
+    check_vocab(model, tokenizer)
+    # HFLM encodes with tokenizer.encode / tokenizer(...): their split_special_tokens default
+    split = getattr(tokenizer, "split_special_tokens", None)
+    tokenizer.split_special_tokens = True
+    try:
+        with _quiet_object_model_warning():
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
+                      batch_size=batch_size, device=device)
+        res = simple_evaluate(
+            model=lm, tasks=tasks, task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+            log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+            fewshot_random_seed=seed, bootstrap_iters=0,
+        )
+    finally:
+        tokenizer.split_special_tokens = split if split is not None else False
     summary = {
         "tasks": {t: {k.split(",")[0]: v for k, v in m.items() if k != "alias" and "stderr" not in k}
                   for t, m in res["results"].items()},

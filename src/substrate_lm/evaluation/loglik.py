@@ -8,7 +8,8 @@ log-probability asks only which option the model prefers. This module mirrors lm
 
 * context and continuation are joined by one space (``target_delimiter``); trailing spaces of the
   context move to the continuation; ``whole = encode(context + continuation)``, ``ctx =
-  encode(context)``, continuation tokens = ``whole[len(ctx):]`` (tokenizer-default special tokens);
+  encode(context)``, continuation tokens = ``whole[len(ctx):]`` (tokenizer-default special tokens; literal control
+  strings in an item stay text, :func:`~.models.encode_text`);
 * the input is ``(ctx + cont)[-(max_len + 1):][:-1]`` and the continuation's log-probability is the
   sum over its tokens; ``is_greedy`` when every continuation token is the argmax;
 * ``acc``: argmax of the sums; ``acc_norm``: argmax of sum / ``len(option text)`` in characters.
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from .datasets import BenchData
-from .models import accepts, max_context, model_device, pad_id
+from .models import accepts, encode_text, max_context, model_device, pad_id
 from .prompts import loglik_request
 
 
@@ -46,8 +47,8 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
     if n_spaces > 0:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    whole = tokenizer.encode(context + continuation)
-    ctx = tokenizer.encode(context)
+    whole = encode_text(tokenizer, context + continuation)
+    ctx = encode_text(tokenizer, context)
     return ctx, whole[len(ctx):]
 
 

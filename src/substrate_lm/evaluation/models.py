@@ -4,7 +4,8 @@ Any Hugging Face causal LM directory works: ours load with the package's own cla
 folder's ``.py`` files), others through transformers with ``trust_remote_code`` off unless the
 caller asks for it (:mod:`substrate_lm.loading`). :func:`generate_continuations` reproduces the published
 single-prompt ``model.generate(input_ids, n)`` + decode + slice in batches: prompts are encoded one
-by one exactly as published (``tokenizer.encode(prompt)``), left-padded with an attention mask, and
+by one as published (``tokenizer.encode(prompt)``, through :func:`encode_text` so that a literal
+``</s>``, ``<s>`` or ``[INST]`` in a prompt stays text), left-padded with an attention mask, and
 each row is cut back to what a batch of one would have returned (stop at the first EOS) before it
 is decoded. Models whose ``forward`` takes no ``position_ids`` are only batched with prompts of the
 same length, so left padding never shifts their positions.
@@ -133,6 +134,19 @@ def load_model(
     return model, tokenizer
 
 
+def encode_text(tokenizer, text: str, add_special_tokens: bool = True) -> list[int]:
+    """Token ids of user text (a prompt, a question, held-out text): text is never control tokens.
+
+    ``split_special_tokens=True``: a literal ``</s>``, ``<s>``, ``[INST]`` in the text is encoded as
+    the characters it is made of, as data preparation encodes training text, so a benchmark item or a
+    prompt cannot end a sequence or open a turn by its wording. ``add_special_tokens`` still adds
+    what the tokenizer's own template adds (e.g. a BOS). ``verbose=False``: no "sequence length is
+    longer than the specified maximum" warning; callers window or truncate long inputs themselves.
+    """
+    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens, split_special_tokens=True,
+                                 verbose=False))
+
+
 def pad_id(tokenizer) -> int:
     """Id used for padding: the pad token, else EOS, else 0 (masked out either way)."""
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
@@ -175,7 +189,7 @@ def generate_continuations(
 ) -> list[str]:
     """Published-style continuations for many prompts, batched.
 
-    For each prompt: ``ids = tokenizer.encode(prompt)``; generate ``max_new_tokens`` tokens with the
+    For each prompt: ``ids = encode_text(tokenizer, prompt)``; generate ``max_new_tokens`` tokens with the
     model's own generation config (it samples when the saved config says so) or greedily; decode the
     whole sequence, remove ``<s>``, and slice off ``len(prompt)`` characters, exactly as published.
 
@@ -195,7 +209,7 @@ def generate_continuations(
     if n == 0:
         return []
     news = [int(max_new_tokens)] * n if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
-    encoded = [tokenizer.encode(p) for p in prompts]
+    encoded = [encode_text(tokenizer, p) for p in prompts]
     lengths = [len(e) for e in encoded]
     limit = max_context(model)
     truncated: set[int] = set()
@@ -237,8 +251,12 @@ def generate_continuations(
                     new = new[: k + 1]
                     break
             text = tokenizer.decode(list(encoded[i]) + new).replace("<s>", "")
-            # published: slice off len(prompt) characters; a left-truncated prompt is sliced by
-            # the length of what is left of it
-            cut = len(tokenizer.decode(encoded[i]).replace("<s>", "")) if i in truncated else len(prompts[i])
+            # published: slice off len(prompt) characters (less each literal "<s>" of the prompt,
+            # which the replace above removed as well); a left-truncated prompt is sliced by the
+            # length of what is left of it
+            if i in truncated:
+                cut = len(tokenizer.decode(encoded[i]).replace("<s>", ""))
+            else:
+                cut = len(prompts[i]) - 3 * prompts[i].count("<s>")
             out[i] = text[cut:]
     return out  # type: ignore[return-value]

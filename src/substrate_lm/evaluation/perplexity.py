@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SubstrateError
-from .models import accepts, max_context, model_device
+from .models import accepts, encode_text, max_context, model_device
 
 
 @torch.no_grad()
@@ -56,7 +56,8 @@ def perplexity(
     context = max_context(model)
     if window is not None and context and int(window) > context:
         raise SubstrateError(f"--window {window} exceeds the model's context length ({context}); pass --window {context} or less")
-    ids = tokenizer.encode(text, add_special_tokens=False)
+    # text stays text (a literal "</s>" is not EOS); no too-long warning: the windows below handle it
+    ids = encode_text(tokenizer, text, add_special_tokens=False)
     bos = tokenizer.bos_token_id if add_bos else None
     if bos is not None:
         ids = [int(bos)] + ids

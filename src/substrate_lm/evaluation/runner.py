@@ -92,6 +92,7 @@ def evaluate_models(
     generation_kwargs: dict | None = None,
     bench_data: dict[str, BenchData] | None = None,
     log: Callable[[str], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Evaluate models on benchmarks with the paper protocol, the log-likelihood protocol or both.
 
@@ -113,6 +114,8 @@ def evaluate_models(
         generation_kwargs: extra ``generate`` arguments for the paper protocol.
         bench_data: pre-loaded benchmarks (skips loading those names).
         log: progress callback (e.g. ``print``).
+        trust_remote_code: let a foreign model or tokenizer folder run its own ``.py`` files
+            (``--trust-remote-code``); our own folders load with our classes and never need it.
 
     Returns:
         JSON-ready dict ``{"settings", "benchmarks": {name: describe()}, "models": {name: {"path",
@@ -159,7 +162,7 @@ def evaluate_models(
         loaded_here = not isinstance(spec, tuple)
         if loaded_here:
             say(f"loading {name} from {spec}")
-            model, tok = load_model(spec, device=dev, dtype=dtype)
+            model, tok = load_model(spec, device=dev, dtype=dtype, trust_remote_code=trust_remote_code)
         else:
             model, tok = spec
             check_vocab(model, tok)

@@ -15,8 +15,10 @@ from the ``tokenizer.json`` it came from, the file wins and the tokenizer is rel
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,9 +65,11 @@ def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code:
         if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")):
             raise SubstrateError(f"{path} holds no tokenizer files (tokenizer.json, tokenizer_config.json)")
         source = str(path)
+        _register_our_config(path)
     try:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=bool(trust_remote_code), revision=revision,
-                                            **kwargs)
+        with _no_bare_config_warning():
+            tok = AutoTokenizer.from_pretrained(source, trust_remote_code=bool(trust_remote_code), revision=revision,
+                                                **kwargs)
     except Exception as exc:  # OSError, ValueError, HF validation/connection errors, JSON errors
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise SubstrateError(
@@ -76,6 +80,44 @@ def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code:
             f"cannot load tokenizer {source!r}: {_first_line(exc)}; pass a folder with tokenizer.json or a hub id"
         ) from None
     return _fill_bvv241_roles(_respect_tokenizer_json(tok, source, path.is_dir(), revision))
+
+
+def _register_our_config(folder: Path) -> None:
+    """Register substrate-lm's model types with ``AutoConfig`` when ``folder`` is one of our model folders.
+
+    ``AutoTokenizer`` reads the folder's ``config.json``; with our model type unregistered (and
+    ``trust_remote_code`` off) it falls back to a bare config and logs "You are using a model of type
+    substrate_lm to instantiate a model of type ``". Registered, it reads our config class; nothing
+    from the folder runs either way.
+    """
+    import json
+
+    try:
+        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    if isinstance(data, dict) and str(data.get("model_type", "")).startswith("substrate_lm"):
+        import substrate_lm.modeling  # noqa: F401  - registers substrate_lm, substrate_lm_composed
+
+
+class _DropBareConfigWarning(logging.Filter):
+    """transformers' "You are using a model of type X to instantiate a model of type ``": logged when
+    ``AutoTokenizer`` reads the config of a model type it does not know (remote code off) with the bare
+    config class. Only the tokenizer is built from that config, so the line is noise on our stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "to instantiate a model of type ``" not in record.getMessage()
+
+
+@contextmanager
+def _no_bare_config_warning():
+    log = logging.getLogger("transformers.configuration_utils")
+    flt = _DropBareConfigWarning()
+    log.addFilter(flt)
+    try:
+        yield
+    finally:
+        log.removeFilter(flt)
 
 
 def _fill_bvv241_roles(tok):
