@@ -31,40 +31,28 @@ from .wordgroups import word_group_items
 METRICS_VERSION = 1
 
 
-def load_model_and_tokenizer(path, device=None):
-    """Load any HF causal LM directory (ours via ``trust_remote_code``) and its tokenizer.
+def load_model_and_tokenizer(path, device=None, trust_remote_code: bool = False):
+    """Load an HF causal LM folder and its tokenizer through :mod:`substrate_lm.loading`.
+
+    Our own folders load with our classes (weight hashes and the table's fingerprint checked); a
+    foreign folder's own code runs only with ``trust_remote_code``.
 
     Args:
         path: a local model folder (``save_pretrained`` layout).
         device: target device; default CUDA when available, else CPU (float32 on CPU).
 
     Raises:
-        SubstrateError: when the folder is missing or cannot be loaded.
+        SubstrateError: when the folder is missing, damaged or needs code it may not run.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise SubstrateError(f"{path} is not a model folder (no config.json); give a folder written by save_pretrained")
-    try:  # registers our model class with the Auto* factories when the lead's package provides it
-        import substrate_lm.modeling  # noqa: F401
-    except Exception:  # pragma: no cover - optional
-        pass
+    from ..loading import load_model_and_tokenizer as _load
+
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    kwargs = {"trust_remote_code": True}
-    if str(device).startswith("cpu"):
-        kwargs["dtype"] = torch.float32
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=True)
-    except Exception as exc:
-        raise SubstrateError(f"cannot load the tokenizer from {path} ({type(exc).__name__}: {exc}); save it next to the model") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    except Exception as exc:
-        raise SubstrateError(f"cannot load a causal LM from {path} ({type(exc).__name__}: {exc})") from None
-    return model.to(device).eval(), tokenizer
+    dtype = torch.float32 if str(device).startswith("cpu") else None
+    model, tokenizer = _load(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code, allow_hub=True)
+    return model.eval(), tokenizer
 
 
 def _model_name(model, given: str | None, path=None) -> str:
@@ -76,10 +64,10 @@ def _model_name(model, given: str | None, path=None) -> str:
     return Path(name).name if name else type(model).__name__
 
 
-def _resolve(model_or_dir, tokenizer, device, name):
+def _resolve(model_or_dir, tokenizer, device, name, trust_remote_code: bool = False):
     """(model, tokenizer, name) from a folder path or an in-memory model + tokenizer."""
     if isinstance(model_or_dir, (str, Path)):
-        model, tok = load_model_and_tokenizer(model_or_dir, device)
+        model, tok = load_model_and_tokenizer(model_or_dir, device, trust_remote_code=trust_remote_code)
         return model, tokenizer or tok, _model_name(model, name, model_or_dir)
     if isinstance(model_or_dir, tuple) and len(model_or_dir) == 2:
         model_or_dir, tokenizer = model_or_dir
@@ -148,6 +136,7 @@ def analyze(
     cka_debiased: bool = False,
     max_cka_items: int = 2000,
     report: bool = True,
+    trust_remote_code: bool = False,
     num_threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -176,6 +165,7 @@ def analyze(
         maps: any of ``"pca"``, ``"tsne"`` (empty: no maps).
         batch_size: sequences per forward pass.
         device: run device (default: the model's, or CUDA/CPU when loading a folder).
+        trust_remote_code: let a foreign model folder's own code run (our folders never need it).
         name, compare_name: display names (default: folder names).
         compare_tokenizer: tokenizer of an in-memory ``compare`` model (default ``tokenizer``).
         cka_debiased: use debiased linear CKA.
@@ -197,14 +187,14 @@ def analyze(
         return _analyze(
             model_or_dir, tokenizer, world_dir, compare, out_dir, layers, lang, max_items, seed, items, per_entity,
             probe_style, k, n_splits, control, maps, batch_size, device, name, compare_tokenizer, compare_name,
-            cka_debiased, max_cka_items, report, progress,
+            cka_debiased, max_cka_items, report, progress, trust_remote_code,
         )
 
 
 def _analyze(
     model_or_dir, tokenizer, world_dir, compare, out_dir, layers, lang, max_items, seed, items, per_entity,
     probe_style, k, n_splits, control, maps, batch_size, device, name, compare_tokenizer, compare_name,
-    cka_debiased, max_cka_items, report, progress,
+    cka_debiased, max_cka_items, report, progress, trust_remote_code=False,
 ) -> dict:
     t0 = time.perf_counter()
     log = progress or (lambda msg: None)
@@ -215,7 +205,7 @@ def _analyze(
         if method not in ("pca", "tsne"):
             raise SubstrateError(f"unknown map {method!r}; choose from pca, tsne")
 
-    model, tok, mname = _resolve(model_or_dir, tokenizer, device, name)
+    model, tok, mname = _resolve(model_or_dir, tokenizer, device, name, trust_remote_code)
     all_items, source = _source_items(items, world_dir, lang, per_entity, seed, probe_style)
     sel = subsample_items(all_items, max_items, seed)
     log(f"{len(sel)} probe items from {source}")
@@ -233,7 +223,7 @@ def _analyze(
         tok_for_b = compare_tokenizer
         if tok_for_b is None and not isinstance(compare, (str, Path)):
             tok_for_b = tokenizer
-        model_b, tok_b, bname = _resolve(compare, tok_for_b, device, compare_name)
+        model_b, tok_b, bname = _resolve(compare, tok_for_b, device, compare_name, trust_remote_code)
         t = time.perf_counter()
         log(f"extracting representations of {bname}")
         reps_b = extract_representations(model_b, tok_b, sel, layers=layers, batch_size=batch_size, device=device)

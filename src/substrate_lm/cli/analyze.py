@@ -80,6 +80,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..analysis import analyze, load_items_jsonl
+    from ..analysis.analyze import load_model_and_tokenizer
 
     maps = parse_maps(args.maps)
     layers = preflight(args)
@@ -92,8 +93,8 @@ def run(args) -> int:
     # the folders are loaded here, through the one safe loader (our classes for our folders, files
     # checked against the export manifest, a foreign folder's code only with --trust-remote-code),
     # and handed to analyze() as (model, tokenizer) pairs
-    model = load_for_analysis(args.model, args.device, args.trust_remote_code)
-    compare = load_for_analysis(args.compare, args.device, args.trust_remote_code) if args.compare else None
+    model = load_model_and_tokenizer(args.model, args.device, args.trust_remote_code)
+    compare = load_model_and_tokenizer(args.compare, args.device, args.trust_remote_code) if args.compare else None
     m = analyze(
         model,
         name=Path(args.model).name or str(args.model),
@@ -124,22 +125,6 @@ def run(args) -> int:
             _print_summary(m["compare"])
     print(Path(args.out) / m["report"])
     return 0
-
-
-def load_for_analysis(path: str, device: str | None, trust_remote_code: bool = False):
-    """``(model, tokenizer)`` of a model folder (or hub id) in eval mode, float32 on CPU.
-
-    ``device`` None: CUDA when available, else CPU (as the analysis defaults).
-    """
-    import torch
-
-    from ..loading import load_model_and_tokenizer
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.float32 if str(device).startswith("cpu") else None
-    return load_model_and_tokenizer(path, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                    allow_hub=True)
 
 
 def parse_maps(text: str) -> tuple[str, ...]:
