@@ -76,7 +76,10 @@ def test_compose_cli_trains_an_adapter_on_prepared_data(expert_dirs, data_dir, t
                   "--batch-size", "2", "--seq-len", "16", "--json"])
     info = json.loads(capsys.readouterr().out)
     assert rc == 0 and info["fusion"] == "adapter"
-    assert set(info["adapter"]) == {"trainable", "val_before", "val_after"}
+    assert set(info["adapter"]) == {"trainable", "val_before", "val_trained", "val_after", "kept"}
+    a = info["adapter"]
+    assert a["val_after"] == min(a["val_before"], a["val_trained"])  # the better of average and adapter is kept
+    assert a["kept"] == ("trained" if a["val_trained"] <= a["val_before"] else "before")
     assert info["finetune"]["trainable"] > info["adapter"]["trainable"]
 
 

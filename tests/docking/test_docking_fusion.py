@@ -107,6 +107,26 @@ def test_trained_adapter_exports_and_reloads(toy, tmp_path):
     assert torch.equal(g1, model.generate(x, max_new_tokens=5, do_sample=False, use_cache=False))
 
 
+def test_an_adapter_that_makes_validation_worse_is_not_kept(toy, array_tokens):
+    """Trained on language a only and validated on language b, the gate learns to prefer expert A,
+    which is wrong for b: validation gets worse, so the plain average (the model before) is kept."""
+    experts, _ = toy
+    only_a = array_tokens(stream("a", 60, seed=11))
+    only_b = array_tokens(stream("b", 60, seed=12))
+    model = compose(experts, fusion="adapter")
+    before = snapshot(model)
+    spec = TrainSpec(steps=30, batch_size=8, seq_len=24, lr=5e-2, min_lr=5e-3, warmup=2, seed=3)
+    result = train_fusion(model, only_a, spec, train="adapter", val=only_b, eval_batches=4)
+    assert result["val_trained"]["loss"] > result["val_before"]["loss"], result
+    assert result["kept"] == "before" and result["val_after"] == result["val_before"]
+    after = snapshot(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the adapter is back at its start
+    # without keep_best the trained (worse) adapter stays
+    model2 = compose(experts, fusion="adapter")
+    r2 = train_fusion(model2, only_a, spec, train="adapter", val=only_b, eval_batches=4, keep_best=False)
+    assert r2["kept"] == "trained" and r2["val_after"] == r2["val_trained"]
+
+
 def test_finetuning_the_merged_model_never_moves_the_substrate(toy):
     experts, mixed = toy
     model = with_adapter(compose(experts))

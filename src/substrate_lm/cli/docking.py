@@ -117,7 +117,8 @@ def cmd_compose(args) -> int:
     out = save_composed(model, args.out, tokenizer=tok, overwrite=args.overwrite)
     info = summary(model, out)
     for key, r in trained.items():
-        info[key] = {k: (v["loss"] if isinstance(v, dict) else v) for k, v in r.items() if k in ("val_before", "val_after", "trainable")}
+        info[key] = {k: (v["loss"] if isinstance(v, dict) else v) for k, v in r.items()
+                     if k in ("val_before", "val_trained", "val_after", "trainable", "kept")}
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -130,8 +131,14 @@ def cmd_compose(args) -> int:
     print(f"  tokenizer: {'copied' if tok is not None else 'none (the experts have none)'}")
     for key in trained:
         r = info[key]
-        if r.get("val_before") is not None:
-            print(f"  {key}: val loss {r['val_before']:.4f} -> {r['val_after']:.4f}")
+        if r.get("val_before") is None:
+            print(f"  {key}: trained without a validation split, so it was kept unchecked "
+                  f"(prepare --adapter-data with a val split to compare)")
+        elif r["kept"] == "before":
+            print(f"  {key}: val loss {r['val_before']:.4f} before, {r['val_trained']:.4f} trained: training made "
+                  f"it worse, so the model before it (val {r['val_after']:.4f}) was kept")
+        else:
+            print(f"  {key}: val loss {r['val_before']:.4f} -> {r['val_trained']:.4f} (kept)")
     return 0
 
 

@@ -50,6 +50,7 @@ def train_fusion(
     val: Any = None,
     eval_batches: int = 10,
     log: Callable[[dict], None] | None = None,
+    keep_best: bool = True,
 ) -> dict:
     """Train a composed model's adapter (or fine-tune the merged model) on token batches.
 
@@ -61,12 +62,21 @@ def train_fusion(
         val: optional evaluation split; evaluated before and after.
         eval_batches: batches per evaluation.
         log: progress callback (see :func:`substrate_lm.docking.loop.train_loop`).
+        keep_best: with ``val``, keep whichever of (the model before training, the trained model)
+            has the lower validation loss; before training an adapter the model is the plain
+            weighted average (the adapter's output layer starts at zero), so a training run that
+            makes validation worse never replaces it.
 
     Returns:
-        ``{"trainable", "losses", "val_before", "val_after"}`` (val entries None without ``val``).
+        ``{"trainable", "losses", "val_before", "val_trained", "val_after", "kept"}``: the validation
+        loss before and after training, the loss of the model kept (``val_after``) and which one
+        was kept (``"trained"`` or ``"before"``; ``"trained"`` unchecked without ``val``, whose
+        entries are then None).
     """
     n = set_fusion_trainable(model, train)
     before = evaluate(model, val, spec.batch_size, spec.seq_len, eval_batches, spec.precision) if val is not None else None
+    snapshot = ({k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+                if keep_best and val is not None else None)
     try:
         losses = train_loop(model, data, spec, log=log)
     finally:
@@ -75,8 +85,16 @@ def train_fusion(
             p.requires_grad_(True)
         model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
         model.eval()
-    after = evaluate(model, val, spec.batch_size, spec.seq_len, eval_batches, spec.precision) if val is not None else None
-    return {"trainable": n, "losses": losses, "val_before": before, "val_after": after}
+    trained = evaluate(model, val, spec.batch_size, spec.seq_len, eval_batches, spec.precision) if val is not None else None
+    kept, after = "trained", trained
+    if snapshot is not None and trained["loss"] > before["loss"]:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for k, v in snapshot.items():
+                params[k].copy_(v)
+        kept, after = "before", before
+    return {"trainable": n, "losses": losses, "val_before": before, "val_trained": trained, "val_after": after,
+            "kept": kept}
 
 
 @torch.no_grad()
