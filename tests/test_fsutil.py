@@ -10,11 +10,10 @@ import stat
 
 import numpy as np
 import pytest
-import torch
 
 from substrate_lm import fsutil
 from substrate_lm.errors import SubstrateError
-from substrate_lm.fsutil import (TMP_PREFIX, atomic_torch_save, atomic_write_bytes,
+from substrate_lm.fsutil import (TMP_PREFIX, atomic_write_bytes,
                                  atomic_write_json, atomic_write_text, disk_error, fsync_dir,
                                  sha256_file)
 
@@ -38,10 +37,6 @@ def test_round_trips(tmp_path):
     # a lone surrogate has no UTF-8 form: written escaped instead of failing
     atomic_write_json(tmp_path / "s.json", {"c": "\udc80"})
     assert json.loads((tmp_path / "s.json").read_text(encoding="ascii")) == {"c": "\udc80"}
-
-    sd = {"w": torch.arange(6.0).reshape(2, 3)}
-    atomic_torch_save(tmp_path / "m.pt", sd)
-    assert torch.equal(torch.load(tmp_path / "m.pt")["w"], sd["w"])
     assert not [q for q in tmp_path.rglob("*") if q.name.startswith(TMP_PREFIX)]
 
 

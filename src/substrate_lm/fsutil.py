@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -132,15 +131,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
         # lone surrogates (e.g. a reported unknown character) have no UTF-8 form: escape them
         data = (json.dumps(obj, indent=indent, ensure_ascii=True, default=default) + "\n").encode("ascii")
     return atomic_write_bytes(path, data)
-
-
-def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` through an in-memory buffer and :func:`atomic_write_bytes`."""
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getbuffer())
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

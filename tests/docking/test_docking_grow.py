@@ -187,7 +187,7 @@ def test_growth_run_exports_evaluates_and_resume_skips_finished_stages(data_dir,
     assert stages[1]["lower_blocks_unchanged"] is True and stages[0]["lower_blocks_unchanged"] is None
     for m in stages + [base]:
         assert math.isfinite(m["val_loss"]) and m["val_bpc"] > 0 and m["eval_split"] == "val"
-        assert not (run_dir / m["model_dir"]).parent.joinpath("ckpt.pt").exists()
+        assert not (run_dir / m["model_dir"]).parent.joinpath("ckpt.safetensors").exists()
     # the lower block of stage 2's export is stage 1's, bit for bit
     w1 = load_file(run_dir / stages[0]["model_dir"] / "model.safetensors")
     w2 = load_file(run_dir / stages[1]["model_dir"] / "model.safetensors")
@@ -234,7 +234,7 @@ def test_interrupted_stage_resumes_from_its_checkpoint_to_the_same_result(data_d
     with pytest.raises(Interrupt):
         run_growth(cfg, log=lambda m: None, on_record=killer)
     stage2 = tmp_path / "b" / "stages" / "02-depth2"
-    assert (stage2 / "ckpt.pt").is_file() and not (stage2 / "metrics.json").exists()
+    assert (stage2 / "ckpt.safetensors").is_file() and not (stage2 / "metrics.json").exists()
     assert (tmp_path / "b" / "stages" / "01-depth1" / "metrics.json").is_file()
     seen = []
     got = run_growth(cfg, resume=True, log=lambda m: None, on_record=seen.append)

@@ -3,7 +3,7 @@
 Run folder layout::
 
     <run>/grow.json                     the resolved config (a resumed run must match it)
-    <run>/stages/01-depth1/ckpt.pt      checkpoint of the running stage (deleted when it finishes)
+    <run>/stages/01-depth1/ckpt.safetensors  checkpoint of the running stage, pickle-free (deleted when it finishes)
     <run>/stages/01-depth1/log.jsonl    training curve
     <run>/stages/01-depth1/model/       the exported model after the stage (HF directory)
     <run>/stages/01-depth1/metrics.json the stage is finished (written last)
@@ -32,7 +32,8 @@ from typing import Any, Callable
 import torch
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_torch_save, atomic_write_json, atomic_write_text
+from ..fsutil import atomic_write_json, atomic_write_text
+from ..training.checkpoint import CheckpointCorrupt, load_plain_file, save_plain_file
 from ._io import read_json
 from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
 from .grow_config import RESUMABLE_CHANGES, GrowConfig, diff_keys
@@ -240,13 +241,13 @@ def run_phase(ctx: RunContext, phase: Phase) -> dict:
     lower_before = block_fingerprints(model)[:n_lower]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     opt = build_optimizer(model, spec)
-    ckpt_path, log_path = phase.dir / "ckpt.pt", phase.dir / "log.jsonl"
+    ckpt_path, log_path = phase.dir / "ckpt.safetensors", phase.dir / "log.jsonl"
     start, history, seconds = 0, [], 0.0
     if ckpt_path.is_file():
         try:
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a damaged file: one line, then start the phase over
-            ctx.log(f"[{phase.label}] checkpoint unreadable ({type(exc).__name__}); restarting the stage")
+            state = load_plain_file(ckpt_path)  # safetensors + JSON: loading runs no code
+        except CheckpointCorrupt as exc:  # a damaged file: one line, then start the phase over
+            ctx.log(f"[{phase.label}] checkpoint unusable ({exc}); restarting the stage")
             state = None
         if state is not None:
             if state.get("steps") != spec.steps:
@@ -263,7 +264,7 @@ def run_phase(ctx: RunContext, phase: Phase) -> dict:
     t0 = time.perf_counter()
 
     def save(step: int, optimizer) -> None:
-        atomic_torch_save(ckpt_path, {
+        save_plain_file(ckpt_path, {
             "step": step, "steps": spec.steps, "label": phase.label, "trainable": trainable_state(model),
             "optimizer": optimizer.state_dict(), "rng": capture_rng(), "losses": list(history),
             "seconds": seconds + time.perf_counter() - t0,
