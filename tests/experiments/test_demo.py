@@ -15,16 +15,30 @@ from substrate_lm.modeling import substrate_fingerprint
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--set", "seeds=2", "--set", "steps=40", "--no-docking", "--substrates", "bits,16-bit"]) == 0
     printed = capsys.readouterr().out
     report = out / "report.html"
     assert report.is_file() and str(report.resolve()) in printed  # the path is printed at the end
     html = report.read_text(encoding="utf-8")
     assert "How to read this report" in html and "Probe accuracy by layer" in html
     assert len(re.findall(r'src="data:image/png;base64,', html)) >= 3  # self-contained figures
+    assert "Findings" in html and "findings hold" in html
     summary = json.loads((out / "results.json").read_text())
     names = [r["model"] for r in summary["rows"]]
     assert any("trainable" in n for n in names) and any("16-BIT" in n for n in names) and any("1024-BIT" in n for n in names)
+    # one row per model and seed; every figure of every model has its mean and CI over the 2 seeds
+    assert sorted({r["seed"] for r in summary["rows"]}) == [0, 1] == summary["seeds"]
+    assert len(summary["rows"]) == 2 * len(set(names))
+    for name, st in summary["statistics"].items():
+        assert st["val_loss"]["n"] == 2 and st["val_loss"]["ci95"] is not None, name
+        vals = [r["val_loss"] for r in summary["rows"] if r["model"] == name]
+        assert st["val_loss"]["mean"] == pytest.approx(sum(vals) / 2)
+    # findings are computed: their numbers are the statistics' numbers
+    for f in summary["findings"]:
+        assert f["verdict"] in ("holds", "not shown", "fails") and f["sentence"]
+        if f["key"].startswith("questions/"):
+            _, model, metric = f["key"].split("/")
+            assert f["stat"]["mean"] == pytest.approx(summary["statistics"][model][metric]["mean"])
     for cell in sorted((out / "cells").iterdir()):
         result = json.loads((cell / "result.json").read_text())
         # every model trained: the loss fell
@@ -41,13 +55,14 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         # both protocols ran on the world's held-out questions
         bench = next(iter(result["evaluation"]["models"].values()))["results"]
         assert {"paper", "loglik"} <= set(bench["world-mc"]) and {"paper", "loglik"} <= set(bench["world-short"])
-    # the analysis ran for each model, the substrate as layer 0
+    # the analysis ran for each model and seed, the substrate as layer 0, per layer with CIs
     for name, probe in summary["probe"].items():
         assert probe["layers"][0] == "substrate" and len(probe["accuracy"]) == len(probe["layers"]), name
-    assert len(list((out / "analysis").glob("*/metrics.json"))) == len(summary["rows"])
+        assert all(a["n"] == 2 for a in probe["accuracy"]) and sorted(probe["per_seed"]) == ["0", "1"]
+    assert len(list((out / "analysis").glob("*/seed*/metrics.json"))) == len(summary["rows"])
 
     # a rerun resumes: every finished cell is skipped, nothing retrains
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/result.json")}
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--set", "seeds=2", "--set", "steps=40", "--no-docking", "--substrates", "bits,16-bit"]) == 0
     assert "(done, skipped)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

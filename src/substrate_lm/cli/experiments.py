@@ -10,13 +10,15 @@ def register(sub) -> None:
         "the substrate, evaluate, analyse, write report.html",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (a rerun resumes and skips finished steps)")
-    p.add_argument("--quick", action="store_true", help="a ~2-minute version (tiny models, fewer steps)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a ~2-minute smoke version (one seed, fewer steps: no CIs)")
+    p.add_argument("--long", action="store_true", help="the longer schedule (more steps per model; see the README)")
+    p.add_argument("--no-docking", action="store_true", help="skip the docking-port experiment (claim 3)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; the models train on seeds SEED .. SEED+seeds-1")
     p.add_argument("--font", help="Unifont file for the glyph model (default: the Debian unifont paths)")
     p.add_argument("--substrates", help="comma list of substrates to keep (bits,glyph,16-bit; unfrozen is always kept)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="change a demo setting, e.g. --set steps=600 --set d_model=64 (see DemoSettings)",
+        help="change a demo setting, e.g. --set steps=600 --set seeds=5 --set langs=en,ru (see DemoSettings)",
     )
     p.set_defaults(func=cmd_demo)
 
@@ -32,8 +34,9 @@ def cmd_demo(args) -> int:
     from .model_cmds import parse_overrides
 
     run_demo(
-        args.out, quick=args.quick, seed=args.seed, font=args.font, overrides=parse_overrides(args.set),
-        substrates=args.substrates.split(",") if args.substrates else None,
+        args.out, quick=args.quick, long=args.long, seed=args.seed, font=args.font, overrides=parse_overrides(args.set),
+        substrates=[s.strip() for s in args.substrates.split(",") if s.strip()] if args.substrates else None,
+        docking=not args.no_docking,
     )
     return 0
 

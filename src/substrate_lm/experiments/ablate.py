@@ -42,6 +42,9 @@ from ..errors import SubstrateError
 from ..fsutil import atomic_write_json
 
 PROTOCOLS = ("paper", "loglik", "both")
+TOKENIZERS = ("bvv241", "compact")
+# keyword settings of ``generate_world`` an ablation may pass through (``[ablation] world = {...}``)
+WORLD_OPTIONS = ("entities_per_cat", "qa_fraction", "val_fraction", "n_questions")
 
 
 @dataclass
@@ -60,6 +63,8 @@ class AblationConfig:
     limit: int | None = 60
     data_seed: int = 0
     langs: list[str] = field(default_factory=lambda: ["en", "ru", "zh"])
+    tokenizer: str = "bvv241"
+    world: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -70,6 +75,13 @@ class AblationConfig:
             raise SubstrateError(f"ablation.protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.n_runs < 1:
             raise SubstrateError("ablation.n_runs must be at least 1")
+        if self.tokenizer not in TOKENIZERS:
+            raise SubstrateError(f"ablation.tokenizer {self.tokenizer!r} is not one of {', '.join(TOKENIZERS)}")
+        unknown = set(self.world) - set(WORLD_OPTIONS)
+        if unknown:
+            raise SubstrateError(
+                f"unknown ablation.world option(s) {', '.join(sorted(unknown))}; valid: {', '.join(WORLD_OPTIONS)}"
+            )
         from ..presets import PRESETS, parse_substrate_spec
 
         for p in self.presets:
@@ -107,9 +119,48 @@ def load_ablation_config(path: str | os.PathLike, overrides: list[str] | None = 
         raise SubstrateError(
             f"{p}: unknown ablation key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(known))}"
         )
-    cfg = AblationConfig(**section, overrides=dict(raw.get("overrides", {})))
+    overrides_table = raw.get("overrides", {})
+    if not isinstance(overrides_table, dict):
+        raise SubstrateError(f"{p}: [overrides] must be a table of \"key\" = value pairs")
+    typed = {key: _typed(key, value) for key, value in section.items()}
+    cfg = AblationConfig(**typed, overrides=dict(overrides_table))
     cfg.validate()
     return cfg
+
+
+_LIST_OF = {"substrates": str, "seeds": int, "presets": str, "corpora": str, "benches": str, "langs": str}
+_SCALAR = {"out": str, "recipe": str, "protocol": str, "tokenizer": str, "n_runs": int, "data_seed": int}
+
+
+def _typed(key: str, value):
+    """One [ablation] value (TOML or ``--set`` JSON/string) as its field's type; one-line errors.
+
+    Lists also take a comma string (``--set substrates=bits,16-bit``) or one scalar
+    (``--set seeds=3`` is ``[3]``); a string is never split into its characters.
+    """
+    def one(kind, v):
+        if kind is int:
+            if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not v.strip().lstrip("-").isdigit()):
+                raise SubstrateError(f"ablation.{key} takes integers, got {value!r}")
+            return int(v)
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise SubstrateError(f"ablation.{key} takes strings, got {value!r}")
+        return str(v)
+
+    if key in _LIST_OF:
+        items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
+        return [one(_LIST_OF[key], v.strip() if isinstance(v, str) else v) for v in items if not (isinstance(v, str) and not v.strip())]
+    if key in _SCALAR:
+        if isinstance(value, list):
+            raise SubstrateError(f"ablation.{key} takes one value, got {value!r}")
+        return one(_SCALAR[key], value)
+    if key == "limit":
+        return None if value in (None, "none", "all") else one(int, value)
+    if key == "world":
+        if not isinstance(value, dict):
+            raise SubstrateError(f"ablation.world takes a table, e.g. world = {{ entities_per_cat = 8 }}; got {value!r}")
+        return dict(value)
+    return value
 
 
 # -- cells ---------------------------------------------------------------------------------------
@@ -154,25 +205,82 @@ class Corpus:
     world_dir: Path | None = None
 
 
-def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log: Callable[[str], None]) -> Corpus:
+def compact_layout(world_dir: Path, langs: list[str], top_k: int | None = None):
+    """A bvv241-style layout sized to a corpus: monograms ``0 .. max code point`` (still
+    ``id == code point``), 32 special ids after them, then just enough n-gram ids.
+
+    The published layout spends 65,536 ids (and a 65,536-wide output head) on every character of
+    the BMP; a world in Latin and Cyrillic script needs about 1,300 monograms. Token strings (so
+    glyph tables) and the tokenisation itself stay those of the bvv241 construction: the same
+    n-gram selection and merges, only the id space is smaller.
+
+    Raises:
+        SubstrateError: when the corpus uses a code point at or above the surrogate block (CJK
+            text): there the compact layout would save little; use the bvv241 layout.
+    """
+    from ..tokenizer.layout import BVV241_2_3, VocabLayout
+
+    top = 0
+    for name in ("train.jsonl", "val.jsonl", "questions/mc.jsonl", "questions/short.jsonl"):
+        path = world_dir / name
+        if path.is_file():
+            # the world writes its JSON lines with ensure_ascii=False: the file's characters are the text's
+            top = max(top, max(map(ord, path.read_text(encoding="utf-8")), default=0))
+    if top >= 0xD800:
+        raise SubstrateError(
+            f"the corpus uses code point U+{top:04X}; the compact tokenizer covers scripts below U+D800 "
+            "without CJK (drop zh from the languages or use tokenizer = \"bvv241\")"
+        )
+    k = BVV241_2_3.top_k if top_k is None else int(top_k)
+    capacity = k * len(BVV241_2_3.ns) * max(1, len(langs))
+    first_special = top + 1
+    first_ngram = first_special + 32
+    return VocabLayout(
+        name=f"compact-{len(langs)}x{k}",
+        vocab_size=first_ngram + capacity,
+        monogram_ranges=((0, top),),
+        special_range=(first_special, first_ngram - 1),
+        ngram_ranges=((first_ngram, first_ngram + capacity - 1),),
+        ns=BVV241_2_3.ns,
+        top_k=k,
+    )
+
+
+def corpus_dir_name(spec: str, tokenizer: str = "bvv241", world: dict | None = None) -> str:
+    """Folder name of a prepared corpus: the spec, plus the tokenizer and world options when they
+    are not the defaults (so two grids with different worlds never share shards)."""
+    parts = [slug(spec)]
+    if tokenizer != "bvv241":
+        parts.append(tokenizer)
+    parts += [f"{k}{slug(str(v))}" for k, v in sorted((world or {}).items())]
+    return "__".join(parts)
+
+
+def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log: Callable[[str], None],
+                   *, tokenizer: str = "bvv241", world: dict | None = None) -> Corpus:
     """``world:SIZE`` -> generate the world, build its tokenizer, prepare shards (each step once).
 
-    Any other spec is a folder prepared by ``substrate-lm data prepare`` and is used as it is.
+    ``tokenizer``: ``"bvv241"`` (the published 65,536-id layout) or ``"compact"`` (see
+    :func:`compact_layout`). ``world``: keyword settings of :func:`~substrate_lm.world.generate_world`
+    (``entities_per_cat``, ``qa_fraction``, ...). Any other spec is a folder prepared by
+    ``substrate-lm data prepare`` and is used as it is.
     """
     if spec.startswith("world:"):
         size = spec.split(":", 1)[1] or "2MB"
-        base = root / "corpora" / slug(spec)
+        base = root / "corpora" / corpus_dir_name(spec, tokenizer, world)
         world_dir, tok_dir, data_dir = base / "world", base / "tokenizer", base / "data"
         if not (world_dir / "world.json").is_file():
             from ..world import generate_world
 
             log(f"generating the semantic world ({size}, {','.join(langs)})")
-            generate_world(world_dir, size=size, langs=tuple(langs), seed=data_seed)
+            generate_world(world_dir, size=size, langs=tuple(langs), seed=data_seed, **(world or {}))
         if not (tok_dir / "tokenizer.json").is_file():
             from ..tokenizer import build_from_corpus, save_tokenizer
 
-            log("building its bvv241-layout tokenizer from the corpus n-grams")
-            save_tokenizer(build_from_corpus([world_dir / "train.jsonl"], langs=list(langs)), tok_dir, overwrite=True)
+            layout = {} if tokenizer == "bvv241" else {"layout": compact_layout(world_dir, langs)}
+            log(f"building its {'bvv241' if not layout else layout['layout'].name}-layout tokenizer from the corpus n-grams")
+            save_tokenizer(build_from_corpus([world_dir / "train.jsonl"], langs=list(langs), **layout), tok_dir,
+                           overwrite=True)
         if not (data_dir / "stats.json").is_file():
             from ..data import prepare_data
 
@@ -369,7 +477,8 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "config.json", asdict(cfg), default=str)
-    corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log) for c in cfg.corpora}
+    corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log, tokenizer=cfg.tokenizer, world=cfg.world)
+               for c in cfg.corpora}
     grid = cells(cfg)
     results = []
     for i, cell in enumerate(grid, 1):

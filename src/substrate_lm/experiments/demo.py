@@ -1,17 +1,28 @@
-"""``substrate-lm demo``: the papers' central experiment on a laptop, with one HTML report.
+"""``substrate-lm demo``: the papers' central experiment on a laptop, with statistics and one HTML report.
 
-Same backbone, same data, same seed and steps; only the frozen token-embedding table differs:
+Same backbone, same data, same steps and schedule; only the token-embedding table differs:
 
 * random collision-free bits (the papers' 1024-BIT model, at the demo's width d_model),
 * Unifont glyph bitmaps -> PCA -> unit rows (UNI_GLYPH; when GNU Unifont is installed),
 * the token id's own 16 bits, widened by repeat_interleave (16-BIT),
 * a trainable table (the unfrozen baseline).
 
+Every model is trained on several seeds (the seed sets the backbone init and the data order; the
+world is the same), so each figure is a mean with a 95% confidence interval and every finding in
+the report is computed from that run's numbers (:mod:`.findings`).
+
+The world is scaled to the budget: a few dozen entities whose facts the models see many times
+over many epochs (a fact seen once cannot be learned), while the ground truth keeps held-out
+question phrasings and two-hop questions. Its tokenizer is the bvv241 construction on a compact
+id layout (:func:`~substrate_lm.experiments.ablate.compact_layout`): the same tokens and strings,
+about 1,000 ids instead of 65,536, so the output head no longer dominates the compute.
+
 Pipeline (each step a folder the next reads, so a rerun resumes and skips what is done):
-built-in semantic world -> its bvv241-layout tokenizer -> uint16 shards -> one model per substrate
-(trained by the project trainer) -> export -> validation loss / bits per character and the world's
-held-out questions under both protocols -> layer-wise analysis (linear probes of the entities'
-categories with entity-held-out folds, CKA against the trainable baseline) -> ``report.html``.
+semantic world -> its tokenizer -> uint16 shards -> one model per (substrate, seed), trained by the
+project trainer -> export -> validation loss / bits per character and the world's held-out
+questions under both protocols -> layer-wise analysis (linear probes of the entities' categories in
+carrier sentences that do not reveal them, entity-held-out folds, control task; CKA against the
+trainable baseline) -> statistics and findings -> ``report.html`` and ``results.json``.
 """
 
 from __future__ import annotations
@@ -19,12 +30,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 from ..errors import SubstrateError
-from .ablate import AblationConfig, run_ablation
+from . import findings as F
+from .ablate import TOKENIZERS, AblationConfig, run_ablation
 
 # name shown in the report -> substrate spec
 FULL_SUBSTRATES = {
@@ -34,13 +46,24 @@ FULL_SUBSTRATES = {
     "trainable (UNFROZEN)": "unfrozen",
 }
 BASELINE = "unfrozen"
+# trained unless --substrates says otherwise: the two frozen tables the claims are about, and the baseline
+DEFAULT_SPECS = ("bits", "glyph", "unfrozen")
+MODES = ("quick", "full", "long")
 
 
 @dataclass
 class DemoSettings:
-    """Sizes of one demo run; ``quick()`` and ``full()`` are the two built-in ones."""
+    """Sizes of one demo run; ``quick()``, ``full()`` and ``long()`` are the built-in ones.
+
+    Any field but ``substrates`` and ``prompts`` can be changed with ``--set key=value``
+    (``langs`` and ``maps`` take comma lists: ``--set langs=en,ru``).
+    """
 
     world_size: str
+    langs: tuple[str, ...]
+    entities_per_cat: int
+    qa_fraction: float
+    tokenizer: str
     d_model: int
     n_layer: int
     n_head: int
@@ -51,28 +74,107 @@ class DemoSettings:
     warmup: int
     precision: str
     eval_interval: int
+    seeds: int
     n_runs: int
     limit: int
-    analysis_items: int
+    per_entity: int
     maps: tuple[str, ...]
-    substrates: dict[str, str] = field(default_factory=lambda: dict(FULL_SUBSTRATES))
-    prompts: tuple[str, ...] = ("Question: Where does ", "Вопрос: ", "问题：")
+    # tiny models are bound by per-op overhead: one thread trains them faster than two on a 2-core
+    # machine (13k vs 4k tokens/s measured with other jobs running), and leaves a core to the OS
+    threads: int = 1
+    substrates: dict[str, str] = field(
+        default_factory=lambda: {n: s for n, s in FULL_SUBSTRATES.items() if s in DEFAULT_SPECS})
+    prompts: tuple[str, ...] = ("Question: Where does ", "The old story begins with ")
 
     @classmethod
     def quick(cls) -> "DemoSettings":
         return cls(
-            world_size="200KB", d_model=64, n_layer=2, n_head=4, block_size=64, steps=30, batch_size=8,
-            lr=3e-3, warmup=5, precision="fp32", eval_interval=15, n_runs=2, limit=16, analysis_items=200,
-            maps=("pca",),
+            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, tokenizer="compact",
+            d_model=64, n_layer=2, n_head=4, block_size=128, steps=60, batch_size=16, lr=1e-2, warmup=6,
+            precision="fp32", eval_interval=30, seeds=1, n_runs=1, limit=60, per_entity=4, maps=("pca",),
         )
 
     @classmethod
     def full(cls) -> "DemoSettings":
+        # chosen by experiment: benchmarks/2026-11-30-demo-configs.md
         return cls(
-            world_size="1MB", d_model=64, n_layer=4, n_head=4, block_size=128, steps=200, batch_size=16,
-            lr=2e-3, warmup=20, precision="bf16", eval_interval=50, n_runs=5, limit=100, analysis_items=900,
-            maps=("pca", "tsne"),
+            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, tokenizer="compact",
+            d_model=64, n_layer=4, n_head=4, block_size=128, steps=600, batch_size=16, lr=1e-2, warmup=30,
+            precision="fp32", eval_interval=100, seeds=3, n_runs=1, limit=100, per_entity=8, maps=("pca",),
         )
+
+    @classmethod
+    def long(cls) -> "DemoSettings":
+        s = cls.full()
+        s.steps, s.warmup, s.eval_interval, s.limit = 1200, 60, 200, 150
+        return s
+
+    @classmethod
+    def for_mode(cls, mode: str) -> "DemoSettings":
+        if mode not in MODES:
+            raise SubstrateError(f"unknown demo mode {mode!r}; choose from {', '.join(MODES)}")
+        return getattr(cls, mode)()
+
+    def apply(self, overrides: dict) -> None:
+        """Set fields from ``{"steps": "600", "maps": "pca,tsne"}`` (CLI strings or JSON values),
+        converting each to its field's type; a bad key or value raises a one-line error."""
+        settable = {f.name: f for f in fields(self) if f.name not in ("substrates", "prompts")}
+        for key, value in overrides.items():
+            if key not in settable:
+                raise SubstrateError(f"unknown demo setting {key!r}; valid: {', '.join(sorted(settable))}")
+            setattr(self, key, _coerce(key, getattr(self, key), value))
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ("threads", "entities_per_cat", "d_model", "n_layer", "n_head", "block_size", "steps", "batch_size",
+                    "eval_interval", "seeds", "n_runs", "limit", "per_entity")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise SubstrateError(f"demo setting {key} must be >= 1, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise SubstrateError(f"demo setting lr must be > 0, got {self.lr}")
+        if self.warmup < 0 or self.warmup >= self.steps:
+            raise SubstrateError(f"demo setting warmup must be in 0..steps-1 ({self.steps - 1}), got {self.warmup}")
+        if self.d_model % self.n_head:
+            raise SubstrateError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if self.tokenizer not in TOKENIZERS:
+            raise SubstrateError(f"demo setting tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise SubstrateError(f"demo setting precision must be fp32 or bf16, got {self.precision!r}")
+        bad = [m for m in self.maps if m not in ("pca", "tsne", "umap")]
+        if bad:
+            raise SubstrateError(f"unknown map(s) {', '.join(bad)}; use a comma list of pca, tsne, umap (or none)")
+        from ..world import parse_langs, parse_size
+
+        parse_size(self.world_size)
+        self.langs = tuple(parse_langs(self.langs))
+
+
+def _coerce(key: str, current, value):
+    """``value`` (a CLI string or a JSON literal) as the type of ``current``; one-line errors."""
+    if isinstance(current, tuple):
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            return tuple(p for p in parts if p != "none")
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise SubstrateError(f"demo setting {key} takes a comma list, e.g. --set {key}=a,b; got {value!r}")
+    kind = type(current)
+    if kind is bool or isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise SubstrateError(f"demo setting {key} takes a {kind.__name__}, got {value!r}")
+    try:
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if kind is float:
+            out = float(value)
+            if out != out or out in (float("inf"), float("-inf")):
+                raise ValueError
+            return out
+        return str(value)
+    except ValueError:
+        raise SubstrateError(f"demo setting {key} takes a{'n' if kind is int else ''} {kind.__name__}, got {value!r}") from None
 
 
 def unifont_available(font: str | None = None) -> bool:
@@ -80,21 +182,28 @@ def unifont_available(font: str | None = None) -> bool:
     return any(c and os.path.isfile(c) for c in candidates)
 
 
-def demo_ablation(settings: DemoSettings, out: Path, seed: int) -> AblationConfig:
-    """The demo as an ablation grid: one preset, one corpus, one seed, several substrates."""
+def demo_ablation(settings: DemoSettings, out: Path, seeds: list[int]) -> AblationConfig:
+    """The demo as an ablation grid: one preset, one corpus, several substrates and seeds.
+
+    The world (``data_seed``) is the same for every seed: seeds vary the backbone init and the
+    order of the training batches, so the spread over seeds is the spread of training itself.
+    """
     s = settings
     return AblationConfig(
         out=str(out),
         recipe="tiny",
         substrates=list(s.substrates.values()),
-        seeds=[seed],
+        seeds=list(seeds),
         presets=["tiny"],
         corpora=[f"world:{s.world_size}"],
         benches=["world-mc", "world-short"],
         protocol="both",
         n_runs=s.n_runs,
         limit=s.limit,
-        data_seed=seed,
+        data_seed=0,
+        langs=list(s.langs),
+        tokenizer=s.tokenizer,
+        world={"entities_per_cat": s.entities_per_cat, "qa_fraction": s.qa_fraction},
         overrides={
             "model.overrides.d_model": s.d_model,
             "model.overrides.n_layer": s.n_layer,
@@ -131,6 +240,84 @@ def generations(model, tokenizer, prompts, max_new_tokens: int = 32) -> list[dic
     return out
 
 
+def _bench(result: dict, bench: str) -> dict:
+    ev = result.get("evaluation") or {}
+    for model_res in (ev.get("models") or {}).values():
+        return (model_res.get("results") or {}).get(bench) or {}
+    return {}
+
+
+def seed_row(name: str, result: dict) -> dict:
+    """The figures of one trained cell (one model, one seed), flat."""
+    mc, short = _bench(result, "world-mc"), _bench(result, "world-short")
+    val = result.get("val") or {}
+    return dict(
+        model=name,
+        substrate=result["cell"]["substrate"],
+        seed=result["cell"]["seed"],
+        val_loss=val.get("val_loss"),
+        val_bpc=val.get("val_bpc"),
+        train_loss_first=result.get("train_loss_first"),
+        train_loss_last=result.get("train_loss_last"),
+        mc_loglik=(mc.get("loglik") or {}).get("acc"),
+        mc_paper=(mc.get("paper") or {}).get("mean"),
+        short_paper=(short.get("paper") or {}).get("mean"),
+        short_loglik_greedy=(short.get("loglik") or {}).get("greedy_match"),
+        short_bpc=(short.get("loglik") or {}).get("bpc"),
+        substrate_kind=result.get("substrate_kind"),
+        substrate_width=result.get("substrate_width"),
+        frozen=result.get("substrate_frozen"),
+        unchanged=result.get("substrate_unchanged"),
+        fingerprint=result.get("substrate_fingerprint"),
+        trainable_params=result["parameters"]["trainable"],
+        total_params=result["parameters"]["total"],
+        seconds=result.get("seconds"),
+    )
+
+
+ROW_METRICS = ("val_loss", "val_bpc", "train_loss_last", "mc_loglik", "mc_paper", "short_paper",
+               "short_loglik_greedy", "short_bpc")
+
+
+def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], names: dict[str, str]) -> dict:
+    """Means and CI95 over seeds of every figure, probe statistics per layer, and the findings.
+
+    Args:
+        rows: :func:`seed_row` of every cell.
+        analyses: ``{model name: {seed: metrics.json of analyze}}``.
+        names: ``{model name: substrate spec}``.
+    """
+    per_model = {}
+    for name in names:
+        mine = [r for r in rows if r["model"] == name]
+        per_model[name] = {m: F.ci([r[m] for r in mine if r[m] is not None]) for m in ROW_METRICS}
+    frozen = [n for n, spec in names.items() if spec != BASELINE]
+    baseline = next((n for n, spec in names.items() if spec == BASELINE), None)
+    probes = {name: F.probe_stats(by_seed) for name, by_seed in analyses.items() if by_seed}
+    val = {name: {r["seed"]: r["val_loss"] for r in rows if r["model"] == name and r["val_loss"] is not None}
+           for name in names}
+    found = F.question_findings(per_model, frozen)
+    if baseline:
+        found += F.loss_findings(val, frozen, baseline)
+    found += F.probe_findings(probes, frozen)
+    return {"per_model": per_model, "probes": probes, "findings": found, "summary": F.summary_line(found)}
+
+
+def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], None]) -> dict | None:
+    """Claim 3 (the docking port), from :mod:`.docking_demo` when that module is present.
+
+    HOOK: ``experiments/docking_demo.py`` (built separately) exposes
+    ``run_docking_experiment(out_dir, *, quick, seeds, log) -> dict``; until it exists the demo
+    reports the docking section as not run.
+    """
+    try:
+        from .docking_demo import run_docking_experiment
+    except ImportError:
+        log("note: the docking experiment (experiments/docking_demo.py) is not available; skipping claim 3")
+        return None
+    return run_docking_experiment(out / "docking", quick=mode == "quick", seeds=seeds, log=log)
+
+
 def run_demo(
     out_dir: str | os.PathLike = "runs/demo",
     quick: bool = False,
@@ -139,92 +326,121 @@ def run_demo(
     log: Callable[[str], None] = print,
     overrides: dict | None = None,
     substrates: list[str] | None = None,
+    long: bool = False,
+    docking: bool = True,
 ) -> Path:
     """Run the demo (resuming what is done) and write ``<out_dir>/report.html``; returns its path.
 
     Args:
-        overrides: :class:`DemoSettings` fields to change (``{"steps": 600, "d_model": 64}``).
+        quick: the ~2-minute smoke version (one seed: figures without confidence intervals).
+        seed: first seed; the models are trained on seeds ``seed .. seed + settings.seeds - 1``.
+        long: the longer schedule (see :meth:`DemoSettings.long`).
+        overrides: :class:`DemoSettings` fields to change (``{"steps": 600, "seeds": 5}``).
         substrates: keep only these specs (``["bits", "unfrozen"]``); the trainable baseline is
-            always kept, since the CKA comparison is made against it.
+            always kept, since the loss and CKA comparisons are made against it.
+        docking: also run the docking-port experiment when it is available.
     """
     import torch
 
-    from ..analysis import analyze
-    from .report import write_demo_report
-
+    if quick and long:
+        raise SubstrateError("--quick and --long exclude each other; pick one")
+    mode = "quick" if quick else "long" if long else "full"
     t0 = time.time()
     out = Path(out_dir)
-    settings = DemoSettings.quick() if quick else DemoSettings.full()
-    for key, value in (overrides or {}).items():
-        if key not in DemoSettings.__dataclass_fields__ or key in ("substrates", "prompts"):
-            raise SubstrateError(f"unknown demo setting {key!r}; valid: {', '.join(sorted(vars(settings)))}")
-        setattr(settings, key, type(getattr(settings, key))(value))
+    settings = DemoSettings.for_mode(mode)
+    settings.apply(overrides or {})
     if substrates:
-        unknown = set(substrates) - set(settings.substrates.values())
+        unknown = set(substrates) - set(FULL_SUBSTRATES.values())
         if unknown:
             raise SubstrateError(f"unknown demo substrate(s) {', '.join(sorted(unknown))}; choose from "
-                                 f"{', '.join(settings.substrates.values())}")
-        settings.substrates = {k: v for k, v in settings.substrates.items() if v in substrates or v == BASELINE}
+                                 f"{', '.join(FULL_SUBSTRATES.values())}")
+        settings.substrates = {k: v for k, v in FULL_SUBSTRATES.items() if v in substrates or v == BASELINE}
     if not unifont_available(font):
         settings.substrates = {k: v for k, v in settings.substrates.items() if v != "glyph"}
         log("note: GNU Unifont not found (apt-get install unifont fonts-unifont); skipping the uni-glyph model")
-    threads = torch.get_num_threads()
-    log(f"substrate-lm demo ({'quick' if quick else 'full'}): {len(settings.substrates)} models, "
-        f"{settings.steps} steps each, world {settings.world_size}, {threads} CPU threads -> {out}")
-    ab = run_ablation(demo_ablation(settings, out, seed), log=log, keep_models=True)
-    corpus = next(iter(ab["corpora"].values()))
-    by_spec = {r["cell"]["substrate"]: r for r in ab["results"]}
+    seeds = list(range(seed, seed + settings.seeds))
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    try:
+        return _run(out, settings, mode, seeds, docking, log, t0)
+    finally:
+        torch.set_num_threads(threads_before)
 
-    # models of finished cells that were skipped on a rerun are reloaded from their export
-    models = {}
-    for name, spec in settings.substrates.items():
-        r = by_spec[spec]
-        if "_model" in r:
-            models[name] = (r["_model"], r["_tokenizer"])
-        else:
+
+def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking: bool,
+         log: Callable[[str], None], t0: float) -> Path:
+    from ..analysis import analyze
+    from .report import write_demo_report
+
+    quick = mode == "quick"
+    threads = settings.threads
+    log(f"substrate-lm demo ({mode}): {len(settings.substrates)} models x {len(seeds)} seed(s), "
+        f"{settings.steps} steps each, world {settings.world_size} ({','.join(settings.langs)}, "
+        f"{settings.entities_per_cat} entities per category), {threads} CPU threads -> {out}")
+    ab = run_ablation(demo_ablation(settings, out, seeds), log=log, keep_models=True)
+    corpus = next(iter(ab["corpora"].values()))
+    spec_name = {spec: name for name, spec in settings.substrates.items()}
+    cells = {(r["cell"]["substrate"], r["cell"]["seed"]): r for r in ab["results"]}
+
+    def model_of(spec: str, s: int):
+        r = cells[(spec, s)]
+        if "_model" not in r:  # finished on an earlier run: reload from its export
             from ..cli.model_cmds import load_model_dir, load_tokenizer_for
 
-            models[name] = (load_model_dir(r["model_dir"]), load_tokenizer_for(r["model_dir"]))
+            r["_model"], r["_tokenizer"] = load_model_dir(r["model_dir"]), load_tokenizer_for(r["model_dir"])
+        return r["_model"], r["_tokenizer"]
 
-    baseline_name = next(n for n, s in settings.substrates.items() if s == BASELINE)
-    analyses = {}
-    for name, spec in settings.substrates.items():
-        adir = out / "analysis" / spec
-        done = adir / "metrics.json"
-        if done.is_file():
-            analyses[name] = json.loads(done.read_text(encoding="utf-8"))
-            continue
-        log(f"analysing {name}: layer-wise probes, neighbour purity, CKA")
-        model, tok = models[name]
-        compare = None if spec == BASELINE else models[baseline_name]
-        analyses[name] = analyze(
-            model,
-            tokenizer=tok,
-            world_dir=corpus.world_dir,
-            compare=compare[0] if compare else None,
-            compare_tokenizer=compare[1] if compare else None,
-            compare_name=baseline_name if compare else None,
-            out_dir=adir,
-            name=name,
-            max_items=settings.analysis_items,
-            seed=seed,
-            maps=settings.maps,
-            num_threads=1,
-        )
+    analyses: dict[str, dict[int, dict]] = {name: {} for name in settings.substrates}
+    for s in seeds:
+        for name, spec in settings.substrates.items():
+            adir = out / "analysis" / spec / f"seed{s}"
+            done = adir / "metrics.json"
+            if done.is_file():
+                analyses[name][s] = json.loads(done.read_text(encoding="utf-8"))
+                continue
+            log(f"analysing {name}, seed {s}: layer-wise probes, neighbour purity, CKA")
+            model, tok = model_of(spec, s)
+            compare = None if spec == BASELINE else model_of(BASELINE, s)
+            first = s == seeds[0]
+            analyses[name][s] = analyze(
+                model,
+                tokenizer=tok,
+                world_dir=corpus.world_dir,
+                compare=compare[0] if compare else None,
+                compare_tokenizer=compare[1] if compare else None,
+                compare_name=spec_name[BASELINE] if compare else None,
+                out_dir=adir,
+                name=name,
+                lang=settings.langs[0],
+                per_entity=settings.per_entity,
+                max_items=None,
+                seed=s,
+                maps=settings.maps if first else (),
+                report=first,
+                num_threads=1,
+            )
 
-    gens = {}
-    for name, (model, tok) in models.items():
-        gens[name] = generations(model, tok, settings.prompts, max_new_tokens=24 if quick else 40)
+    rows = [seed_row(spec_name[spec], r) for (spec, _), r in sorted(cells.items(), key=lambda kv: (list(spec_name).index(kv[0][0]), kv[0][1]))]
+    stats = compute_statistics(rows, analyses, dict(settings.substrates))
+    gens = {name: generations(*model_of(spec, seeds[0]), settings.prompts, max_new_tokens=24 if quick else 40)
+            for name, spec in settings.substrates.items()}
+    docking = run_docking(out, mode, seeds, log) if docking else None
 
     report = write_demo_report(
         out,
         settings=settings,
-        results={name: by_spec[spec] for name, spec in settings.substrates.items()},
+        mode=mode,
+        seeds=seeds,
+        results={name: [cells[(spec, s)] for s in seeds] for name, spec in settings.substrates.items()},
+        rows=rows,
+        stats=stats,
         analyses=analyses,
         generations=gens,
+        docking=docking,
         seconds=time.time() - t0,
-        quick=quick,
     )
+    log(f"findings: {stats['summary']}")
+    for f in stats["findings"]:
+        log(f"  [{f['verdict']}] {f['sentence']}")
     log(f"done in {time.time() - t0:.0f} s; report: {report.resolve()}")
     return report
-

@@ -1,0 +1,234 @@
+"""Statistics of a multi-seed demo and the finding sentences computed from them.
+
+Every figure the demo reports is a mean over seeds with a 95% confidence interval from Student's
+t distribution (``mean +- t_{0.975, n-1} * sd / sqrt(n)``; with 3 seeds t = 4.30, so the interval
+is honest about how few runs there are). A verdict ("above chance", "within 10%") is read off the
+interval, never written in advance: a claim holds when the whole interval is on its side of the
+threshold, is "not shown" when the interval straddles it, and fails when the interval lies on the
+wrong side. Each finding is a dict with the numbers, the verdict and a sentence built from both,
+so the report and ``results.json`` state the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+# two-sided 95% quantiles of Student's t by degrees of freedom (beyond 30: the normal 1.96)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+         10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110,
+         18: 2.101, 19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060,
+         26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042}
+
+HOLDS, NOT_SHOWN, FAILS = "holds", "not shown", "fails"
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError("a confidence interval needs at least two values")
+    return _T975.get(df, 1.96)
+
+
+def ci(values: Sequence[float]) -> dict:
+    """``{"mean", "sd", "n", "ci95", "lo", "hi", "values"}``; with one value the interval is
+    undefined (``ci95`` None, ``lo``/``hi`` equal to the value)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(vals)
+    if n == 0:
+        return {"mean": None, "sd": None, "n": 0, "ci95": None, "lo": None, "hi": None, "values": []}
+    mean = sum(vals) / n
+    if n == 1:
+        return {"mean": mean, "sd": None, "n": 1, "ci95": None, "lo": mean, "hi": mean, "values": vals}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "sd": sd, "n": n, "ci95": half, "lo": mean - half, "hi": mean + half, "values": vals}
+
+
+def verdict_above(stat: dict, threshold: float) -> str:
+    """``holds`` when the interval lies above ``threshold``, ``fails`` when it lies at or below,
+    ``not shown`` when it straddles it or has fewer than two seeds."""
+    if stat["n"] < 2 or stat["ci95"] is None:
+        return NOT_SHOWN
+    if stat["lo"] > threshold:
+        return HOLDS
+    if stat["hi"] <= threshold:
+        return FAILS
+    return NOT_SHOWN
+
+
+def verdict_below(stat: dict, threshold: float) -> str:
+    """The mirror of :func:`verdict_above`: ``holds`` when the interval lies below ``threshold``."""
+    if stat["n"] < 2 or stat["ci95"] is None:
+        return NOT_SHOWN
+    if stat["hi"] < threshold:
+        return HOLDS
+    if stat["lo"] >= threshold:
+        return FAILS
+    return NOT_SHOWN
+
+
+def fmt_ci(stat: dict, pct: bool = False, digits: int = 3) -> str:
+    """``61.2% (CI95 55.0-67.4, 3 seeds)`` / ``2.314 (1 seed, no CI)``."""
+    if stat["mean"] is None:
+        return "n/a"
+    f = (lambda x: f"{x:.1f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    if stat["ci95"] is None:
+        return f"{f(stat['mean'])} ({stat['n']} seed, no CI)"
+    return f"{f(stat['mean'])} (CI95 {f(stat['lo'])}-{f(stat['hi'])}, {stat['n']} seeds)"
+
+
+def _finding(claim: str, key: str, verdict: str, sentence: str, **numbers) -> dict:
+    return {"claim": claim, "key": key, "verdict": verdict, "sentence": sentence, **numbers}
+
+
+_WORDS = {HOLDS: "shown", NOT_SHOWN: "not shown at this size", FAILS: "contradicted"}
+
+
+def question_findings(per_model: dict[str, dict], frozen: list[str], chance: float = 25.0) -> list[dict]:
+    """Claim 1a: held-out question accuracy of each frozen model, per protocol, against chance.
+
+    ``per_model[name][metric]`` is a :func:`ci` dict; metrics ``mc_loglik`` and ``mc_paper``
+    (percent, 4-way multiple choice).
+    """
+    out = []
+    labels = {"mc_loglik": "log-likelihood protocol", "mc_paper": "papers' generation protocol"}
+    for name in frozen:
+        for metric, label in labels.items():
+            stat = per_model.get(name, {}).get(metric)
+            if not stat or stat["mean"] is None:
+                continue
+            v = verdict_above(stat, chance)
+            rel = {HOLDS: "above chance", FAILS: "not above chance", NOT_SHOWN: "not distinguishable from chance"}[v]
+            out.append(_finding(
+                "1", f"questions/{name}/{metric}", v,
+                f"{name} answers the held-out-phrasing multiple-choice questions at {fmt_ci(stat, pct=True)} under "
+                f"the {label}; chance is {chance:.0f}%: {rel}.",
+                stat=stat, chance=chance,
+            ))
+    return out
+
+
+def loss_findings(val_loss: dict[str, dict[int, float]], frozen: list[str], baseline: str, tolerance: float = 0.10) -> list[dict]:
+    """Claim 1b: validation loss of each frozen model relative to the trainable baseline's, seed by
+    seed (same seed = same data order and backbone init), ``ratio = frozen / trainable``."""
+    out = []
+    base = val_loss.get(baseline) or {}
+    for name in frozen:
+        mine = val_loss.get(name) or {}
+        seeds = sorted(set(mine) & set(base))
+        if not seeds:
+            continue
+        stat = ci([mine[s] / base[s] for s in seeds])
+        v = verdict_below(stat, 1.0 + tolerance)
+        pct = (stat["mean"] - 1.0) * 100
+        word = "higher" if pct >= 0 else "lower"
+        rel = {HOLDS: f"within {tolerance:.0%}", FAILS: f"not within {tolerance:.0%}",
+               NOT_SHOWN: f"within {tolerance:.0%} not established"}[v]
+        out.append(_finding(
+            "1", f"val_loss/{name}", v,
+            f"{name}'s validation loss is {abs(pct):.1f}% {word} than the trainable table's at equal steps "
+            f"(ratio {fmt_ci(stat)}): {rel}.",
+            stat=stat, tolerance=tolerance,
+        ))
+    return out
+
+
+def probe_stats(per_seed: dict[int, dict]) -> dict:
+    """Per-layer statistics of one model's probe over seeds.
+
+    ``per_seed[seed]`` is the ``metrics.json`` of :func:`~substrate_lm.analysis.analyze`.
+    Returns ``{"layers", "accuracy": [ci...], "control": [ci...], "selectivity": [ci...], "chance"}``
+    where selectivity is accuracy minus control accuracy, paired by seed.
+    """
+    runs = [m for _, m in sorted(per_seed.items())]
+    layers = runs[0]["layers"]
+    acc = [[r["probe"]["accuracy"][i] for r in runs] for i in range(len(layers))]
+    ctl = [[r["probe"].get("control_accuracy", [None] * len(layers))[i] for r in runs] for i in range(len(layers))]
+    sel = [[a - c for a, c in zip(acc[i], ctl[i]) if c is not None] for i in range(len(layers))]
+    return {
+        "layers": list(layers),
+        "accuracy": [ci(v) for v in acc],
+        "control": [ci([x for x in v if x is not None]) for v in ctl],
+        "selectivity": [ci(v) for v in sel],
+        "chance": runs[0]["probe"]["chance_majority"],
+        "per_seed": {int(s): {"accuracy": m["probe"]["accuracy"], "control": m["probe"].get("control_accuracy")}
+                     for s, m in per_seed.items()},
+    }
+
+
+INPUT_LAYERS = ("substrate", "0")  # the table's rows and the blocks' input (hidden state 0)
+
+
+def best_block_layer(stats: dict) -> int:
+    """Index of the block output (a layer after block 1 or later) with the highest mean accuracy."""
+    acc = stats["accuracy"]
+    blocks = [i for i, name in enumerate(stats["layers"]) if str(name) not in INPUT_LAYERS]
+    return max(blocks, key=lambda i: acc[i]["mean"])
+
+
+def probe_findings(probes: dict[str, dict], frozen: list[str]) -> list[dict]:
+    """Claim 2: for each frozen model, the substrate probe at chance, the best block layer above
+    chance and above the control task (paired by seed)."""
+    out = []
+    for name in frozen:
+        st = probes.get(name)
+        if not st or not any(str(n) not in INPUT_LAYERS for n in st["layers"]):
+            continue
+        chance = st["chance"]
+        sub = st["accuracy"][0]
+        v0 = verdict_above(sub, chance)
+        # layer 0 "at chance" holds when its interval does not exclude chance from above
+        v_at = {HOLDS: FAILS, FAILS: HOLDS, NOT_SHOWN: HOLDS if sub["n"] >= 2 else NOT_SHOWN}[v0]
+        out.append(_finding(
+            "2", f"probe/{name}/substrate", v_at,
+            f"{name}: the probe reads the category from the substrate rows of held-out entities at "
+            f"{fmt_ci(sub)}; chance is {chance:.3f}: "
+            + ("at chance, as a meaningless table must be." if v_at == HOLDS else
+               "above chance." if v_at == FAILS else "too few seeds to tell."),
+            stat=sub, chance=chance,
+        ))
+        b = best_block_layer(st)
+        best, sel = st["accuracy"][b], st["selectivity"][b]
+        v_best = verdict_above(best, chance)
+        v_sel = verdict_above(sel, 0.0)
+        v = HOLDS if v_best == HOLDS and v_sel == HOLDS else (FAILS if FAILS in (v_best, v_sel) else NOT_SHOWN)
+        out.append(_finding(
+            "2", f"probe/{name}/best_block", v,
+            f"{name}: at the best block layer ({st['layers'][b]}) the probe reaches {fmt_ci(best)} against chance "
+            f"{chance:.3f} ({'CI excludes chance' if v_best == HOLDS else 'CI does not exclude chance'}); "
+            f"its margin over the control task is {fmt_ci(sel)} "
+            f"({'above the control' if v_sel == HOLDS else 'not above the control'}): meaning emerging in the "
+            f"blocks is {_WORDS[v]}.",
+            layer=st["layers"][b], layer_index=b, stat=best, selectivity=sel, chance=chance,
+        ))
+    return out
+
+
+def summary_line(findings: list[dict]) -> str:
+    """``7 of 9 findings hold, 2 not shown, 0 contradicted``."""
+    n = {k: sum(f["verdict"] == k for f in findings) for k in (HOLDS, NOT_SHOWN, FAILS)}
+    return f"{n[HOLDS]} of {len(findings)} findings hold, {n[NOT_SHOWN]} not shown, {n[FAILS]} contradicted"
+
+
+_DOCKING_PARTS = {  # verdict key -> (the sentence of the docking experiment that states it, fallback)
+    "composition": ("Composition:", "composing two frozen-table experts by logit averaging"),
+    "refusal": ("Two trainable-table experts", "compose refusing two trainable-table experts"),
+    "growth": ("Growth:", "growing a model block by block to the monolithic model's loss"),
+}
+
+
+def docking_findings(docking: dict | None) -> list[dict]:
+    """Claim 3 as findings: one per verdict of the docking experiment (``verdicts``: booleans it
+    computed from its own numbers), with that experiment's sentence for it."""
+    if not docking:
+        return []
+    sentences = [s for s in docking.get("findings") or [] if isinstance(s, str)]
+    out = []
+    for key, ok in (docking.get("verdicts") or {}).items():
+        prefix, fallback = _DOCKING_PARTS.get(key, (None, key))
+        sentence = next((s for s in sentences if prefix and s.startswith(prefix)), None)
+        verdict = HOLDS if ok else (FAILS if key == "refusal" else NOT_SHOWN)
+        out.append(_finding("3", f"docking/{key}", verdict,
+                            sentence or f"The docking experiment reports {fallback} as {'shown' if ok else 'not shown'}."))
+    return out
