@@ -213,6 +213,7 @@ def summary_line(findings: list[dict]) -> str:
 
 _DOCKING_PARTS = {  # verdict key -> (the sentence of the docking experiment that states it, fallback)
     "composition": ("Composition:", "composing two frozen-table experts by logit averaging"),
+    "composition_val_loss": ("On the validation text", "the composed model's validation loss against each expert's"),
     "refusal": ("Two trainable-table experts", "compose refusing two trainable-table experts"),
     "growth": ("Growth:", "growing a model block by block to the monolithic model's loss"),
 }
