@@ -21,14 +21,13 @@ with ``split_special_tokens`` on, so a literal ``</s>`` in an item stays text as
 from __future__ import annotations
 
 import json
-import logging
 import os
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_text
+from ..logutil import drop_log_records
 from .datasets import BENCHES, BenchData, find_local_file, load_bench, parse_benches
 from .paper import max_new_tokens_for, score_item
 from .prompts import loglik_request, paper_prompt
@@ -143,23 +142,6 @@ def write_lm_eval_tasks(
     return tasks
 
 
-@contextmanager
-def _quiet_object_model_warning():
-    """Drop HFLM's warning that a model object (not a path) was passed: we pass one on purpose."""
-
-    class _Drop(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "kwarg is not of type `str`" not in record.getMessage()
-
-    log = logging.getLogger("lm_eval.models.huggingface")
-    flt = _Drop()
-    log.addFilter(flt)
-    try:
-        yield
-    finally:
-        log.removeFilter(flt)
-
-
 def run_lm_eval(
     model,
     benches: str | list[str],
@@ -220,7 +202,8 @@ def run_lm_eval(
     split = getattr(tokenizer, "split_special_tokens", None)
     tokenizer.split_special_tokens = True
     try:
-        with _quiet_object_model_warning():
+        # HFLM warns that a model object (not a path) was passed: we pass one on purpose
+        with drop_log_records("lm_eval.models.huggingface", "kwarg is not of type `str`"):
             lm = HFLM(pretrained=model, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
                       batch_size=batch_size, device=device)
         res = simple_evaluate(

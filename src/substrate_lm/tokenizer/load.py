@@ -15,14 +15,13 @@ from the ``tokenizer.json`` it came from, the file wins and the tokenizer is rel
 
 from __future__ import annotations
 
-import logging
 import os
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SubstrateError
+from ..logutil import drop_log_records
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -67,7 +66,10 @@ def load_tokenizer(name_or_path, revision: str | None = None, trust_remote_code:
         source = str(path)
         _register_our_config(path)
     try:
-        with _no_bare_config_warning():
+        # transformers logs "You are using a model of type X to instantiate a model of type ``" when
+        # AutoTokenizer reads the config of a type it does not know (remote code off) with the bare
+        # config class; only the tokenizer is built from it, so the line is noise on our stderr
+        with drop_log_records("transformers.configuration_utils", "to instantiate a model of type ``"):
             tok = AutoTokenizer.from_pretrained(source, trust_remote_code=bool(trust_remote_code), revision=revision,
                                                 **kwargs)
     except Exception as exc:  # OSError, ValueError, HF validation/connection errors, JSON errors
@@ -98,26 +100,6 @@ def _register_our_config(folder: Path) -> None:
         return
     if isinstance(data, dict) and str(data.get("model_type", "")).startswith("substrate_lm"):
         import substrate_lm.modeling  # noqa: F401  - registers substrate_lm, substrate_lm_composed
-
-
-class _DropBareConfigWarning(logging.Filter):
-    """transformers' "You are using a model of type X to instantiate a model of type ``": logged when
-    ``AutoTokenizer`` reads the config of a model type it does not know (remote code off) with the bare
-    config class. Only the tokenizer is built from that config, so the line is noise on our stderr."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "to instantiate a model of type ``" not in record.getMessage()
-
-
-@contextmanager
-def _no_bare_config_warning():
-    log = logging.getLogger("transformers.configuration_utils")
-    flt = _DropBareConfigWarning()
-    log.addFilter(flt)
-    try:
-        yield
-    finally:
-        log.removeFilter(flt)
 
 
 def _fill_bvv241_roles(tok):
