@@ -251,30 +251,11 @@ def add_runtime_args(parser: argparse.ArgumentParser, device_default: str = "aut
 
 
 def resolve_device(device: str | None) -> str:
-    """``auto``/None -> ``cuda`` or ``cpu``; any other value must name an available device."""
-    import torch
+    """``auto``/None -> ``cuda`` or ``cpu``; any other value must name an available device (a one-line
+    error otherwise). The check itself is :func:`substrate_lm.evaluation.models.resolve_device`."""
+    from ..evaluation.models import resolve_device as _resolve
 
-    text = "auto" if device is None else str(device).strip().lower()
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise SubstrateError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
-    if dev.type == "cpu":
-        return "cpu"
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SubstrateError(f"--device {device} asked for but CUDA is not available here; use --device cpu")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise SubstrateError(f"--device {device}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
-        return str(dev)
-    if dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise SubstrateError(f"--device {device} asked for but MPS is not available here; use --device cpu")
-        return "mps"
-    raise SubstrateError(f"--device {device!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
+    return str(_resolve(device))
 
 
 def apply_runtime(args: argparse.Namespace) -> str:

@@ -27,16 +27,31 @@ VOCAB_PAD_SLACK = 1024
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` -> cuda when available, else cpu; anything else as given."""
-    if device is None or str(device) == "auto":
+    """``None``/``"auto"`` -> cuda when available, else cpu; anything else must name an available device.
+
+    The one device check of the project (the CLI's ``--device`` goes through it too).
+    """
+    text = "auto" if device is None else str(device).strip().lower()
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise SubstrateError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SubstrateError(f"device {device} asked for but CUDA is not available; use --device cpu")
-    return dev
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise SubstrateError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SubstrateError(f"--device {device} asked for but CUDA is not available here; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise SubstrateError(f"--device {device}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        return dev
+    if dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SubstrateError(f"--device {device} asked for but MPS is not available here; use --device cpu")
+        return dev
+    raise SubstrateError(f"--device {device!r} is not supported; use cpu, cuda, cuda:N, mps or auto")
 
 
 def model_device(model) -> torch.device:
