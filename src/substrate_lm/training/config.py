@@ -2,6 +2,9 @@
 
 A run is described by one :class:`RunConfig` made of small dataclass sections. Every field has a
 type and an attribute docstring (the docstrings double as ``substrate-lm train --help-config``).
+Loading, overrides, validation and help are the project's one settings engine
+(:mod:`substrate_lm.settings`, pydantic underneath); this module holds the sections, the recipes
+and the cross-field checks.
 Recipes are TOML files; a name without a path (``tiny``) resolves to the checked-in recipe
 ``substrate_lm/recipes/<name>.toml``. Unknown sections or keys, wrong types and bad choices are
 :class:`~substrate_lm.errors.SubstrateError` with one line naming the key and the valid ones.
@@ -13,18 +16,15 @@ Example::
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import math
-import textwrap
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SubstrateError
+from ..settings import SettingsEngine, dump_toml, field_docs, parse_literal  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -287,36 +287,12 @@ def load_config(source: str | Path | dict | None = None,
     Raises:
         SubstrateError: unreadable TOML, unknown section/key, wrong type, bad choice.
     """
-    if source is None:
-        raw: dict[str, Any] = {}
-    elif isinstance(source, dict):
-        raw = _deepcopy(source)
-    else:
-        path = resolve_config_path(source)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise SubstrateError(f"{path}: invalid TOML: {exc}") from None
-    cfg = config_from_dict(raw)
-    if overrides:
-        apply_overrides(cfg, overrides)
-    return cfg
+    return ENGINE.load(source, overrides, resolve=resolve_config_path)
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build a validated :class:`RunConfig` from a nested dict (as read from TOML)."""
-    cfg = RunConfig()
-    for sec_name, values in raw.items():
-        if sec_name not in SECTIONS:
-            raise SubstrateError(f"unknown config section [{sec_name}]; valid sections: "
-                                 f"{', '.join(SECTIONS)}")
-        if not isinstance(values, dict):
-            raise SubstrateError(f"config section [{sec_name}] must be a table of keys, got {values!r}")
-        section = getattr(cfg, sec_name)
-        for key, value in values.items():
-            _set_field(section, sec_name, key, value, from_text=False)
-    validate(cfg)
-    return cfg
+    return ENGINE.from_dict(raw)
 
 
 def parse_override_args(argv: list[str]) -> dict[str, str]:
@@ -324,39 +300,14 @@ def parse_override_args(argv: list[str]) -> dict[str, str]:
 
     A flag without a value (``--train.compile``) means ``true``.
     """
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or len(arg) == 2:
-            raise SubstrateError(f"unexpected argument {arg!r}; overrides look like --section.key VALUE")
-        key = arg[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            value = argv[i + 1]
-            i += 2
-        else:
-            value = "true"
-            i += 1
-        if "." not in key:
-            raise SubstrateError(f"override --{key} needs a section: --<section>.{key} "
-                                 f"(sections: {', '.join(SECTIONS)})")
-        out[key] = value
-    return out
+    return ENGINE.parse_args(argv)
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
-    """Apply dotted overrides in place (strings are parsed by the field's type) and re-validate."""
-    items = parse_override_args(list(overrides)) if isinstance(overrides, list) else dict(overrides)
-    for dotted, value in items.items():
-        sec_name, _, key = dotted.partition(".")
-        if sec_name not in SECTIONS:
-            raise SubstrateError(f"unknown config section in --{dotted}; valid sections: "
-                                 f"{', '.join(SECTIONS)}")
-        _set_field(getattr(cfg, sec_name), sec_name, key, value, from_text=isinstance(value, str))
-    validate(cfg)
+    """Apply dotted overrides in place (strings are read by the field's type) and re-validate."""
+    new = ENGINE.apply(cfg, overrides)
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, getattr(new, f.name))
     return cfg
 
 
@@ -403,163 +354,10 @@ def validate(cfg: RunConfig) -> None:
         raise SubstrateError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
 
 
-# ----------------------------------------------------------------------------------------------
-# Field typing
-
-
-def _set_field(section: Any, sec_name: str, key: str, value: Any, *, from_text: bool) -> None:
-    hints = typing.get_type_hints(type(section))
-    if sec_name == "model" and key.startswith("overrides."):
-        sub = key.split(".", 1)[1]
-        section.overrides[sub] = _parse_literal(value) if from_text else value
-        return
-    if key not in hints:
-        valid = ", ".join(f.name for f in dataclasses.fields(section))
-        raise SubstrateError(f"unknown config key {sec_name}.{key}; valid keys in [{sec_name}]: {valid}")
-    setattr(section, key, _coerce(value, hints[key], f"{sec_name}.{key}", from_text))
-
-
-def _coerce(value: Any, tp: Any, name: str, from_text: bool) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise SubstrateError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-        return value
-    if tp is bool:
-        if from_text:
-            low = str(value).lower()
-            if low in ("true", "1", "yes", "on"):
-                return True
-            if low in ("false", "0", "no", "off"):
-                return False
-        elif isinstance(value, bool):
-            return value
-        raise SubstrateError(f"{name} must be true or false; got {value!r}")
-    if tp is int:
-        if from_text:
-            try:
-                return int(str(value).replace("_", ""))
-            except ValueError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise SubstrateError(f"{name} must be an integer; got {value!r}")
-    if tp is float:
-        if from_text:
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise SubstrateError(f"{name} must be a number; got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise SubstrateError(f"{name} must be a string; got {value!r}")
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if from_text:
-            parsed = _parse_literal(value)
-            value = parsed if isinstance(parsed, list) else [s for s in str(value).split(",") if s]
-            # items of a comma list are text; TOML arrays already carry types
-            return [_coerce(v, item_tp, name, isinstance(v, str) and item_tp is not str) for v in value]
-        if not isinstance(value, list):
-            raise SubstrateError(f"{name} must be a list; got {value!r}")
-        return [_coerce(v, item_tp, name, False) for v in value]
-    if origin is dict:
-        if from_text:
-            value = _parse_literal("{" + str(value) + "}") if not str(value).startswith("{") \
-                else _parse_literal(value)
-        if not isinstance(value, dict):
-            raise SubstrateError(f"{name} must be a table, e.g. {{n_layer = 2}}; got {value!r}")
-        return dict(value)
-    raise AssertionError(f"unsupported config type {tp} for {name}")
-
-
-def _parse_literal(text: Any) -> Any:
-    """Parse a TOML value (``2``, ``1e-3``, ``true``, ``[1, 2]``, ``{a = 1}``); plain text stays text."""
-    if not isinstance(text, str):
-        return text
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def _deepcopy(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _deepcopy(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_deepcopy(v) for v in obj]
-    return obj
-
-
-# ----------------------------------------------------------------------------------------------
-# TOML writing (tomllib only reads) and help
-
-
-def dump_toml(data: dict[str, dict[str, Any]]) -> str:
-    """Write a two-level dict of sections as TOML (values: str, int, float, bool, list, dict)."""
-    lines: list[str] = []
-    for sec, values in data.items():
-        lines.append(f"[{sec}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        if math.isnan(value):
-            return "nan"
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    if value is None:
-        return '""'
-    raise SubstrateError(f"cannot write {value!r} as TOML")
-
-
-def field_docs(section_cls: type) -> dict[str, str]:
-    """Attribute docstrings of a section dataclass (the string right after each field)."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(section_cls)))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 def describe_config(cfg: RunConfig | None = None) -> str:
     """Every section and key with its current value and docstring (``--help-config``)."""
-    cfg = cfg or RunConfig()
-    out: list[str] = []
-    for sec_name, cls in SECTIONS.items():
-        out.append(f"[{sec_name}]  {(cls.__doc__ or '').strip()}")
-        docs = field_docs(cls)
-        for f in dataclasses.fields(cls):
-            value = _toml_value(getattr(getattr(cfg, sec_name), f.name))
-            out.append(f"  --{sec_name}.{f.name} = {value}")
-            if docs.get(f.name):
-                out.extend("      " + line for line in textwrap.wrap(docs[f.name], 90))
-        out.append("")
-    return "\n".join(out)
+    return ENGINE.describe(cfg)
+
+
+#: the settings engine of ``substrate-lm train`` (and of every command built on a RunConfig)
+ENGINE: SettingsEngine[RunConfig] = SettingsEngine(RunConfig, check=validate)
