@@ -61,14 +61,18 @@ case("info-config-list", "info", "{m_listconfig}")
 case("init-unknown-preset", "init", "--preset", "nope", "--out", "{new}")
 case("init-out-is-file", "init", "--preset", "tiny", "--out", "{txt}")
 case("init-out-nonempty", "init", "--preset", "tiny", "--out", "{nonempty}")
-case("init-set-no-equals", "init", "--preset", "tiny", "--set", "n_layer", "--out", "{new}")
-case("init-set-empty-key", "init", "--preset", "tiny", "--set", "=3", "--out", "{new}")
-case("init-set-unknown-key", "init", "--preset", "tiny", "--set", "bogus_key=1", "--out", "{new}")
-case("init-set-negative", "init", "--preset", "tiny", "--set", "n_layer=-1", "--out", "{new}")
-case("init-set-zero", "init", "--preset", "tiny", "--set", "d_model=0", "--out", "{new}")
-case("init-set-non-numeric", "init", "--preset", "tiny", "--set", "n_layer=abc", "--out", "{new}")
-case("init-set-float-for-int", "init", "--preset", "tiny", "--set", "n_layer=2.5", "--out", "{new}")
-case("init-set-nan", "init", "--preset", "tiny", "--set", "dropout=NaN", "--out", "{new}")
+case("init-old-set", "init", "--preset", "tiny", "--set", "n_layer=2", "--out", "{new}")
+case("init-set-no-value", "init", "--preset", "tiny", "--model.overrides.n_layer", "--out", "{new}")
+case("init-set-no-section", "init", "--preset", "tiny", "--n_layer", "3", "--out", "{new}")
+case("init-set-other-section", "init", "--preset", "tiny", "--train.steps", "3", "--out", "{new}")
+case("init-set-unknown-model-key", "init", "--preset", "tiny", "--model.bogus", "1", "--out", "{new}")
+case("init-set-unknown-key", "init", "--preset", "tiny", "--model.overrides.bogus_key", "1", "--out", "{new}")
+case("init-set-negative", "init", "--preset", "tiny", "--model.overrides.n_layer", "-1", "--out", "{new}")
+case("init-set-zero", "init", "--preset", "tiny", "--model.overrides.d_model", "0", "--out", "{new}")
+case("init-set-non-numeric", "init", "--preset", "tiny", "--model.overrides.n_layer", "abc", "--out", "{new}")
+case("init-set-float-for-int", "init", "--preset", "tiny", "--model.overrides.n_layer", "2.5", "--out", "{new}")
+case("init-set-nan", "init", "--preset", "tiny", "--model.overrides.dropout", "nan", "--out", "{new}")
+case("init-no-preset", "init", "--out", "{new}")
 case("init-unknown-substrate", "init", "--preset", "tiny", "--substrate", "nope", "--out", "{new}")
 case("init-tokenizer-missing", "init", "--preset", "tiny", "--tokenizer", "{missing}", "--out", "{new}")
 case("init-tokenizer-empty-dir", "init", "--preset", "tiny", "--tokenizer", "{emptydir}", "--out", "{new}")
@@ -456,7 +460,7 @@ def ws(tmp_path_factory):
 
     p["model"] = root / "model"
     assert main(["init", "--preset", "tiny", "--substrate", "16-bit", "--tokenizer", str(p["tok"]),
-                 "--set", "n_layer=1", "--out", str(p["model"])]) == 0
+                 "--model.overrides.n_layer", "1", "--out", str(p["model"])]) == 0
     weights = (p["model"] / "model.safetensors").read_bytes()
     config = (p["model"] / "config.json").read_text()
 

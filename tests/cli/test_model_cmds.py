@@ -58,7 +58,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     assert run_cli("init", "--preset", "tiny", "--substrate", "glyph", "--out", tmp_path / "y") == 2
     assert "--tokenizer" in capsys.readouterr().err
-    assert run_cli("init", "--preset", "tiny", "--set", "n_head=5", "--out", tmp_path / "z") == 2
+    assert run_cli("init", "--preset", "tiny", "--model.overrides.n_head", "5", "--out", tmp_path / "z") == 2
     assert "n_head=5 does not divide" in capsys.readouterr().err
 
 
@@ -79,7 +79,7 @@ def test_model_card_verification_script_runs_unchanged(tmp_path, shared_file):
     out = tmp_path / "m1024"
     # the full 65,536 x 1024 table on a backbone small enough for CI
     assert run_cli("init", "--preset", "1024-bit", "--tokenizer", tok, "--out", out,
-                   "--set", "n_layer=1", "--set", "d_model=1024", "--set", "n_head=32") == 0
+                   "--model.overrides.n_layer", "1", "--model.overrides.d_model", "1024", "--model.overrides.n_head", "32") == 0
     script = _card_script(card, str(out))
     # AutoTokenizer without trust_remote_code must work on our directory (the card calls it so)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
@@ -119,7 +119,7 @@ def test_generate_past_the_context_and_exported_files(tmp_path, tok_dir, capsys)
     old = os.umask(0o022)
     try:
         assert run_cli("init", "--preset", "tiny", "--substrate", "16-bit", "--tokenizer", tok_dir, "--out", out,
-                       "--set", "n_layer=1", "--set", "block_size=16") == 0
+                       "--model.overrides.n_layer", "1", "--model.overrides.block_size", "16") == 0
     finally:
         os.umask(old)
     for f in out.iterdir():
@@ -139,7 +139,7 @@ def test_generate_past_the_context_and_exported_files(tmp_path, tok_dir, capsys)
 def test_generate_and_info_validate_before_loading(tmp_path, tok_dir, capsys):
     out = tmp_path / "m"
     assert run_cli("init", "--preset", "tiny", "--substrate", "16-bit", "--tokenizer", tok_dir, "--out", out,
-                   "--set", "n_layer=1") == 0
+                   "--model.overrides.n_layer", "1") == 0
     capsys.readouterr()
     for bad, what in ((["--temperature", "0"], "--temperature"), (["--top-k", "0"], "--top-k"),
                       (["--top-p", "1.5"], "--top-p"), (["--max-new-tokens", "0"], "--max-new-tokens"),
@@ -147,13 +147,13 @@ def test_generate_and_info_validate_before_loading(tmp_path, tok_dir, capsys):
         assert run_cli("generate", out, "--prompt", "the", *bad) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and what in err, err
-    assert run_cli("init", "--preset", "tiny", "--set", "n_layr=2", "--out", tmp_path / "x") == 2
+    assert run_cli("init", "--preset", "tiny", "--model.overrides.n_layr", "2", "--out", tmp_path / "x") == 2
     assert "did you mean n_layer" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     # init --out on the existing model: refused without --overwrite, replaced with it
-    assert run_cli("init", "--preset", "tiny", "--set", "n_layer=1", "--out", out) == 2
+    assert run_cli("init", "--preset", "tiny", "--model.overrides.n_layer", "1", "--out", out) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert run_cli("init", "--preset", "tiny", "--set", "n_layer=1", "--substrate", "16-bit", "--tokenizer", tok_dir,
+    assert run_cli("init", "--preset", "tiny", "--model.overrides.n_layer", "1", "--substrate", "16-bit", "--tokenizer", tok_dir,
                    "--out", out, "--overwrite", "--seed", "3") == 0
 
 
@@ -165,7 +165,7 @@ def test_generate_threads_device_and_control_strings_as_text(tmp_path, tok_dir, 
     from substrate_lm.modeling import SubstrateForCausalLM
 
     out = tmp_path / "m"
-    assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--out", out, "--set", "n_layer=1") == 0
+    assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--out", out, "--model.overrides.n_layer", "1") == 0
     seen = []
     original = SubstrateForCausalLM.generate
 

@@ -257,9 +257,9 @@ def test_init_refuses_a_non_empty_user_folder_even_with_overwrite(tmp_path, caps
     user.mkdir()
     (user / "thesis.tex").write_text("years of work")
     before = snapshot(user)
-    assert cli("init", "--preset", "tiny", "--set", "n_layer=1", "--out", user) == 2
+    assert cli("init", "--preset", "tiny", "--model.overrides.n_layer", "1", "--out", user) == 2
     assert "not empty" in one_line_error(capsys)
-    assert cli("init", "--preset", "tiny", "--set", "n_layer=1", "--out", user, "--overwrite") == 2
+    assert cli("init", "--preset", "tiny", "--model.overrides.n_layer", "1", "--out", user, "--overwrite") == 2
     assert "not a substrate-lm export" in one_line_error(capsys)
     assert snapshot(user) == before
 

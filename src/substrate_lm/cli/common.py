@@ -11,6 +11,13 @@ Runtime settings, the same on every command that runs a model (``eval``, ``train
     add_runtime_args(parser)             # --device auto|cpu|cuda|cuda:N|mps, --threads N
     device = apply_runtime(args)         # validates both, sets torch's threads, returns the device
 
+Settings, the same on every command that takes them (``train``, ``finetune``, ``init``, ``grow``,
+``demo``, ``ablate``): one syntax, ``--<section>.<key> VALUE``, read by the command's
+:class:`~substrate_lm.settings.SettingsEngine`::
+
+    add_settings_args(parser, old_set="model.overrides.")   # --help-config; --section.key VALUE
+    overrides = settings_overrides(args)                     # the collected --section.key arguments
+
 Nothing here imports torch at module level: ``substrate-lm --help`` stays fast.
 """
 
@@ -26,8 +33,48 @@ __all__ = [
     "positive_int", "nonneg_int", "positive_float", "nonneg_float", "finite_float", "fraction",
     "unit_interval", "add_runtime_args", "apply_runtime", "resolve_device", "check_output_file",
     "check_output_dir", "check_input_file", "check_input_dir", "check_model_folder", "check_safetensors",
-    "is_local_path",
+    "is_local_path", "SettingsParser", "add_settings_args", "settings_overrides",
 ]
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+class SettingsParser(argparse.ArgumentParser):
+    """Collects unknown ``--section.key VALUE`` arguments into ``args.overrides`` instead of failing.
+
+    The command's settings engine validates them (unknown keys are errors naming the valid ones),
+    so the command line accepts exactly the keys its settings dataclasses define.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
+        ns, extras = super().parse_known_args(args, namespace)
+        ns.overrides = list(getattr(ns, "overrides", None) or []) + list(extras)
+        return ns, []
+
+
+def add_settings_args(p: argparse.ArgumentParser, *, old_set: str | None = None) -> None:
+    """Give subcommand ``p`` the settings command line: ``--<section>.<key> VALUE`` overrides and
+    ``--help-config``. ``old_set``: the section prefix that the command's former ``--set KEY=VALUE``
+    meant (``--set`` now fails in one line showing the new spelling)."""
+    p.__class__ = SettingsParser
+    p.add_argument("--help-config", action="store_true",
+                   help="list every setting (--section.key) with its value and meaning, then exit")
+    if old_set is not None:
+        p.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
+    p.set_defaults(overrides=[], _old_set=old_set)
+
+
+def settings_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--section.key VALUE`` arguments given; a former ``--set KEY=VALUE`` is a one-line error
+    that names the new spelling."""
+    old = list(getattr(args, "set", None) or [])
+    if old:
+        key, _, value = old[0].partition("=")
+        new = f"--{getattr(args, '_old_set', '') or ''}{key.strip()} {value}".rstrip()
+        raise SubstrateError(f"--set is gone: every command takes settings as --section.key VALUE; "
+                             f"write {new} (list them with --help-config)")
+    return list(getattr(args, "overrides", None) or [])
 
 
 # -- argument types -------------------------------------------------------------------------------

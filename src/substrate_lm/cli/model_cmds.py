@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SubstrateError
-from .common import add_runtime_args, apply_runtime
+from .common import add_runtime_args, add_settings_args, apply_runtime, settings_overrides
 
 
 def register(sub) -> None:
@@ -19,17 +19,19 @@ def register(sub) -> None:
                    help="let a foreign model folder run its own .py files (never needed for substrate-lm folders)")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("init", help="write an untrained model directory from a preset")
-    p.add_argument("--preset", required=True, help="preset name (see `substrate-lm info --presets`)")
+    p = sub.add_parser("init", help="write an untrained model directory from a preset",
+                       description="Write an untrained model folder. Model config fields are set as "
+                                   "--model.overrides.KEY VALUE (e.g. --model.overrides.n_layer 4), as in "
+                                   "train; --help-config lists the [model] settings.")
+    add_settings_args(p, old_set="model.overrides.")
+    p.add_argument("--preset", help="preset name (see `substrate-lm info --presets`); same as --model.preset")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tokenizer", help="tokenizer directory or hub id; its vocabulary builds the substrate")
-    p.add_argument("--substrate", help="substrate spec overriding the preset's (e.g. 16-bit, uni-glyph, unfrozen)")
+    p.add_argument("--substrate", help="substrate spec overriding the preset's (e.g. 16-bit, uni-glyph, trainable); "
+                                       "same as --model.substrate")
     p.add_argument("--seed", type=int, default=0, help="seed of the backbone init and of random substrates")
     p.add_argument("--font", help="Unifont file for glyph substrates (default: the Debian unifont paths)")
     p.add_argument("--substrate-file", help="install a saved substrate (from `substrate build`) instead of building one")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. --set n_layer=4"
-    )
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out written by substrate-lm (other folders are never replaced)")
     p.set_defaults(func=cmd_init)
@@ -54,7 +56,8 @@ def register(sub) -> None:
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["n_layer=4", "bias=true"]`` -> {"n_layer": 4, "bias": True} (JSON literals, else strings)."""
+    """TODO(integration): the demo's former ``--set KEY=VALUE`` parser; goes when demo/ablate take
+    ``--section.key VALUE`` through the settings engine."""
     out = {}
     for item in items:
         if "=" not in item:
@@ -70,7 +73,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def check_config_keys(overrides: dict) -> None:
-    """Refuse ``--set`` keys that are not fields of the model config."""
+    """Refuse ``--model.overrides.KEY`` keys that are not fields of the model config."""
     import difflib
     import inspect
 
@@ -81,7 +84,7 @@ def check_config_keys(overrides: dict) -> None:
         if key not in known:
             near = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {near[0]}?)" if near else f"; known keys: {', '.join(sorted(known))}"
-            raise SubstrateError(f"--set {key}: not a model config field{hint}")
+            raise SubstrateError(f"--model.overrides.{key}: not a model config field{hint}")
 
 
 def load_model_dir(path: str, device: str = "cpu", trust_remote_code: bool = False):
@@ -192,26 +195,49 @@ def cmd_info(args) -> int:
     return 0
 
 
+def init_settings(args):
+    """The ``[model]`` settings of ``init``: flags and ``--model.KEY VALUE`` through the one engine."""
+    from ..training.config import init_engine
+
+    overrides = settings_overrides(args)
+    bad = [o for o in overrides if o.startswith("--") and not o.startswith("--model.")]
+    if bad:
+        raise SubstrateError(f"init takes only [model] settings (--model.KEY VALUE); got {bad[0]}")
+    flags = {f"model.{k}": v for k, v in (("preset", args.preset), ("substrate", args.substrate),
+                                           ("tokenizer", args.tokenizer)) if v is not None}
+    engine = init_engine()
+    settings = engine.apply(engine.defaults(), overrides)
+    return engine.apply(settings, flags) if flags else settings
+
+
 def cmd_init(args) -> int:
     from ..export import export_model, parameter_counts
 
+    settings = init_settings(args)
+    if args.help_config:
+        from ..training.config import init_engine
+
+        print(init_engine().describe(settings))
+        return 0
+    m = settings.model
+    if args.preset is None and not any(o.startswith("--model.preset") for o in args.overrides):
+        raise SubstrateError("pass --preset NAME (see `substrate-lm info --presets`)")
     tok = None
-    if args.tokenizer:
+    if m.tokenizer:
         from ..tokenizer import load_tokenizer
 
-        tok = load_tokenizer(args.tokenizer)
+        tok = load_tokenizer(m.tokenizer)
     from ..factory import build_model
 
-    overrides = parse_overrides(args.set)
-    check_config_keys(overrides)
+    check_config_keys(m.overrides)
     model = build_model(
-        args.preset, args.substrate, tok, args.seed, args.font, overrides, args.substrate_file
+        m.preset, m.substrate or None, tok, args.seed, args.font, dict(m.overrides), args.substrate_file
     )
     out = export_model(model, args.out, tokenizer=tok, overwrite=args.overwrite)
     n = parameter_counts(model)
     c = model.config
     print(
-        f"wrote {out}: preset {args.preset}, substrate {c.substrate_kind} x{c.n_embed} "
+        f"wrote {out}: preset {m.preset}, substrate {c.substrate_kind} x{c.n_embed} "
         f"({'frozen' if c.substrate_frozen else 'trainable'}), {n['total']:,} parameters "
         f"({n['trainable']:,} trainable), fingerprint {c.substrate_fingerprint}"
     )

@@ -13,18 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import SettingsParser, add_settings_args, settings_overrides
 
-class _OverrideParser(argparse.ArgumentParser):
-    """Collects unknown ``--section.key VALUE`` arguments as config overrides instead of failing.
-
-    The config module validates them (unknown keys are errors naming the valid ones), so the
-    command line accepts exactly the keys the config dataclasses define.
-    """
-
-    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
-        ns, extras = super().parse_known_args(args, namespace)
-        ns.overrides = list(getattr(ns, "overrides", None) or []) + list(extras)
-        return ns, []
+_OverrideParser = SettingsParser  # TODO(integration): finetune imports this name; switch it to add_settings_args
 
 
 def register(subparsers) -> None:
@@ -36,20 +27,18 @@ def register(subparsers) -> None:
                     "file, or a run folder. Any config key can be overridden as --section.key VALUE "
                     "(e.g. --train.lr 3e-4 --model.substrate 16-bit); see --help-config.",
     )
-    p.__class__ = _OverrideParser
+    add_settings_args(p)
     p.add_argument("--config", metavar="RECIPE|FILE|RUN_DIR",
                    help="recipe name, TOML file, or a run folder holding config.toml")
     p.add_argument("--resume", action="store_true",
                    help="continue from the newest valid checkpoint of the run folder")
-    p.add_argument("--help-config", action="store_true",
-                   help="list every config key with its value and meaning, then exit")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as TOML and exit")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="same as --run.device: auto (CUDA when available), cpu or cuda")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="same as --run.threads: CPU threads for torch (0: torch's default)")
-    p.set_defaults(func=cmd_train, overrides=[])
+    p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
         "export",
@@ -106,6 +95,7 @@ def cmd_train(args) -> int:
     from ..errors import SubstrateError
     from ..training.config import describe_config, load_config
 
+    args.overrides = settings_overrides(args)
     if args.help_config:
         cfg = load_config(_resolve_source(args.config), args.overrides) if args.config else None
         print(describe_config(cfg))

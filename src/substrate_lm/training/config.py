@@ -336,16 +336,7 @@ def validate(cfg: RunConfig) -> None:
             raise SubstrateError(f"{sec}.{key} must be >= 0")
     if cfg.log.interval == 0:
         raise SubstrateError("log.interval must be >= 1")
-    if not cfg.model.init_from:
-        # preset, substrate spec and overrides are checked now, not after the data is loaded
-        from ..presets import get_preset
-
-        try:
-            get_preset(cfg.model.preset, substrate=cfg.model.substrate or None, **cfg.model.overrides)
-        except (ValueError, TypeError, KeyError) as exc:
-            what = " ".join(str(exc).split()) or type(exc).__name__
-            raise SubstrateError(f"model.preset {cfg.model.preset!r} / model.substrate "
-                                 f"{cfg.model.substrate!r} / model.overrides: {what}") from None
+    check_model_section(cfg.model)
     if cfg.run.threads < 0:
         raise SubstrateError(f"run.threads must be >= 0 (0: torch's default), got {cfg.run.threads}")
     if cfg.checkpoint.keep_last < 1:
@@ -354,9 +345,36 @@ def validate(cfg: RunConfig) -> None:
         raise SubstrateError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
 
 
+def check_model_section(model: ModelSection) -> None:
+    """The preset, substrate spec and model overrides build a config (checked before any data is
+    loaded); one line naming the three on failure."""
+    if model.init_from:
+        return
+    from ..presets import get_preset
+
+    try:
+        get_preset(model.preset, substrate=model.substrate or None, **model.overrides)
+    except (ValueError, TypeError, KeyError) as exc:
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        raise SubstrateError(f"model.preset {model.preset!r} / model.substrate "
+                             f"{model.substrate!r} / model.overrides: {what}") from None
+
+
 def describe_config(cfg: RunConfig | None = None) -> str:
     """Every section and key with its current value and docstring (``--help-config``)."""
     return ENGINE.describe(cfg)
+
+
+@dataclass
+class ModelSettings:
+    """The settings of ``substrate-lm init``: the [model] section of a run, nothing else."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+
+
+def init_engine() -> SettingsEngine[ModelSettings]:
+    """The settings engine of ``substrate-lm init`` (the same [model] keys as ``train``)."""
+    return SettingsEngine(ModelSettings, check=lambda s: check_model_section(s.model))
 
 
 #: the settings engine of ``substrate-lm train`` (and of every command built on a RunConfig)
