@@ -8,6 +8,12 @@ Layout of a prepared directory::
     val-00000.bin ...
     stats.json           documents, characters, tokens, chars/token, <unk> count/share per split
 
+Sources follow each other in the stream, so each source's validation tokens are one contiguous
+range of the ``val`` stream; ``manifest.json`` records, per source, its ``tokens`` (eos included),
+``characters`` and ``documents`` there (``splits.val.sources``, in source order; the ranges are the
+running sums, see :meth:`~substrate_lm.data.TokenShards.source_ranges`). A folder prepared before
+this record existed lacks it (and so does one resumed from such a folder's unfinished manifest).
+
 The token stream of a split is its documents in source order, each followed by the eos id.
 The split is decided per *unit* of text: a document, or each piece (at most ``piece_chars``
 characters, cut at whitespace) of a longer one. A unit goes to ``val`` when
@@ -199,6 +205,10 @@ class _Preparer:
     def reset(self) -> None:
         self.position = 0
         self.open_split: str | None = None
+        self.open_source: int | None = None  # source of the open document
+        # per source: [tokens, characters, documents] in the val stream (None: not tracked, the
+        # run resumed from a manifest of an older version)
+        self.src_val: list[list[int]] | None = [[0, 0, 0] for _ in self.srcs]
         self.generation = 0
         self.shards = {s: [] for s in SPLITS}
         self.buffers = {s: [] for s in SPLITS}
@@ -221,17 +231,19 @@ class _Preparer:
         self.unk_pieces_seen = 0
 
     def manifest(self, complete: bool, tails: dict) -> dict:
+        splits = {s: {"shards": self.shards[s], "tail": tails.get(s), "counts": self.counts[s]}
+                  for s in SPLITS}
+        if self.src_val is not None:
+            splits["val"]["sources"] = self._val_sources()
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "complete": complete,
             "position": self.position,
             "open_split": self.open_split,
+            "open_source": self.open_source,
             "generation": self.generation,
-            "splits": {
-                s: {"shards": self.shards[s], "tail": tails.get(s), "counts": self.counts[s]}
-                for s in SPLITS
-            },
+            "splits": splits,
             "sources": self.src_counts,
             "invalid_utf8": self.invalid_utf8,
             "lone_surrogates": self.lone_surrogates,
@@ -241,6 +253,10 @@ class _Preparer:
             "hinted": self.hinted,
             "seconds": round(self.seconds, 3),
         }
+
+    def _val_sources(self) -> list[dict]:
+        return [{"spec": src.spec, "tokens": t, "characters": c, "documents": d}
+                for src, (t, c, d) in zip(self.srcs, self.src_val)]
 
     def load_manifest(self, m: dict) -> str | None:
         """Restore the state of a manifest; return why it cannot be used, or None."""
@@ -282,10 +298,17 @@ class _Preparer:
             self.unk_pieces_seen = int(m.get("unk_pieces_seen", 0))
             segs = m.get("train_segments", [])
             if not (isinstance(segs, list) and all(
-                    isinstance(g, list) and len(g) == 4 and all(isinstance(v, int) for v in g)
+                    isinstance(g, list) and len(g) in (4, 5) and all(isinstance(v, int) for v in g)
                     for g in segs)):
                 return "bad train_segments"
-            self.train_segments = [list(g) for g in segs]
+            # 4 entries: written before the segments named their source (-1: unknown)
+            self.train_segments = [list(g) + [-1] * (5 - len(g)) for g in segs]
+            self.open_source = m.get("open_source")
+            self.src_val = self._load_val_sources(m["splits"]["val"].get("sources"))
+            if self.src_val is not None and (
+                    any(g[4] < 0 for g in self.train_segments)
+                    or (self.open_split is not None and not isinstance(self.open_source, int))):
+                self.src_val = None
             self.hinted = bool(m.get("hinted", False))
             for s in SPLITS:
                 arr = buffers.get(s)
@@ -296,6 +319,15 @@ class _Preparer:
             return None
         except (KeyError, TypeError, ValueError, OSError) as exc:
             return f"unreadable manifest ({type(exc).__name__}: {exc})"
+
+    def _load_val_sources(self, entries) -> list[list[int]] | None:
+        """The per-source val record of a manifest, or None where it is absent (older version)."""
+        if not (isinstance(entries, list) and len(entries) == len(self.srcs)):
+            return None
+        keys = ("tokens", "characters", "documents")
+        if not all(isinstance(e, dict) and all(isinstance(e.get(k), int) for k in keys) for e in entries):
+            return None
+        return [[e[k] for k in keys] for e in entries]
 
     # -- writing --
 
@@ -467,6 +499,8 @@ class _Preparer:
         item_unk_l = item_unk.tolist()
         segs = self.train_segments
         pos = self._train_stream_len()  # tokens in the train stream before the next item
+        sv = self.src_val  # per-source val counts: eos and documents here, tokens/chars below
+        osrc = self.open_source
         for k, (si, text, hint, cont, bad) in enumerate(batch):
             if bad:
                 self.invalid_utf8 += bad
@@ -483,8 +517,12 @@ class _Preparer:
                         eos_lab.append(open_)
                         eos_n[open_] += 1
                         pos += open_ == 0
+                        if sv is not None and open_ == 1:
+                            sv[osrc][0] += 1
                         open_ = unit
                         docs[open_] += 1
+                        if sv is not None and open_ == 1:
+                            sv[si][2] += 1
                         new_segment = True
                 labels[k] = open_
             else:
@@ -493,7 +531,9 @@ class _Preparer:
                     eos_lab.append(open_)
                     eos_n[open_] += 1
                     pos += open_ == 0
-                    open_ = None
+                    if sv is not None and open_ == 1:
+                        sv[osrc][0] += 1
+                    open_ = osrc = None
                 if not text:  # no tokens, no characters: only counted
                     src_counts[si]["empty_documents"] += 1
                     continue
@@ -504,13 +544,17 @@ class _Preparer:
                 labels[k] = open_
                 docs[open_] += 1
                 src_counts[si]["documents"] += 1
+                if sv is not None and open_ == 1:
+                    sv[si][2] += 1
+                osrc = si
                 new_segment = True
-            if open_ == 0:  # one entry per training item: [start, chars, unk, starts a document]
-                segs.append([pos, len(text), item_unk_l[k], int(new_segment)])
+            if open_ == 0:  # one entry per training item: [start, chars, unk, starts a document, source]
+                segs.append([pos, len(text), item_unk_l[k], int(new_segment), si])
                 pos += item_len_l[k]
         if len(segs) > MAX_TRAIN_SEGMENTS:
             del segs[:-MAX_TRAIN_SEGMENTS]
         self.open_split = None if open_ is None else SPLITS[open_]
+        self.open_source = None if open_ is None else osrc
 
         lab = np.asarray(labels, dtype=np.int8)  # [n]
         chars = np.fromiter(map(len, texts), dtype=np.int64, count=n)  # [n]
@@ -522,6 +566,12 @@ class _Preparer:
                 self.counts[s][field] += int(round(by_split[i]))
             for i in np.flatnonzero(by_src):
                 self.src_counts[i][field] += int(round(by_src[i]))
+        if sv is not None and lab.any():
+            val = lab == 1
+            for col, w in ((0, item_len), (1, chars)):
+                by_src = np.bincount(src[val], weights=w[val], minlength=len(self.srcs))
+                for i in np.flatnonzero(by_src):
+                    sv[i][col] += int(round(by_src[i]))
         for i, s in enumerate(SPLITS):
             self.counts[s]["documents"] += docs[i]
             self.counts[s]["eos_tokens"] += eos_n[i]
@@ -563,7 +613,7 @@ class _Preparer:
         train_chars = self.counts["train"]["characters"]
         target = self.val_fraction * train_chars
         k = chars = unk = doc_starts = 0
-        for start, c, u, is_start in reversed(segs):
+        for start, c, u, is_start, _src in reversed(segs):
             if start < written or train_chars - (chars + c) <= 0:
                 break
             k, chars, unk, doc_starts = k + 1, chars + c, unk + u, doc_starts + is_start
@@ -574,6 +624,18 @@ class _Preparer:
         cut_in_doc = not segs[-k][3]
         docs_moved = doc_starts + cut_in_doc  # documents that end in the moved part
         buf = np.concatenate(self.buffers["train"]) if self.buffers["train"] else self._eos_arr[:0]
+        if self.src_val is not None:
+            sv, moved_segs = self.src_val, segs[-k:]
+            if any(g[4] < 0 for g in moved_segs):
+                self.src_val = None
+            else:
+                # a segment's tokens run to the next one's start (its closing eos included)
+                ends = [g[0] for g in moved_segs[1:]] + [written + buf.size]
+                for g, end in zip(moved_segs, ends):
+                    sv[g[4]][0] += end - g[0]
+                    sv[g[4]][1] += g[1]
+                    sv[g[4]][2] += g[3]
+                sv[moved_segs[0][4]][2] += int(cut_in_doc)
         moved, kept = buf[segs[-k][0] - written:], buf[:segs[-k][0] - written]
         if cut_in_doc:
             kept = np.concatenate([kept, self._eos_arr])  # the kept part of that document ends here
@@ -598,6 +660,8 @@ class _Preparer:
     def finish(self) -> None:
         self.invalid_utf8 += self._invalid_at_end
         if self.open_split is not None:
+            if self.open_split == "val" and self.src_val is not None:
+                self.src_val[self.open_source][0] += 1
             self.buffers[self.open_split].append(self._eos_arr)
             self.buffered[self.open_split] += 1
             self.counts[self.open_split]["eos_tokens"] += 1
@@ -628,6 +692,8 @@ class _Preparer:
             d = _summary(self.counts[s])
             d["shards"] = len(self.shards[s])
             out["splits"][s] = d
+        if self.src_val is not None:
+            out["splits"]["val"]["sources"] = self._val_sources()
         out["sources"] = [dict(spec=src.spec, **_summary(c))
                           for src, c in zip(self.srcs, self.src_counts)]
         t = self.tok_info

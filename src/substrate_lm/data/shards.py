@@ -95,6 +95,8 @@ class TokenShards:
         except (AttributeError, TypeError, ValueError):
             raise SubstrateError(f"{self.dir / 'meta.json'} is damaged (tokenizer record); re-run "
                                  f"prepare with --overwrite to rebuild {self.dir}") from None
+        self._sources = manifest["splits"][split].get("sources") if isinstance(
+            manifest["splits"][split], dict) else None
         self._maps: list[np.ndarray] = []
         lengths = []
         shards = (manifest["splits"][split] or {}).get("shards") if isinstance(
@@ -143,6 +145,37 @@ class TokenShards:
     def __repr__(self) -> str:
         return (f"TokenShards({str(self.dir)!r}, split={self.split!r}, tokens={self._n:,}, "
                 f"shards={len(self._maps)})")
+
+    def source_ranges(self) -> list[dict]:
+        """Where each source of ``data prepare`` lies in this split's stream, in source order.
+
+        Returns:
+            ``[{"spec", "start", "end", "tokens", "characters", "documents"}]``: tokens
+            ``[start, end)`` (eos included) came from source ``spec``; ``characters`` is its text.
+
+        Raises:
+            SubstrateError: the folder predates the per-source record, or the record is damaged.
+        """
+        rebuild = f"re-run prepare with --overwrite to rebuild {self.dir}"
+        entries = self._sources
+        if self.split != "val":
+            raise SubstrateError(f"{self.dir}: where each source lies is recorded for the val split only")
+        if entries is None:
+            raise SubstrateError(f"{self.dir} was prepared by an older substrate-lm and does not record "
+                                 f"where each source lies in {self.split}; {rebuild}")
+        keys = ("tokens", "characters", "documents")
+        out, start = [], 0
+        for e in entries if isinstance(entries, list) else [None]:
+            if not (isinstance(e, dict) and all(isinstance(e.get(k), int) and e[k] >= 0 for k in keys)):
+                raise SubstrateError(f"{self.dir / 'manifest.json'} is damaged (per-source record of "
+                                     f"{self.split}); {rebuild}")
+            out.append({"spec": str(e.get("spec")), "start": start, "end": start + e["tokens"],
+                        **{k: e[k] for k in keys}})
+            start += e["tokens"]
+        if start != self._n:
+            raise SubstrateError(f"{self.dir / 'manifest.json'} is damaged (its sources hold {start:,} "
+                                 f"{self.split} tokens, the shards {self._n:,}); {rebuild}")
+        return out
 
     @property
     def stats(self) -> dict:

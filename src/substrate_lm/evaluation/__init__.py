@@ -3,7 +3,7 @@
 Public API::
 
     from substrate_lm.evaluation import (evaluate_models, write_report, load_bench, load_model,
-        run_paper, run_loglik, perplexity, write_lm_eval_tasks, run_lm_eval, BENCHES)
+        run_paper, run_loglik, perplexity, perplexity_shards, write_lm_eval_tasks, run_lm_eval, BENCHES)
 
 Heavy optional dependencies (datasets, sacrebleu, matplotlib, lm_eval, pyarrow) are imported inside
 the functions that need them.
@@ -14,7 +14,7 @@ from .harness import run_lm_eval, write_lm_eval_tasks
 from .loglik import run_loglik, score_continuations
 from .models import check_vocab, generate_continuations, load_model
 from .paper import HFGenerator, format_line, run_paper, run_stats
-from .perplexity import perplexity
+from .perplexity import perplexity, perplexity_shards
 from .report import markdown_report, write_report
 from .runner import evaluate_models
 
@@ -24,5 +24,5 @@ __all__ = [
     "run_loglik", "score_continuations",
     "check_vocab", "generate_continuations", "load_model",
     "HFGenerator", "format_line", "run_paper", "run_stats",
-    "perplexity", "markdown_report", "write_report", "evaluate_models",
+    "perplexity", "perplexity_shards", "markdown_report", "write_report", "evaluate_models",
 ]

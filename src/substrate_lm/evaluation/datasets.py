@@ -13,6 +13,12 @@ Two paths, one result:
   raises :class:`SubstrateError` naming the file expected. The world question sets
   (``questions/mc.jsonl``, ``questions/short.jsonl`` from ``substrate-lm corpus world``) exist only
   locally.
+* **File tasks**: a benchmark read from one local file, multiple choice or short answer. The world
+  question sets are two of them; :func:`register_task_file` adds a user's own JSONL under a name
+  (``--task-file FILE --task-name NAME``), which every runner (paper, log-likelihood, lm-eval) then
+  takes like a built-in benchmark. Rows: ``{"question", "choices": [...], "answer": index or
+  letter}`` (or the ARC schema) and ``{"question", "answer": text or [texts]}`` (or ``"answers"``);
+  errors name the file and line.
 
 Rows become normalised :class:`Item` objects; then the published sampling is applied: filter (SQuAD
 v2: answerable items whose first answer has at most 8 characters), shuffle, keep the first
@@ -25,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,6 +106,7 @@ class BenchSpec:
     max_new_tokens: int  # published max_new_tokens (a cap for squad/translate/short)
     src_lang: str | None = None
     tgt_lang: str | None = None
+    file: str | None = None  # a file task's own file (None: found under data_dir / world_dir)
 
     @property
     def multiple_choice(self) -> bool:
@@ -161,6 +169,58 @@ ALIASES = {
 }
 
 
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+FILE_TASK_SCHEMAS = {
+    "mc": '{"question", "choices": [...], "answer": index from 0 or letter A, B, ...} (or the ARC schema)',
+    "short": '{"question", "answer": text or [accepted texts]} (or "answers"; optional "context")',
+}
+_TASK_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]*$")
+
+
+def register_task_file(path: str | os.PathLike, name: str | None = None, kind: str = "auto") -> str:
+    """Register a local JSONL (or JSON / Parquet) file as a named benchmark; returns the name.
+
+    The file is read and checked at once (one-line errors naming file and line), so a bad file
+    fails before any model is loaded. The task then runs everywhere a built-in benchmark does
+    (``evaluate_models``, ``run_lm_eval``, ``write_lm_eval_tasks``) and is named as given in
+    lm-eval (``<name>`` and, for multiple choice, ``<name>_gen``).
+
+    Args:
+        path: the file (rows: see :data:`FILE_TASK_SCHEMAS`).
+        name: benchmark name (default: the file name without extension, lower-cased): a letter,
+            then letters, digits, ``-``, ``_``, ``.``; not a built-in benchmark or group.
+        kind: ``"mc"`` (multiple choice), ``"short"`` (short answer) or ``"auto"`` (``mc`` when the
+            first row has ``choices``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SubstrateError(f"--task-file {p} {'is a folder' if p.is_dir() else 'not found'}; pass a JSONL file "
+                             f"with rows {FILE_TASK_SCHEMAS['mc']} or {FILE_TASK_SCHEMAS['short']}")
+    if p.suffix not in EXTENSIONS:
+        raise SubstrateError(f"--task-file {p}: use a .jsonl, .json or .parquet file")
+    raw = p.stem if name is None else name
+    name = raw.strip().lower()
+    if not _TASK_NAME_RE.match(name):
+        raise SubstrateError(f"task name {raw!r} must start with a letter and hold only letters, digits, '-', '_' "
+                             "or '.' (pass --task-name NAME)")
+    old = BENCHES.get(name)
+    if name in ALIASES or (old is not None and old.file is None):
+        raise SubstrateError(f"task name {name!r} is a built-in benchmark or group; pass another --task-name")
+    rows = read_records(p)
+    if not rows:
+        raise SubstrateError(f"--task-file {p} holds no items; add rows {FILE_TASK_SCHEMAS['mc']}")
+    if kind == "auto":
+        kind = "mc" if isinstance(rows[0], dict) and "choices" in rows[0] else "short"
+    if kind not in FILE_TASK_SCHEMAS:
+        raise SubstrateError(f"task kind must be 'mc', 'short' or 'auto'; got {kind!r}")
+    spec = BenchSpec(name=name, label=name.upper(), task=kind, hub_id=None, hub_config=None, split="test",
+                     local=(), schema=FILE_TASK_SCHEMAS[kind], paper_n=None,
+                     max_new_tokens=2 if kind == "mc" else 100, file=str(p.resolve()))
+    file_items(spec, p)  # every row checked now
+    BENCHES[name] = spec
+    return name
+
+
 def parse_benches(spec: str | list[str]) -> list[str]:
     """``"mmlu,arc-e,bleu"`` -> canonical names, aliases expanded, order kept, duplicates dropped."""
     names = spec.split(",") if isinstance(spec, str) else list(spec)
@@ -185,33 +245,48 @@ def parse_benches(spec: str | list[str]) -> list[str]:
 # reading files
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Rows of a ``.jsonl``, ``.json`` (a list, ``{"data": [...]}`` or JSON lines) or ``.parquet`` file."""
+def read_records(path: str | os.PathLike, numbered: bool = False):
+    """Rows of a ``.jsonl``, ``.json`` (a list, ``{"data": [...]}`` or JSON lines) or ``.parquet`` file.
+
+    With ``numbered``, returns ``(rows, wheres)``: ``wheres[i]`` names row ``i`` for error messages
+    (``FILE:LINE`` for JSON lines, ``FILE row I`` otherwise).
+    """
     path = Path(path)
+    rows, lines = _read_rows(path)
+    if not numbered:
+        return rows
+    return rows, [f"{path}:{n}" if lines else f"{path} row {i}" for i, n in enumerate(lines or range(len(rows)))]
+
+
+def _read_rows(path: Path) -> tuple[list, list[int] | None]:
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq  # lazy: optional dependency
 
-        return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+        return pq.read_table(path).to_pylist(), None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SubstrateError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); convert it to UTF-8") from None
     if path.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
             data = None  # JSON lines under a .json name (what datasets' to_json writes)
         if isinstance(data, list):
-            return data
+            return data, None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
-            return data["data"]
+            return data["data"], None
         if isinstance(data, dict):
-            return [data]
-    rows = []
+            return [data], None
+    rows, lines = [], []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise SubstrateError(f"{path}:{n}: not valid JSON ({exc.msg}); fix or regenerate the file") from None
-    return rows
+            lines.append(n)
+    return rows, lines
 
 
 def find_local_file(data_dir: str | os.PathLike, rel_paths: tuple[str, ...]) -> Path | None:
@@ -276,14 +351,24 @@ def _mmlu_item(row: dict, subject: str, index: int, where: str) -> Item:
 
 
 def _mc_item(row: dict, index: int, prefix: str, where: str) -> Item:
-    _need(row, ("question", "choices", "answerKey"), where)
+    """ARC schema (``choices: {label, text}``, ``answerKey``) or a plain list of options with
+    ``answer``: an index from 0 or a letter (labels ``A``, ``B``, ...)."""
+    arc = "answerKey" in row or isinstance(row.get("choices"), dict)
+    _need(row, ("question", "choices", "answerKey" if arc else "answer"), where)
     ch = row["choices"]
+    if isinstance(ch, list):
+        if not 2 <= len(ch) <= len(LETTERS) or not all(isinstance(x, (str, int, float)) for x in ch):
+            raise SubstrateError(f'{where}: "choices" must list 2 to {len(LETTERS)} option texts; got {str(ch)[:80]}')
+        ch = {"label": list(LETTERS[:len(ch)]), "text": ch}
     if not isinstance(ch, dict) or "label" not in ch or "text" not in ch:
-        raise SubstrateError(f'{where}: "choices" must be {{"label": [...], "text": [...]}}')
+        raise SubstrateError(f'{where}: "choices" must be a list of option texts or {{"label": [...], "text": [...]}}')
     labels, texts = [str(x) for x in ch["label"]], [str(x) for x in ch["text"]]
-    answer = str(row["answerKey"]).strip()
-    if answer not in labels:
-        raise SubstrateError(f"{where}: answerKey {answer!r} is not one of the labels {labels}")
+    if arc:
+        answer = str(row["answerKey"]).strip()
+        if answer not in labels:
+            raise SubstrateError(f"{where}: answerKey {answer!r} is not one of the labels {labels}")
+    else:
+        answer = _mc_answer(row["answer"], labels, where)
     question = row["question"]
     if isinstance(question, dict):  # the original ARC json nests {"stem": ..., "choices": ...}
         question = question.get("stem", "")
@@ -292,6 +377,21 @@ def _mc_item(row: dict, index: int, prefix: str, where: str) -> Item:
         id=str(row.get("id") or f"{prefix}/{index}"), task="mc", question=str(question), answer=answer,
         choices=texts, labels=labels, meta=meta,
     )
+
+
+def _mc_answer(answer, labels: list[str], where: str) -> str:
+    """The gold label of ``answer``: an option index from 0 (int or digits) or one of the labels."""
+    if isinstance(answer, str) and answer.strip() in labels:
+        return answer.strip()
+    if isinstance(answer, str) and answer.strip().isdigit():
+        answer = int(answer.strip())
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        if 0 <= answer < len(labels):
+            return labels[answer]
+        raise SubstrateError(f"{where}: answer index {answer} is out of range for {len(labels)} choices "
+                             f"(0..{len(labels) - 1})")
+    raise SubstrateError(f"{where}: answer {answer!r} is neither an option index (0..{len(labels) - 1}) "
+                         f"nor a label ({', '.join(labels)})")
 
 
 def _boolq_item(row: dict, index: int, where: str) -> Item:
@@ -330,11 +430,14 @@ def _opus_item(row: dict, index: int, spec: BenchSpec, where: str) -> Item:
 
 
 def _short_item(row: dict, index: int, where: str) -> Item:
-    _need(row, ("question", "answers"), where)
-    ans = row["answers"]
-    texts = list(ans.get("text") or []) if isinstance(ans, dict) else list(ans)
-    if not texts:
-        raise SubstrateError(f"{where}: short-answer rows need at least one answer text")
+    """``answers`` (``{"text": [...]}`` or a list) or ``answer`` (a text or a list of texts)."""
+    _need(row, ("question", "answers" if "answers" in row else "answer"), where)
+    ans = row["answers"] if "answers" in row else row["answer"]
+    if isinstance(ans, dict):
+        ans = ans.get("text") or []
+    texts = [ans] if isinstance(ans, str) else list(ans) if isinstance(ans, list) else []
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise SubstrateError(f"{where}: short-answer rows need at least one non-empty answer text; got {str(ans)[:80]}")
     meta = {k: row[k] for k in ("lang", "kind", "entity") if k in row}
     return Item(
         id=str(row.get("id") or f"short/{index}"), task="short", question=str(row["question"]),
@@ -342,11 +445,17 @@ def _short_item(row: dict, index: int, where: str) -> Item:
     )
 
 
-def rows_to_items(spec: BenchSpec, rows: list[dict], where: str, subject: str | None = None) -> list[Item]:
-    """Convert dataset rows to items (dropping rows the published filter excludes)."""
+def rows_to_items(spec: BenchSpec, rows: list[dict], where: str, subject: str | None = None,
+                  wheres: list[str] | None = None) -> list[Item]:
+    """Convert dataset rows to items (dropping rows the published filter excludes).
+
+    ``wheres``: a name per row for error messages (:func:`read_records` ``numbered``).
+    """
     items: list[Item] = []
     for i, row in enumerate(rows):
-        w = f"{where} row {i}"
+        w = wheres[i] if wheres is not None else f"{where} row {i}"
+        if not isinstance(row, dict):
+            raise SubstrateError(f"{w}: not a JSON object; rows look like {spec.schema}")
         if spec.task == "mmlu":
             item = _mmlu_item(row, str(row.get("subject") or subject or "unknown"), i, w)
         elif spec.task == "mc":
@@ -366,6 +475,12 @@ def rows_to_items(spec: BenchSpec, rows: list[dict], where: str, subject: str | 
 
 # ---------------------------------------------------------------------------------------------
 # loading a benchmark
+
+
+def file_items(spec: BenchSpec, path: str | os.PathLike, subject: str | None = None) -> list[Item]:
+    """Items of one local file, errors naming ``FILE:LINE``."""
+    rows, wheres = read_records(path, numbered=True)
+    return rows_to_items(spec, rows, str(path), subject=subject, wheres=wheres)
 
 
 @dataclass
@@ -398,7 +513,7 @@ def _load_mmlu(spec: BenchSpec, data_dir) -> tuple[list[Item], str]:
     if data_dir is not None:
         f = find_local_file(data_dir, spec.local)
         if f is not None:
-            return rows_to_items(spec, read_records(f), str(f)), str(f)
+            return file_items(spec, f), str(f)
         # one folder per subject: mmlu/<subject>/test.jsonl (the hub's config-per-subject layout)
         items, files = [], []
         subjects = list(MMLU_SUBJECTS) + sorted(
@@ -407,7 +522,7 @@ def _load_mmlu(spec: BenchSpec, data_dir) -> tuple[list[Item], str]:
         for subject in subjects:
             sf = find_local_file(data_dir, (f"mmlu/{subject}/test",))
             if sf is not None:
-                items += rows_to_items(spec, read_records(sf), str(sf), subject=subject)
+                items += file_items(spec, sf, subject=subject)
                 files.append(str(sf))
         if not files:
             raise _missing(spec, data_dir)
@@ -463,24 +578,28 @@ def load_bench(
     if len(names) != 1:
         raise SubstrateError(f"{bench!r} names several benchmarks; load them one by one")
     spec = BENCHES[names[0]]
-    if spec.hub_id is None:  # world benchmarks: local only
-        base = world_dir if world_dir is not None else data_dir
-        if base is None:
-            raise SubstrateError(
-                f"benchmark {spec.name} has no hub copy; pass --data-dir (or --world) with a world from "
-                f"`substrate-lm corpus world`, holding {spec.local[0]}.jsonl"
-            )
-        f = find_local_file(base, spec.local)
+    if spec.hub_id is None:  # a file task: a registered --task-file, or a world's question set
+        f = Path(spec.file) if spec.file is not None else None
         if f is None:
-            raise _missing(spec, base)
-        items, source = rows_to_items(spec, read_records(f), str(f)), str(f)
+            base = world_dir if world_dir is not None else data_dir
+            if base is None:
+                raise SubstrateError(
+                    f"benchmark {spec.name} has no hub copy; pass --data-dir (or --world) with a world from "
+                    f"`substrate-lm corpus world`, holding {spec.local[0]}.jsonl"
+                )
+            f = find_local_file(base, spec.local)
+            if f is None:
+                raise _missing(spec, base)
+        if not f.is_file():
+            raise SubstrateError(f"benchmark {spec.name}: its file {f} is gone; check the path")
+        items, source = file_items(spec, f), str(f)
     elif spec.task == "mmlu":
         items, source = _load_mmlu(spec, data_dir)
     elif data_dir is not None:
         f = find_local_file(data_dir, spec.local)
         if f is None:
             raise _missing(spec, data_dir)
-        items, source = rows_to_items(spec, read_records(f), str(f)), str(f)
+        items, source = file_items(spec, f), str(f)
     else:
         try:
             rows = _hub_rows(spec.hub_id, spec.hub_config, spec.split)

@@ -11,6 +11,10 @@ and the file's *absolute* path, so the YAMLs work from any working directory:
   the papers' prompts with greedy generation and the published scoring (metric ``score``: accuracy
   as a fraction, BLEU raw).
 
+A user's own file task (:func:`~.datasets.register_task_file`) is rendered the same way and keeps
+its own name: ``<name>`` and ``<name>_gen``. :func:`run_lm_eval` can also run tasks from any
+other lm-eval task folder (``include_path``, lm-eval's own mechanism) next to these.
+
 :func:`run_lm_eval` evaluates a model directory (or an in-memory model + tokenizer) with
 ``lm_eval.simple_evaluate``. A directory is loaded by :func:`~.models.load_model` (our folders with
 our classes and their files checked against the export manifest, a foreign folder's own code only
@@ -38,8 +42,9 @@ from substrate_lm.evaluation.harness import process_gen_results as process_resul
 
 
 def task_name(bench: str, gen: bool = False) -> str:
-    """lm-eval task name of a benchmark: ``substrate_arc_e``, ``substrate_arc_e_gen``."""
-    name = "substrate_" + bench.replace("-", "_")
+    """lm-eval task name of a benchmark: ``substrate_arc_e``, ``substrate_arc_e_gen``; a user's file
+    task keeps its name (``my-mc``, ``my-mc_gen``)."""
+    name = bench if BENCHES[bench].file else "substrate_" + bench.replace("-", "_")
     return name + "_gen" if gen and BENCHES[bench].multiple_choice else name
 
 
@@ -49,7 +54,8 @@ def _template(name: str) -> str:
 
 def _render(template: str, task: str, data_file: Path, max_gen_toks: int = 0) -> str:
     # json.dumps gives a double-quoted scalar that YAML reads back verbatim (paths with spaces, ':')
-    return (template.replace("@TASK@", task).replace("@DATA_FILE@", json.dumps(str(data_file)))
+    # (a task name like "yes" or "1.5" stays a string too)
+    return (template.replace("@TASK@", json.dumps(task)).replace("@DATA_FILE@", json.dumps(str(data_file)))
             .replace("@MAX_GEN_TOKS@", str(int(max_gen_toks))))
 
 
@@ -76,6 +82,9 @@ def available_benches(data_dir: str | os.PathLike | None, world_dir: str | os.Pa
     """Benchmarks whose local files exist under ``data_dir`` (world ones under ``world_dir`` too)."""
     out = []
     for name, spec in BENCHES.items():
+        if spec.file is not None:  # a registered file task: always available
+            out.append(name)
+            continue
         base = (world_dir or data_dir) if spec.hub_id is None else data_dir
         if base is None:
             continue
@@ -158,6 +167,8 @@ def run_lm_eval(
     mc_mode: str = "text",
     log_samples: bool = False,
     trust_remote_code: bool = False,
+    include_path: str | os.PathLike | list | None = None,
+    extra_tasks: str | list[str] | None = None,
 ) -> dict:
     """Run benchmarks under ``lm_eval`` with our task YAMLs.
 
@@ -172,6 +183,9 @@ def run_lm_eval(
         log_samples: keep lm-eval's per-sample records in the returned dict (``"samples"``).
         trust_remote_code: let a foreign model or tokenizer folder run its own ``.py`` files
             (``--trust-remote-code``); our own folders never need it.
+        include_path: lm-eval task folder(s) of the user's (YAMLs, e.g. from ``eval tasks``);
+            their ``!function`` hooks run as code, so only folders the user passed.
+        extra_tasks: names of tasks (or groups) in ``include_path`` to run besides ``benches``.
 
     Returns:
         ``{"tasks": {task: {metric: value}}, "config": {...}, "samples": ... (optional)}``.
@@ -184,13 +198,28 @@ def run_lm_eval(
 
     out = Path(out_dir)
     task_dir = out / "lm_eval_tasks"
-    names = parse_benches(benches)
+    extra = [t.strip() for t in (extra_tasks.split(",") if isinstance(extra_tasks, str) else extra_tasks or [])
+             if t.strip()]
+    names = parse_benches(benches) if (benches or not extra) else []
     written = write_lm_eval_tasks(data_dir, task_dir, names, limit=limit, seed=seed, sample_size=sample_size,
-                                  world_dir=world_dir, mc_mode=mc_mode)
+                                  world_dir=world_dir, mc_mode=mc_mode) if names else {}
     tasks = []
     for b in names:
         ts = written[b]
         tasks.extend(ts if (generation or not BENCHES[b].multiple_choice) else ts[:1])
+    own = [] if include_path is None else include_path if isinstance(include_path, (list, tuple)) else [include_path]
+    for p in own:
+        if not Path(p).is_dir():
+            raise SubstrateError(f"--include-path {p} is not a folder; pass a folder of lm-eval task YAMLs")
+    if extra and not own:
+        raise SubstrateError("--tasks needs --include-path DIR, the folder holding their YAMLs")
+    paths = ([str(task_dir)] if names else []) + [str(Path(p).resolve()) for p in own]
+    manager = TaskManager(include_path=paths, include_defaults=False)
+    missing = [t for t in extra if t not in manager.all_tasks]
+    if missing:
+        raise SubstrateError(f"task {missing[0]!r} is not defined in {', '.join(paths)}; "
+                             f"defined: {', '.join(sorted(manager.all_tasks)[:20]) or 'none'}")
+    tasks.extend(t for t in extra if t not in tasks)
     if isinstance(model, (str, os.PathLike)):
         model, tok = load_model(model, device=device, trust_remote_code=trust_remote_code)
         if tokenizer is None:
@@ -207,7 +236,7 @@ def run_lm_eval(
             lm = HFLM(pretrained=model, tokenizer=tokenizer, trust_remote_code=trust_remote_code,
                       batch_size=batch_size, device=device)
         res = simple_evaluate(
-            model=lm, tasks=tasks, task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+            model=lm, tasks=tasks, task_manager=manager,
             log_samples=log_samples, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
             fewshot_random_seed=seed, bootstrap_iters=0,
         )
@@ -217,7 +246,8 @@ def run_lm_eval(
         "tasks": {t: {k.split(",")[0]: v for k, v in m.items() if k != "alias" and "stderr" not in k}
                   for t, m in res["results"].items()},
         "config": {"batch_size": batch_size, "device": device, "limit": limit, "seed": seed,
-                   "sample_size": sample_size, "mc_mode": mc_mode, "task_dir": str(task_dir.resolve())},
+                   "sample_size": sample_size, "mc_mode": mc_mode, "task_dir": str(task_dir.resolve()),
+                   "include_path": paths},
     }
     atomic_write_text(out / "lm_eval_results.json", json.dumps(summary, indent=1, default=str) + "\n")
     if log_samples:
