@@ -81,6 +81,22 @@ case("init-substrate-file-truncated", "init", "--preset", "tiny", "--substrate-f
 case("init-substrate-file-binary", "init", "--preset", "tiny", "--substrate-file", "{bin}", "--out", "{new}")
 case("init-seed-non-numeric", "init", "--preset", "tiny", "--seed", "abc", "--out", "{new}")
 
+case("finetune-no-model", "finetune", "--data", "{jsonl}", "--out", "{new}")
+case("finetune-model-missing", "finetune", "--model", "{missing}", "--data", "{jsonl}", "--out", "{new}")
+case("finetune-model-empty-dir", "finetune", "--model", "{emptydir}", "--data", "{jsonl}", "--out", "{new}")
+case("finetune-model-no-weights", "finetune", "--model", "{m_noweights}", "--data", "{jsonl}", "--out", "{new}")
+case("finetune-data-missing", "finetune", "--model", "{model}", "--data", "{missing}", "--out", "{new}")
+case("finetune-data-bad-jsonl", "finetune", "--model", "{model}", "--data", "{badjsonl}", "--out", "{new}")
+case("finetune-data-empty", "finetune", "--model", "{model}", "--data", "{empty}", "--out", "{new}")
+case("finetune-data-not-utf8", "finetune", "--model", "{model}", "--data", "{badutf8}", "--out", "{new}")
+case("finetune-out-nonempty", "finetune", "--model", "{model}", "--data", "{jsonl}", "--out", "{nonempty}")
+case("finetune-resume-not-a-run", "finetune", "--out", "{nonempty}", "--resume")
+case("finetune-lora-r-without-lora", "finetune", "--model", "{model}", "--data", "{jsonl}", "--out", "{new}", "--lora-r", "4")
+case("finetune-lora-r-zero", "finetune", "--model", "{model}", "--data", "{jsonl}", "--out", "{new}", "--lora", "--lora-r", "0")
+case("finetune-steps-zero", "finetune", "--model", "{model}", "--data", "{jsonl}", "--out", "{new}", "--steps", "0")
+case("finetune-unknown-setting", "finetune", "--model", "{model}", "--data", "{jsonl}", "--out", "{new}", "--train.nope", "1")
+case("finetune-old-set", "finetune", "--model", "{model}", "--data", "{jsonl}", "--out", "{new}", "--set", "train.steps=3")
+
 # generate
 case("generate-missing", "generate", "{missing}", "--prompt", "the")
 case("generate-truncated-weights", "generate", "{m_truncweights}", "--prompt", "the")

@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "corpus",  # corpus world
     "data",  # data prepare|stats
     "train",  # train, export
+    "finetune",  # finetune
     "eval",  # eval, eval ppl|harness|tasks
     "analyze",  # analyze
     "experiments",  # demo, ablate

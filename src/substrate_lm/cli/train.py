@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import SettingsParser, add_settings_args, settings_overrides
-
-_OverrideParser = SettingsParser  # TODO(integration): finetune imports this name; switch it to add_settings_args
+from .common import add_settings_args, settings_overrides
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,114 @@
+"""``substrate-lm finetune``: full or LoRA fine-tuning of an exported model.
+
+    substrate-lm finetune --model models/tiny --data sft.jsonl --out runs/sft --steps 300
+    substrate-lm finetune --model models/tiny --data data/world --out runs/ft --lora --lora-r 16
+    substrate-lm finetune --out runs/sft --resume                 # model, data, LoRA from the record
+    substrate-lm finetune ... --train.grad_accum 4 --eval.interval 100   # any train config key
+
+The run folder gets the trainer's files, ``finetune.json`` and, at the end, ``model/`` (LoRA
+merged), loadable by ``generate``/``eval`` and ``from_pretrained(..., trust_remote_code=True)``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .common import (add_settings_args, check_model_folder, fraction, nonneg_float, nonneg_int, positive_float,
+                     positive_int, settings_overrides)
+
+#: shortcut flag -> RunConfig key
+SHORTCUTS = {
+    "steps": "train.steps", "lr": "train.lr", "batch_size": "train.batch_size", "seq_len": "train.seq_len",
+    "warmup": "train.warmup", "seed": "train.seed", "val_fraction": "data.val_fraction",
+    "device": "run.device", "threads": "run.threads",
+}
+
+
+def register(subparsers) -> None:
+    """Add ``finetune`` to the ``substrate-lm`` command."""
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune an exported model (full or LoRA) on instructions or prepared data",
+        description="Fine-tune a substrate-lm model folder on a JSONL file of {\"prompt\", \"response\"} "
+                    "(the prompt is masked, the response + eos learned) or {\"text\"} records, or on a "
+                    "prepared data folder. Trains through the same trainer as `train` (resumable "
+                    "checkpoints; any config key as --section.key VALUE, see --help-config), "
+                    "then exports RUN_DIR/model with LoRA merged.",
+    )
+    add_settings_args(p)
+    p.add_argument("--model", metavar="DIR", help="exported model folder (with its tokenizer)")
+    p.add_argument("--data", metavar="SRC", help="instruction JSONL file or prepared data folder")
+    p.add_argument("--out", metavar="RUN_DIR",
+                   help="run folder: new or empty (or, with --resume, the run to continue)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint (--model/--data optional)")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters on every block instead of all weights")
+    p.add_argument("--lora-r", type=positive_int, default=None, metavar="R", help="LoRA rank (default 8)")
+    p.add_argument("--lora-alpha", type=positive_float, default=None, metavar="A", help="LoRA alpha (default 16)")
+    p.add_argument("--lora-dropout", type=unit_interval_open, default=None, metavar="P",
+                   help="dropout on the LoRA input (default 0)")
+    p.add_argument("--lora-targets", default=None, metavar="NAMES",
+                   help="comma-separated block linears to adapt (default qkv,proj,fc)")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps (default 200)")
+    p.add_argument("--lr", type=positive_float, default=None,
+                   help="peak learning rate (default 1e-4; 1e-3 with --lora); the final one is a tenth of it")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="rows per micro-batch (default 8)")
+    p.add_argument("--seq-len", type=positive_int, default=None,
+                   help="tokens per row; longer examples are cut (default: min(256, context))")
+    p.add_argument("--warmup", type=nonneg_int, default=None, help="warmup steps (default 20)")
+    p.add_argument("--val-fraction", type=fraction, default=None,
+                   help="share of JSONL examples held out for validation (default 0.05, at least one)")
+    p.add_argument("--seed", type=nonneg_int, default=None, help="seed of the split, batches and LoRA init")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--threads", type=nonneg_int, default=None, metavar="N",
+                   help="CPU threads for torch (0: torch's default)")
+    p.set_defaults(func=cmd_finetune)
+
+
+def unit_interval_open(text: str) -> float:
+    """A number in [0, 1)."""
+    import argparse
+
+    value = nonneg_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def cmd_finetune(args) -> int:
+    from ..errors import SubstrateError
+    from ..training.finetune import finetune, finetune_config
+
+    overrides = settings_overrides(args)
+    for flag, key in SHORTCUTS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides += [f"--{key}", str(value)]
+    lora_given = {k: getattr(args, f"lora_{k}") for k in ("r", "alpha", "dropout", "targets")
+                  if getattr(args, f"lora_{k}") is not None}
+    if args.help_config:
+        from ..training.config import describe_config
+
+        print(describe_config(finetune_config(overrides, lora=args.lora)))
+        return 0
+    if not args.out:
+        raise SubstrateError("pass --out RUN_DIR: a new folder for the run (or the run to --resume)")
+    if lora_given and not args.lora:
+        raise SubstrateError(f"--lora-{next(iter(lora_given))} needs --lora")
+    lora = (lora_given or True) if args.lora else None
+    if not args.resume:
+        if not args.model or not args.data:
+            raise SubstrateError("pass --model DIR and --data SRC (or --resume to continue a run in --out)")
+    if args.model:
+        check_model_folder(args.model, "--model", tokenizer=True)
+    res = finetune(args.model, args.data, args.out, lora=lora, overrides=overrides, resume=args.resume,
+                   warn=lambda m: print(m, file=sys.stderr))
+    val = res.record.get("val_loss")
+    extra = f", val loss {val:.4f}" if val is not None else ""
+    print(f"done: {res.train.step} steps ({res.record['method']}){extra}; model {res.model_dir}", file=sys.stderr)
+    print(res.model_dir)
+    return 0
+
+
+__all__ = ["register", "cmd_finetune"]

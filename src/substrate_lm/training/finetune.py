@@ -1,0 +1,384 @@
+"""Fine-tune an exported model, in full or with LoRA, through the one :class:`Trainer`.
+
+::
+
+    from substrate_lm.training.finetune import finetune
+    res = finetune("models/tiny", "sft.jsonl", "runs/sft", lora={"r": 8},
+                   overrides={"train.steps": 300})
+    res.model_dir        # runs/sft/model: a plain HF folder (LoRA merged), as `export` writes
+
+The model folder is loaded with :func:`substrate_lm.loading.load_model_and_tokenizer` (hashes
+checked, no code from the folder). The data is a prepared folder (``data prepare``, opened like
+``train`` does) or an instruction file (:mod:`substrate_lm.data.instructions`: prompt/response
+pairs with the prompt masked, or text). Settings are a :class:`~.config.RunConfig` (the same
+``--section.key`` overrides as ``train``) started from :data:`FINETUNE_DEFAULTS`.
+
+* Full fine-tuning trains every parameter except a frozen substrate table.
+* LoRA (peft, through :func:`substrate_lm.docking.lora.apply_lora`) adapts the ``targets`` linears
+  of every block; only the LoRA matrices train. The Trainer gets the model with the adapters
+  injected (so the chunked loss stays), and the export merges them (``merge_and_unload``).
+
+The run folder holds the Trainer's files (``config.toml``, ``log.jsonl``, ``checkpoints/``), the
+record ``finetune.json`` (base model path and weights sha256, data, method, LoRA settings) and at
+the end ``model/``. ``resume=True`` rebuilds the same (LoRA-wrapped) model from the record, checks
+that the base model and the data are unchanged, and continues from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from ..errors import SubstrateError
+
+RECORD = "finetune.json"
+EXPORT_DIR = "model"
+RECORD_FORMAT = "substrate-lm-finetune"
+
+#: RunConfig values a fine-tune starts from (before the caller's overrides).
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "train.steps": 200,
+    "train.lr": 1e-4,
+    "train.min_lr": 1e-5,
+    "train.warmup": 20,
+    "train.weight_decay": 0.0,
+    "train.batch_size": 8,
+    "data.val_fraction": 0.05,
+    "eval.interval": 50,
+    "checkpoint.interval": 50,
+    "log.sample_prompts": [],
+}
+#: ... and with LoRA on top of those (adapters start at zero and need a larger step).
+LORA_DEFAULTS: dict[str, Any] = {"train.lr": 1e-3, "train.min_lr": 1e-4}
+LORA_SETTINGS: dict[str, Any] = {"r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["qkv", "proj", "fc"]}
+#: Keys --model / --data / --out set; an override may not change them.
+_FIXED = ("model.", "data.path", "data.sources", "data.world", "run.dir")
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` hands back."""
+
+    run_dir: Path
+    model_dir: Path | None
+    """The exported model (``<run>/model``); None on ranks other than 0."""
+    train: Any
+    """The :class:`~.trainer.TrainResult`."""
+    record: dict
+
+
+def lora_settings(lora: Mapping[str, Any] | bool | None) -> dict | None:
+    """Normalise ``lora`` (None/False: full fine-tuning; True or a mapping: LoRA) to a plain dict."""
+    if lora is None or lora is False:
+        return None
+    given = {} if lora is True else dict(lora)
+    unknown = set(given) - set(LORA_SETTINGS)
+    if unknown:
+        raise SubstrateError(f"unknown LoRA setting(s) {', '.join(sorted(unknown))}; valid: "
+                             f"{', '.join(LORA_SETTINGS)}")
+    out = {**LORA_SETTINGS, **given}
+    targets = out["targets"]
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    out["targets"] = list(targets)
+    try:
+        out["r"], out["alpha"], out["dropout"] = int(out["r"]), float(out["alpha"]), float(out["dropout"])
+    except (TypeError, ValueError):
+        raise SubstrateError(f"LoRA r, alpha and dropout must be numbers; got {given}") from None
+    if out["r"] < 1:
+        raise SubstrateError(f"LoRA r must be >= 1, got {out['r']}")
+    if not (out["alpha"] > 0 and math.isfinite(out["alpha"])):
+        raise SubstrateError(f"LoRA alpha must be a positive number, got {out['alpha']}")
+    if not 0 <= out["dropout"] < 1:
+        raise SubstrateError(f"LoRA dropout must be in [0, 1), got {out['dropout']}")
+    return out
+
+
+def apply_finetune_lora(model, settings: dict, seed: int = 0):
+    """Inject LoRA into the ``targets`` linears of every block; returns the peft model.
+
+    Every target must name a linear layer in the blocks (a one-line error lists them otherwise);
+    the adapters' initialisation is seeded with ``seed``, so a resumed run rebuilds the same model.
+    """
+    import torch
+    from torch import nn
+
+    from ..docking.lora import apply_lora
+
+    linears = sorted({name.rsplit(".", 1)[-1] for name, mod in model.blocks.named_modules()
+                      if isinstance(mod, nn.Linear)})
+    bad = [t for t in settings["targets"] if t not in linears]
+    if bad or not settings["targets"]:
+        raise SubstrateError(f"LoRA targets {bad or settings['targets']} name no linear layer of the blocks; "
+                             f"choose from {', '.join(linears)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return apply_lora(model, int(model.config.n_layer), r=settings["r"], alpha=settings["alpha"],
+                          dropout=settings["dropout"], targets=settings["targets"])
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _override_dict(overrides: list[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    from .config import parse_override_args
+
+    if not overrides:
+        return {}
+    items = (parse_override_args(list(overrides)) if isinstance(overrides, (list, tuple))
+             else dict(overrides))
+    fixed = [k for k in items if k.startswith(_FIXED)]
+    if fixed:
+        raise SubstrateError(f"--{fixed[0]} cannot be set for a fine-tune: the model, data and run folder come "
+                             "from --model, --data and --out")
+    return items
+
+
+def _as_overrides(overrides):
+    """Overrides as :func:`~.config.load_config` takes them: CLI-style text stays a list."""
+    if not overrides:
+        return None
+    return list(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides)
+
+
+def finetune_config(overrides: list[str] | Mapping[str, Any] | None = None, *, lora: bool = False,
+                    block_size: int | None = None):
+    """The :class:`~.config.RunConfig` of a new fine-tune: :data:`FINETUNE_DEFAULTS` (and
+    :data:`LORA_DEFAULTS`), ``train.seq_len`` min(256, ``block_size``), then ``overrides``.
+
+    A ``train.lr`` override without ``train.min_lr`` keeps the defaults' 10:1 decay.
+    """
+    from .config import apply_overrides, load_config
+
+    items = _override_dict(overrides)
+    start = {**FINETUNE_DEFAULTS, **(LORA_DEFAULTS if lora else {})}
+    if block_size:
+        start["train.seq_len"] = min(256, int(block_size))
+    if "train.lr" in items and "train.min_lr" not in items:
+        try:
+            lr = float(items["train.lr"])
+        except (TypeError, ValueError):
+            lr = None  # apply_overrides names the bad value
+        if lr is not None and lr > 0 and math.isfinite(lr):
+            start["train.lr"], start["train.min_lr"] = lr, lr / 10
+    cfg = load_config(None, start)
+    if items:
+        apply_overrides(cfg, _as_overrides(overrides))
+    return cfg
+
+
+def _base_identity(model_dir: Path) -> dict:
+    """Path, weights sha256 and substrate fingerprint of the base model folder (from its config.json)."""
+    from ..fsutil import sha256_file
+    from ..loading import read_model_config
+
+    cfg = read_model_config(model_dir)
+    if cfg.get("model_type") != "substrate_lm":
+        raise SubstrateError(f"{model_dir} holds a {cfg.get('model_type')!r} model; finetune takes a substrate-lm "
+                             "model folder (written by init, export or finetune)")
+    sha = cfg.get("weights_sha256")
+    if not sha and (model_dir / "model.safetensors").is_file():
+        sha = {"model.safetensors": "sha256:" + sha256_file(model_dir / "model.safetensors")}
+    return {"base_model": str(model_dir), "base_weights_sha256": sha,
+            "base_substrate_fingerprint": cfg.get("substrate_fingerprint")}
+
+
+def _check_new_run_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise SubstrateError(f"--out {out} is a file; pass a folder path for the run")
+    if out.is_dir() and any(out.iterdir()):
+        hint = " (it is a fine-tune run: pass --resume to continue it)" if (out / RECORD).is_file() else ""
+        raise SubstrateError(f"--out {out} is not empty{hint}; choose a new or empty folder")
+
+
+def _read_record(out: Path) -> dict:
+    import json
+
+    path = out / RECORD
+    if not path.is_file():
+        raise SubstrateError(f"{out} is not a fine-tune run folder (no {RECORD}); start one without --resume")
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SubstrateError(f"{path} is unreadable ({type(exc).__name__}); start a new run folder") from None
+    if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:
+        raise SubstrateError(f"{path} is not a substrate-lm fine-tune record; start a new run folder")
+    return rec
+
+
+def _load_data(source: Path, tokenizer: Any, cfg, warn: Callable[[str], None]):
+    """``(RunData, record fields)`` for a prepared folder or an instruction file."""
+    from ..data.encoding import tokenizer_identity
+    from .build import RunData, is_prepared, load_run_data
+    from .config import DataSection
+
+    ident = tokenizer_identity(tokenizer)
+    if source.is_dir() and is_prepared(source):
+        data = load_run_data(DataSection(path=str(source)), progress=False)
+        recorded = (data.meta.get("tokenizer") or {}).get("fingerprint")
+        if recorded and recorded != ident["fingerprint"]:
+            raise SubstrateError(f"{source} was tokenised with {data.meta['tokenizer'].get('name')}, not the model's "
+                                 "tokenizer; prepare the data with the model folder as --tokenizer")
+        return data, {"data": str(source), "data_kind": "prepared"}
+    if source.is_dir():
+        raise SubstrateError(f"{source} holds no prepared data (no finished meta.json/manifest); pass a folder "
+                             "written by `substrate-lm data prepare` or a JSONL file of instructions")
+    from ..data.instructions import load_instructions
+    from ..fsutil import sha256_file
+
+    inst = load_instructions(source, tokenizer, seq_len=cfg.train.seq_len, val_fraction=cfg.data.val_fraction,
+                             seed=cfg.train.seed, warn=warn)
+    data = RunData(train=inst.train, val=inst.val, path=source,
+                   meta={"format": "instructions", "tokenizer": ident}, stats={"instructions": inst.stats})
+    return data, {"data": str(source), "data_kind": "instructions",
+                  "data_sha256": "sha256:" + sha256_file(source), "examples": inst.stats}
+
+
+def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None, out: str | os.PathLike, *,
+             lora: Mapping[str, Any] | bool | None = None,
+             overrides: list[str] | Mapping[str, Any] | None = None, resume: bool = False,
+             callbacks: Iterable[Callable[[dict], None]] = (),
+             warn: Callable[[str], None] = _stderr) -> FinetuneResult:
+    """Fine-tune ``model_dir`` on ``data`` in the run folder ``out``; export ``out/model``.
+
+    Args:
+        model_dir: an exported substrate-lm model folder (with its tokenizer). With ``resume``,
+            None takes the one recorded in ``finetune.json``.
+        data: a prepared data folder or an instruction JSONL file (None with ``resume``: recorded).
+        out: the run folder: missing or empty, or (``resume``) an earlier fine-tune's folder.
+        lora: None/False for full fine-tuning; True or ``{"r", "alpha", "dropout", "targets"}``
+            for LoRA (defaults :data:`LORA_SETTINGS`). With ``resume`` it must match the record
+            (None takes the recorded setting).
+        overrides: RunConfig overrides (``{"train.steps": 50}`` or ``["--train.lr", "1e-4"]``) on
+            top of :data:`FINETUNE_DEFAULTS`, or on top of the run's saved config when resuming.
+        resume: continue the run in ``out`` from its newest valid checkpoint.
+        callbacks: passed to the :class:`~.trainer.Trainer` (an exception there stops the run).
+        warn: receives one-line notes (cut or dropped examples).
+
+    Raises:
+        SubstrateError: a bad model folder, data, setting or run folder (one line each).
+    """
+    from ..fsutil import atomic_write_json, atomic_write_text
+    from ..loading import has_tokenizer, load_model_and_tokenizer
+    from .config import load_config
+    from .trainer import Trainer
+
+    out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
+    items = _override_dict(overrides)
+    settings = lora_settings(lora)
+    record: dict = {}
+    if resume:
+        record = _read_record(out)
+        if model_dir is None:
+            model_dir = record.get("base_model")
+        if data is None:
+            data = record.get("data")
+        if lora is None:
+            settings = record.get("lora")
+        elif settings != record.get("lora"):
+            raise SubstrateError(f"{out} was started with LoRA settings {record.get('lora')}; resume with the same "
+                                 "settings (or omit them)")
+        if not (out / "config.toml").is_file():
+            raise SubstrateError(f"{out} has no config.toml (damaged run folder); start a new run elsewhere")
+        cfg = load_config(out / "config.toml", _as_overrides(overrides))
+        cfg.run.dir = str(out)
+    elif _is_main():  # other ranks under torchrun would see rank 0's first files
+        _check_new_run_dir(out)
+    if model_dir is None or data is None:
+        raise SubstrateError("pass --model DIR and --data SRC (a JSONL file or a prepared data folder)")
+    model_path = Path(os.path.abspath(os.path.expanduser(os.fspath(model_dir))))
+    source = Path(os.path.abspath(os.path.expanduser(os.fspath(data))))
+    base = _base_identity(model_path)
+    if resume:
+        if record.get("base_weights_sha256") != base["base_weights_sha256"]:
+            raise SubstrateError(f"the weights of {model_path} differ from those {out} started from (recorded "
+                                 f"{record.get('base_model')}); resume with the same base model")
+    if not has_tokenizer(model_path):
+        raise SubstrateError(f"{model_path} holds no tokenizer (tokenizer.json); export the model with its tokenizer")
+    if not source.exists():
+        raise SubstrateError(f"--data {source} does not exist; pass a JSONL file or a prepared data folder")
+    if source.resolve() == out.resolve() or out in source.resolve().parents:
+        raise SubstrateError(f"--data {source} lies inside --out {out}; choose an --out elsewhere")
+    if model_path == out or out in model_path.parents:
+        raise SubstrateError(f"--model {model_path} lies inside --out {out}; choose an --out elsewhere")
+
+    model, tokenizer = load_model_and_tokenizer(model_path)
+    if not resume:
+        cfg = finetune_config(overrides, lora=bool(settings), block_size=int(model.config.block_size))
+        cfg.run.name = out.name
+        cfg.run.dir = str(out)
+    cfg.model.init_from = str(model_path)
+    cfg.data.path = str(source)
+    if cfg.dist.strategy == "fsdp2":
+        raise SubstrateError("finetune does not shard with FSDP2 (the export merges a full model); "
+                             "use dist.strategy ddp or none")
+    if cfg.train.seq_len > model.config.block_size:
+        raise SubstrateError(f"train.seq_len {cfg.train.seq_len} exceeds the model's context length "
+                             f"{model.config.block_size}; lower --seq-len")
+    run_data, data_fields = _load_data(source, tokenizer, cfg, warn)
+    if resume and record.get("data_sha256") and data_fields.get("data_sha256") != record["data_sha256"]:
+        raise SubstrateError(f"{source} changed since {out} started (sha256 differs); resume with the same data")
+    if not resume and "eval.steps" not in items and run_data.val is not None and hasattr(run_data.val, "examples"):
+        # validate on every held-out example once (sequential batches), not on a fixed count
+        if "eval.batch_size" not in items:
+            cfg.eval.batch_size = min(cfg.train.batch_size, len(run_data.val))
+        cfg.eval.steps = max(1, math.ceil(len(run_data.val) / (cfg.eval.batch_size or cfg.train.batch_size)))
+
+    model.requires_grad_(True)
+    model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
+    peft_model = None
+    train_model = model
+    if settings:
+        peft_model = apply_finetune_lora(model, settings, seed=cfg.train.seed)
+        train_model = peft_model.get_base_model()  # the same modules, adapters injected
+    n_train = sum(p.numel() for p in train_model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in train_model.parameters())
+    if not resume:
+        record = {"format": RECORD_FORMAT, "version": 1, **base, **data_fields,
+                  "method": "lora" if settings else "full", "lora": settings,
+                  "trainable_parameters": n_train, "parameters": n_all,
+                  "tokenizer_fingerprint": run_data.meta.get("tokenizer", {}).get("fingerprint")}
+        if _is_main():
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(out / RECORD, record)
+                atomic_write_text(out / "config.toml", cfg.to_toml())  # the Trainer rewrites it; resume needs it
+            except OSError as exc:
+                from ..fsutil import disk_error
+
+                raise disk_error(exc, f"the run folder {out}") from None
+
+    result = Trainer(cfg, model=train_model, tokenizer=tokenizer, data=run_data, resume=resume,
+                     callbacks=callbacks).fit()
+    if not _is_main():
+        return FinetuneResult(run_dir=out, model_dir=None, train=result, record=record)
+    final = peft_model.merge_and_unload() if peft_model is not None else result.model
+    final = final.cpu().eval()
+    final.requires_grad_(False)
+    from ..export import export_model
+
+    how = (f"LoRA (r {settings['r']}, alpha {settings['alpha']:g}, dropout {settings['dropout']:g}, targets "
+           f"{', '.join(settings['targets'])} in every block), merged" if settings else "full fine-tuning")
+    val = (result.val or {}).get("val_loss")
+    extra = (f"## Fine-tuning\nFine-tuned from `{model_path}` ({how}) on `{source}`: {result.step} optimizer steps"
+             + (f", validation loss {val:.4f}" if val is not None else "") + ".")
+    model_out = export_model(final, out / EXPORT_DIR, tokenizer=tokenizer, card_extra=extra, overwrite=True,
+                             protect=[out / "checkpoints"])
+    record = {**record, "export": EXPORT_DIR, "steps": result.step, "val_loss": val,
+              "best_val_loss": result.best_val_loss}
+    atomic_write_json(out / RECORD, record)
+    return FinetuneResult(run_dir=out, model_dir=model_out, train=result, record=record)
+
+
+def _is_main() -> bool:
+    """Rank 0 (or no torchrun): the process that writes the record and the export."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+__all__ = ["FINETUNE_DEFAULTS", "LORA_DEFAULTS", "LORA_SETTINGS", "FinetuneResult", "apply_finetune_lora",
+           "finetune", "finetune_config", "lora_settings"]
