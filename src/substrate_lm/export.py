@@ -142,7 +142,9 @@ def model_card(model: SubstrateForCausalLM, name: str, tokenizer=None, extra: st
         VERIFY_SNIPPET.format(path=name),
         "## Intended use",
         "Research-only checkpoint for studying emergent semantics over a frozen embedding substrate.",
-        "Not intended for production deployment (no safety or instruction tuning).",
+        "Not intended for production deployment: no safety tuning"
+        + ("; the training it had, fine-tuning included, is described below." if extra
+           else " and no instruction tuning."),
     ]
     if extra:
         lines += ["", extra]

@@ -49,6 +49,10 @@ def model_from_checkpoint(path: str | os.PathLike,
         raise SubstrateError(f"checkpoint {ckpt_path} records a model config that does not build: "
                              f"{' '.join(str(exc).split())[:200]}") from None
     missing, unexpected = model.load_state_dict(ck.model_state, strict=False)
+    if any(".lora_" in k for k in unexpected):
+        raise SubstrateError(f"checkpoint {ckpt_path} holds unmerged LoRA adapters (a `finetune --lora` run); "
+                             f"export it with `substrate-lm finetune --out RUN_DIR --resume`, which merges "
+                             f"them into RUN_DIR/model")
     if missing or unexpected:
         raise SubstrateError(f"checkpoint {ckpt_path} does not match its recorded model: missing "
                              f"{list(missing)[:3]}, unexpected {list(unexpected)[:3]}")
