@@ -15,8 +15,12 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..data.folder import chars_per_token, is_prepared, load_meta, read_record
 from ..errors import SubstrateError
 from .config import DataSection, ModelSection
+
+__all__ = ["RunData", "is_prepared", "load_run_data", "build_model", "check_compat", "model_spec",
+           "model_from_spec", "load_init_model", "load_run_tokenizer", "prepare_world_sources"]
 
 
 @dataclass
@@ -35,30 +39,7 @@ class RunData:
 
     def chars_per_token(self, split: str = "val") -> float | None:
         """Characters per token of ``split`` (for bits per character), None when unknown."""
-        s = self.stats.get("splits", {}).get(split) or self.stats.get(split) or {}
-        value = s.get("chars_per_token") or self.stats.get("chars_per_token")
-        return float(value) if value else None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(f"{path} is unreadable ({exc}); prepare the data again") from None
-    if not isinstance(data, dict):
-        raise SubstrateError(f"{path} is damaged (not a JSON object); prepare the data again")
-    return data
-
-
-def is_prepared(path: str | os.PathLike) -> bool:
-    """Whether ``path`` holds finished token shards (``meta.json`` + a complete manifest)."""
-    p = Path(path)
-    if not (p / "meta.json").is_file():
-        return False
-    manifest = _read_json(p / "manifest.json") if (p / "manifest.json").is_file() else {}
-    return bool(manifest.get("complete", (p / "stats.json").is_file()))
+        return chars_per_token(self.stats, split)
 
 
 def load_run_data(section: DataSection, *, tokenizer: Any = None, seed: int = 0,
@@ -105,8 +86,8 @@ def load_run_data(section: DataSection, *, tokenizer: Any = None, seed: int = 0,
             val = None
     except (SubstrateError, FileNotFoundError, ValueError):
         val = None
-    return RunData(train=train, val=val, path=path, meta=_read_json(path / "meta.json"),
-                   stats=_read_json(path / "stats.json"))
+    return RunData(train=train, val=val, path=path, meta=load_meta(path),
+                   stats=read_record(path / "stats.json"))
 
 
 def prepare_world_sources(path: Path, size: str, tokenizer: Any, seed: int) -> tuple[list[str], Any]:
