@@ -115,3 +115,24 @@ def array_tokens():
 def table_factory():
     """``token_id_table(vocab, width)``."""
     return token_id_table
+
+
+def fit_model(model, data, run_dir, *, steps: int, batch_size: int = 4, seq_len: int = 16, lr: float = 1e-3,
+              min_lr: float | None = None, warmup: int = 1, seed: int = 0) -> list[float]:
+    """Train ``model``'s trainable parameters on ``data`` with the Trainer (CPU, fp32, a log record
+    every step); returns the training loss of every step."""
+    from substrate_lm.docking import fusion_run_config
+    from substrate_lm.training import RunData, Trainer
+
+    cfg = fusion_run_config(run_dir, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, min_lr=min_lr,
+                            warmup=warmup, seed=seed, device="cpu")
+    losses: list[float] = []
+    Trainer(cfg, model=model, data=RunData(train=data),
+            callbacks=[lambda r: losses.append(r["loss"]) if r["event"] == "train" else None]).fit()
+    return losses
+
+
+@pytest.fixture(scope="session")
+def fit():
+    """``fit(model, data, run_dir, steps=..., ...)``: :func:`fit_model`."""
+    return fit_model

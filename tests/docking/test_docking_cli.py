@@ -112,3 +112,20 @@ def test_grow_cli_runs_and_resumes(data_dir, tmp_path, capsys):
     assert "finished earlier" in capsys.readouterr().err
     with pytest.raises(SubstrateError, match="--resume"):
         run_cli(common)
+
+
+def test_compose_cli_keeps_the_adapter_run_in_run_dir_and_resumes_it(expert_dirs, data_dir, tmp_path, capsys):
+    base = ["compose", "--expert", str(expert_dirs[0]), "--expert", str(expert_dirs[1]), "--adapter-data",
+            str(data_dir), "--adapter-steps", "2", "--batch-size", "2", "--seq-len", "16", "--json"]
+    with pytest.raises(SubstrateError, match="--resume needs --run-dir"):
+        run_cli(base + ["--out", str(tmp_path / "x"), "--resume"])
+    runs = tmp_path / "runs"
+    assert run_cli(base + ["--out", str(tmp_path / "a"), "--run-dir", str(runs)]) == 0
+    first = json.loads(capsys.readouterr().out)["adapter"]
+    assert (runs / "adapter" / "config.toml").is_file() and (runs / "adapter" / "checkpoints").is_dir()
+    with pytest.raises(SubstrateError, match="already holds checkpoints"):
+        run_cli(base + ["--out", str(tmp_path / "b"), "--run-dir", str(runs)])
+    # the finished run resumes to the same adapter without training again
+    assert run_cli(base + ["--out", str(tmp_path / "b"), "--run-dir", str(runs), "--resume"]) == 0
+    again = json.loads(capsys.readouterr().out)["adapter"]
+    assert again == first

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from substrate_lm.docking import (
-    TrainSpec,
     apply_lora,
     block_fingerprints,
     grow_model,
@@ -20,7 +19,6 @@ from substrate_lm.docking import (
     plan_stages,
     run_growth,
     set_stage_trainable,
-    train_loop,
 )
 from substrate_lm.errors import SubstrateError
 
@@ -79,7 +77,7 @@ def test_grow_model_copies_the_old_and_initialises_the_new(expert_factory):
 
 
 @pytest.mark.parametrize("train_head", [True, False])
-def test_growth_stage_leaves_lower_blocks_bit_identical(expert_factory, stream, train_head):
+def test_growth_stage_leaves_lower_blocks_bit_identical(expert_factory, stream, train_head, fit, tmp_path):
     base = expert_factory(0, n_layer=2)
     grown = grow_model(base, 1, seed=1)
     set_stage_trainable(grown, n_lower=2, train_head=train_head)
@@ -91,7 +89,7 @@ def test_growth_stage_leaves_lower_blocks_bit_identical(expert_factory, stream, 
     table = grown.token_embeddings.weight.detach().clone()
     new = snapshot(grown.blocks[2])
     prints = block_fingerprints(grown)
-    losses = train_loop(grown, stream, TrainSpec(steps=8, batch_size=4, seq_len=16, lr=5e-3, warmup=1))
+    losses = fit(grown, stream, tmp_path / "run", steps=8, batch_size=4, seq_len=16, lr=5e-3, warmup=1)
     after = block_fingerprints(grown)
     assert after[:2] == prints[:2] and after[2] != prints[2]
     assert all(same(snapshot(b), s) for b, s in zip(grown.blocks[:2], lower))
@@ -101,7 +99,7 @@ def test_growth_stage_leaves_lower_blocks_bit_identical(expert_factory, stream, 
     assert losses[-1] < losses[0]
 
 
-def test_lora_moves_lower_blocks_and_merge_equals_unmerged(expert_factory, stream):
+def test_lora_moves_lower_blocks_and_merge_equals_unmerged(expert_factory, stream, fit, tmp_path):
     base = expert_factory(0, n_layer=2)
     grown = grow_model(base, 1, seed=1)
     lower = [snapshot(b) for b in grown.blocks[:2]]
@@ -112,7 +110,7 @@ def test_lora_moves_lower_blocks_and_merge_equals_unmerged(expert_factory, strea
     assert any("blocks.0.attn.qkv.lora_A" in n for n in names) and any("blocks.1.mlp.fc.lora_B" in n for n in names)
     assert not any("blocks.2" in n and "lora_" in n for n in names)  # no LoRA on the new block
     assert not any(n.endswith("base_layer.weight") for n in names)  # the lower weights themselves stay frozen
-    train_loop(peft_model, stream, TrainSpec(steps=6, batch_size=4, seq_len=16, lr=1e-2, warmup=1))
+    fit(peft_model, stream, tmp_path / "run", steps=6, batch_size=4, seq_len=16, lr=1e-2, warmup=1)
     x = torch.randint(0, V, (3, 14))
     peft_model.eval()
     with torch.no_grad():
@@ -129,12 +127,12 @@ def test_lora_moves_lower_blocks_and_merge_equals_unmerged(expert_factory, strea
     merged.verify_substrate()
 
 
-def test_a_diverging_loss_stops_with_one_line(expert_factory, stream):
+def test_a_diverging_loss_stops_with_one_line(expert_factory, stream, fit, tmp_path):
     model = expert_factory(0, n_layer=1)
     with torch.no_grad():
         model.lm_head.weight[0, 0] = float("nan")
-    with pytest.raises(SubstrateError, match="the loss became nan at step 1; lower train.lr"):
-        train_loop(model.train(), stream, TrainSpec(steps=3, batch_size=2, seq_len=8))
+    with pytest.raises(SubstrateError, match="loss is nan at step 1 .*stopped before the update"):
+        fit(model.train(), stream, tmp_path / "run", steps=3, batch_size=2, seq_len=8)
 
 
 def test_stage1_of_a_trainable_substrate_trains_the_table_then_freezes_it(expert_factory):
@@ -187,7 +185,9 @@ def test_growth_run_exports_evaluates_and_resume_skips_finished_stages(data_dir,
     assert stages[1]["lower_blocks_unchanged"] is True and stages[0]["lower_blocks_unchanged"] is None
     for m in stages + [base]:
         assert math.isfinite(m["val_loss"]) and m["val_bpc"] > 0 and m["eval_split"] == "val"
-        assert not (run_dir / m["model_dir"]).parent.joinpath("ckpt.safetensors").exists()
+        phase_dir = (run_dir / m["model_dir"]).parent
+        assert not (phase_dir / "checkpoints").exists()  # removed once the phase is exported
+        assert (phase_dir / "config.toml").is_file()  # each phase is one Trainer run
     # the lower block of stage 2's export is stage 1's, bit for bit
     w1 = load_file(run_dir / stages[0]["model_dir"] / "model.safetensors")
     w2 = load_file(run_dir / stages[1]["model_dir"] / "model.safetensors")
@@ -234,12 +234,16 @@ def test_interrupted_stage_resumes_from_its_checkpoint_to_the_same_result(data_d
     with pytest.raises(Interrupt):
         run_growth(cfg, log=lambda m: None, on_record=killer)
     stage2 = tmp_path / "b" / "stages" / "02-depth2"
-    assert (stage2 / "ckpt.safetensors").is_file() and not (stage2 / "metrics.json").exists()
+    from substrate_lm.training import CheckpointManager
+
+    assert [p.name for p in CheckpointManager(stage2 / "checkpoints").step_dirs()] == ["step-00000002"]
+    assert not (stage2 / "metrics.json").exists()
     assert (tmp_path / "b" / "stages" / "01-depth1" / "metrics.json").is_file()
     seen = []
     got = run_growth(cfg, resume=True, log=lambda m: None, on_record=seen.append)
     assert [(r["phase"], r["step"]) for r in seen] == [("stage2", s) for s in range(3, 7)]
-    steps = [json.loads(x)["step"] for x in (stage2 / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in map(json.loads, (stage2 / "log.jsonl").read_text().splitlines())
+             if r["event"] == "train"]
     assert steps == list(range(1, 7))  # the records after the checkpoint were rewritten, not duplicated
     for a, b in zip(ref["stages"], got["stages"]):
         assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import SubstrateError
@@ -27,12 +28,17 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--seq-len", type=positive_int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (adapter training)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (adapter training)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="keep the adapter training runs (logs, checkpoints) in DIR/adapter and DIR/finetune; "
+                        "default: a temporary folder, removed afterwards")
+    p.add_argument("--resume", action="store_true", help="continue the adapter training runs in --run-dir")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_compose)
 
-    p = sub.add_parser("grow", help="grow a model layer by layer on a frozen substrate (resumable)")
+    p = sub.add_parser("grow", help="grow a model layer by layer on a frozen substrate (resumable; "
+                                    "each stage is a Trainer run, torchrun-able)")
     p.add_argument("--config", required=True, help="growth TOML file or recipe name (grow-tiny, grow-paper-9x3)")
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir (finished stages are skipped)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -66,13 +72,12 @@ def _quiet_transformers() -> None:
 
 
 def cmd_compose(args) -> int:
-    import torch
-
     _quiet_transformers()
-    from ..docking import compose, save_composed, train_fusion
+    from ..docking import compose, save_composed
     from ..docking.compose import summary
-    from ..docking.loop import TrainSpec
 
+    if args.resume and not args.run_dir:
+        raise SubstrateError("--resume needs --run-dir DIR (the folder of the adapter run to continue)")
     if args.finetune_steps and not args.adapter_data:
         raise SubstrateError("--finetune-steps needs --adapter-data DIR (the tokens to fine-tune on)")
     args.device = resolve_device(args.device)
@@ -89,31 +94,7 @@ def cmd_compose(args) -> int:
                          adapter_hidden=args.adapter_hidden, return_tokenizer=True)
     trained = {}
     if args.adapter_data:
-        from ..data import TokenShards
-
-        train = TokenShards(args.adapter_data, split="train")
-        try:
-            val = TokenShards(args.adapter_data, split="val")
-            val = val if len(val) > args.seq_len else None
-        except SubstrateError:
-            val = None
-        torch.manual_seed(args.seed)
-        model.to(args.device)
-
-        def log(r):
-            print(f"  step {r['step']} loss {r['loss']:.4f}", file=sys.stderr)
-
-        spec = TrainSpec(steps=args.adapter_steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                         min_lr=args.lr / 10, warmup=min(10, args.adapter_steps // 10), seed=args.seed)
-        print(f"training the fusion adapter for {args.adapter_steps} steps", file=sys.stderr)
-        trained["adapter"] = train_fusion(model, train, spec, train="adapter", val=val, log=log)
-        if args.finetune_steps:
-            spec = TrainSpec(steps=args.finetune_steps, batch_size=args.batch_size, seq_len=args.seq_len,
-                             lr=args.lr / 10, min_lr=args.lr / 100, warmup=min(10, args.finetune_steps // 10),
-                             seed=args.seed + 1)
-            print(f"fine-tuning the merged model for {args.finetune_steps} steps", file=sys.stderr)
-            trained["finetune"] = train_fusion(model, train, spec, train="experts", val=val, log=log)
-        model.to("cpu")
+        trained = _train_adapter(args, model)
     out = save_composed(model, args.out, tokenizer=tok, overwrite=args.overwrite)
     info = summary(model, out)
     for key, r in trained.items():
@@ -142,12 +123,56 @@ def cmd_compose(args) -> int:
     return 0
 
 
+def _train_adapter(args, model) -> dict:
+    """Train the adapter (then optionally fine-tune) with the Trainer; the summaries of both runs."""
+    import contextlib
+    import tempfile
+    from pathlib import Path
+
+    from ..data import TokenShards
+    from ..docking import fusion_run_config, train_fusion
+
+    train = TokenShards(args.adapter_data, split="train")
+    try:
+        val = TokenShards(args.adapter_data, split="val")
+        val = val if len(val) > args.seq_len else None
+    except SubstrateError:
+        val = None
+    if not str(args.device).startswith(("cpu", "cuda")):
+        raise SubstrateError(f"--device {args.device}: adapter training runs on cpu or cuda")
+    device = "cuda" if str(args.device).startswith("cuda") else "cpu"
+
+    def log(r):
+        print(f"  step {r['step']} loss {r['loss']:.4f}", file=sys.stderr)
+
+    trained = {}
+    keep = contextlib.nullcontext(args.run_dir) if args.run_dir else tempfile.TemporaryDirectory(prefix="fusion-")
+    with keep as root:
+        common = dict(batch_size=args.batch_size, seq_len=args.seq_len, seed=args.seed, device=device,
+                      log_interval=max(1, args.adapter_steps // 20))
+        cfg = fusion_run_config(Path(root) / "adapter", steps=args.adapter_steps, lr=args.lr,
+                                checkpoint_interval=100, **common)
+        print(f"training the fusion adapter for {args.adapter_steps} steps (run folder {cfg.run_dir()})",
+              file=sys.stderr)
+        trained["adapter"] = train_fusion(model, train, cfg, train="adapter", val=val, log=log, resume=args.resume)
+        if args.finetune_steps:
+            cfg = fusion_run_config(Path(root) / "finetune", steps=args.finetune_steps, lr=args.lr / 10,
+                                    checkpoint_interval=100, **{**common, "seed": args.seed + 1})
+            print(f"fine-tuning the merged model for {args.finetune_steps} steps", file=sys.stderr)
+            trained["finetune"] = train_fusion(model, train, cfg, train="experts", val=val, log=log,
+                                               resume=args.resume)
+    model.to("cpu")
+    return trained
+
+
 def cmd_grow(args) -> int:
     from ..docking import load_grow_config, run_growth
 
     _quiet_transformers()
     cfg = load_grow_config(args.config, args.set)
     result = run_growth(cfg, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun rank 0 reports
     print(result["table"])
     print(f"\nresults: {result['paths']['markdown']}  final model: {result['info']['final_model']}")
     return 0

@@ -14,6 +14,10 @@ result = run_growth(load_grow_config("grow-tiny", ["data.path=data/tiny"]))
 print(result["table"])
 ```
 
+Growth stages, the baseline and fusion-adapter training are ordinary
+:class:`~substrate_lm.training.Trainer` runs (see :mod:`.grow_run` and :mod:`.fusion`);
+``evaluate`` is :func:`substrate_lm.training.evaluate_loss`, re-exported here.
+
 Heavy dependencies (peft for LoRA, matplotlib for the plot) are imported only when used.
 """
 
@@ -27,11 +31,11 @@ from .compose import (
     tokenizer_fingerprint,
     with_adapter,
 )
-from .fusion import mixing_weights, set_fusion_trainable, train_fusion
+from ..training.evaluate import evaluate_loss as evaluate
+from .fusion import fusion_run_config, mixing_weights, set_fusion_trainable, train_fusion
 from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
 from .grow_config import GrowConfig, apply_overrides, load_grow_config
-from .grow_run import run_growth
-from .loop import TrainSpec, evaluate, train_loop
+from .grow_run import phase_run_config, run_growth
 from .lora import apply_lora, merge as merge_lora
 
 
@@ -39,7 +43,6 @@ __all__ = [
     "Expert",
     "GrowConfig",
     "Stage",
-    "TrainSpec",
     "apply_lora",
     "apply_overrides",
     "block_fingerprints",
@@ -47,11 +50,13 @@ __all__ = [
     "compose",
     "evaluate",
     "expert_model",
+    "fusion_run_config",
     "grow_model",
     "load_expert",
     "load_grow_config",
     "merge_lora",
     "mixing_weights",
+    "phase_run_config",
     "plan_stages",
     "run_growth",
     "save_composed",
@@ -59,6 +64,5 @@ __all__ = [
     "set_stage_trainable",
     "tokenizer_fingerprint",
     "train_fusion",
-    "train_loop",
     "with_adapter",
 ]

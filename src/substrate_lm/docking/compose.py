@@ -20,7 +20,6 @@ share nothing to compose on.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,7 +1,10 @@
 """The configuration of a growth run: a TOML file (``recipes/grow-*.toml``) plus ``KEY=VALUE`` overrides.
 
 Sections and keys mirror the trainer's where they mean the same thing (``[model] preset``,
-``[data] path``, ``[train] lr`` ...); growth adds ``[grow]``, ``[lora]`` and ``[baseline]``.
+``[data] path``, ``[train] lr``, ``[dist] strategy`` ...); growth adds ``[grow]``, ``[lora]`` and
+``[baseline]``. Every stage runs as one :class:`~substrate_lm.training.Trainer` run whose
+:class:`~substrate_lm.training.RunConfig` :func:`substrate_lm.docking.grow_run.phase_run_config`
+derives from this config.
 Unknown sections or keys and wrong types raise a one-line :class:`SubstrateError`.
 
 ```toml
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SubstrateError
+from ..training.config import DistSection
 
 
 @dataclass
@@ -107,6 +111,10 @@ class TrainSection:
     """Seed of the data sampler and of every new block's initialisation."""
     precision: str = "fp32"
     """``fp32`` or ``bf16`` autocast."""
+    compile: bool = False
+    """``torch.compile`` each transformer block (as ``train.compile`` of a training run)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward (as in a training run)."""
 
 
 @dataclass
@@ -131,6 +139,8 @@ class BaselineSection:
 class CheckpointSection:
     interval: int = 50
     """Checkpoint the running stage every this many steps (and at its end)."""
+    keep_last: int = 2
+    """Checkpoints kept per running stage (a finished stage's are removed once it is exported)."""
 
 
 @dataclass
@@ -151,6 +161,7 @@ class GrowConfig:
     baseline: BaselineSection = field(default_factory=BaselineSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     log: LogSection = field(default_factory=LogSection)
+    dist: DistSection = field(default_factory=DistSection)
 
     def run_dir(self) -> Path:
         return Path(os.path.expanduser(self.run.dir)) if self.run.dir else Path("runs") / self.run.name
@@ -160,7 +171,8 @@ class GrowConfig:
 
 
 # keys that may change when a run is resumed: where it runs and how often it reports or saves
-RESUMABLE_CHANGES = {"run.device", "checkpoint.interval", "log.interval"}
+RESUMABLE_CHANGES = {"run.device", "checkpoint.interval", "checkpoint.keep_last", "log.interval",
+                     "dist.strategy", "dist.backend", "train.compile", "train.activation_checkpointing"}
 
 
 def _coerce(value: Any, default: Any, key: str) -> Any:
@@ -268,6 +280,11 @@ def validate(cfg: GrowConfig) -> None:
         raise SubstrateError(f"lora.from_stage must be >= 2 (stage 1 has no lower blocks), got {cfg.lora.from_stage}")
     if cfg.eval.batches < 1:
         raise SubstrateError(f"eval.batches must be >= 1, got {cfg.eval.batches}")
+    if cfg.checkpoint.interval < 0 or cfg.checkpoint.keep_last < 1 or cfg.log.interval < 1:
+        raise SubstrateError("checkpoint.interval must be >= 0, checkpoint.keep_last and log.interval >= 1")
+    if cfg.dist.strategy not in ("auto", "none", "ddp", "fsdp2") or cfg.dist.backend not in ("auto", "gloo", "nccl"):
+        raise SubstrateError(f"dist.strategy must be auto, none, ddp or fsdp2 and dist.backend auto, gloo or nccl "
+                             f"(got {cfg.dist.strategy!r}, {cfg.dist.backend!r})")
     if len(t.betas) != 2:
         raise SubstrateError(f"train.betas must be two numbers, got {t.betas}")
 

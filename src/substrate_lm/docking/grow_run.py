@@ -1,28 +1,41 @@
-"""A resumable growth run: stages, a monolithic baseline, exports, evaluation and the final table.
+"""A resumable, distributable growth run: stages and a monolithic baseline, each one Trainer run.
+
+Every phase (a growth stage or the baseline) is an ordinary :class:`~substrate_lm.training.Trainer`
+run in its own sub-run folder, with the :class:`~substrate_lm.training.RunConfig` that
+:func:`phase_run_config` derives from the :class:`GrowConfig`: the same schedule, optimizer,
+verified checkpoints, resume, DDP/FSDP2, compile and logs as ``substrate-lm train``. The model of a
+phase is built here (:mod:`.grow`: the previous stage's exported weights below, frozen, new blocks
+on top; optional LoRA from :mod:`.lora`) and handed to the trainer as ``model=``.
 
 Run folder layout::
 
-    <run>/grow.json                     the resolved config (a resumed run must match it)
-    <run>/stages/01-depth1/ckpt.safetensors  checkpoint of the running stage, pickle-free (deleted when it finishes)
-    <run>/stages/01-depth1/log.jsonl    training curve
-    <run>/stages/01-depth1/model/       the exported model after the stage (HF directory)
-    <run>/stages/01-depth1/metrics.json the stage is finished (written last)
-    <run>/baseline-depth9/...           the monolithic model, same layout
-    <run>/results.{json,md}, depth.png  metrics against depth
+    <run>/grow.json                        the resolved config (a resumed run must match it)
+    <run>/stages/01-depth1/                the trainer's run folder of stage 1:
+        config.toml, log.jsonl, tokenizer/   written by the trainer
+        checkpoints/step-*/                  verified checkpoints (removed once the stage is exported)
+        model/                               the exported model after the stage (HF directory)
+        metrics.json                         the stage is finished (written last)
+    <run>/baseline-depth9/...              the monolithic model, same layout
+    <run>/results.{json,md}, depth.png     metrics against depth
 
-A stage with ``metrics.json`` and an exported model is never redone; a stage with a checkpoint
-resumes from it (trainable parameters, optimizer, RNG, step), and the batches are a pure function
-of the global step, so an interrupted and resumed run computes what an uninterrupted one does.
+A phase with ``metrics.json`` and an exported model is never redone; an interrupted one resumes
+with ``Trainer(resume=True)`` on the same model built again (a damaged checkpoint is detected by its
+manifest hashes and the newest intact one is used). Batches are a pure function of the global step,
+so an interrupted and resumed run computes what an uninterrupted one does. The exported model is
+rebuilt from the phase's final checkpoint, so it is exactly the weights that training recorded.
 
 Stage k trains on global steps ``S_1 + ... + S_{k-1}`` onwards; the baseline trains on global steps
 ``0 .. sum S_k - 1``: grown and monolithic models see exactly the same training tokens.
+
+Under ``torchrun`` every rank runs the stages together (``dist.strategy``); rank 0 alone writes
+exports, metrics and the report, and the others wait for it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -32,21 +45,15 @@ from typing import Any, Callable
 import torch
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_json, atomic_write_text
-from ..training.checkpoint import CheckpointCorrupt, load_plain_file, save_plain_file
+from ..fsutil import atomic_write_json
+from ..training import (CheckpointManager, RunConfig, RunData, Trainer, evaluate_loss, load_checkpoint,
+                        load_run_data)
+from ..training.config import config_from_dict
+from ..training.distributed import (DistContext, barrier, broadcast_object, setup_distributed,
+                                    teardown_distributed)
 from ._io import read_json
 from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
 from .grow_config import RESUMABLE_CHANGES, GrowConfig, diff_keys
-from .loop import (
-    TrainSpec,
-    build_optimizer,
-    capture_rng,
-    evaluate,
-    load_trainable_state,
-    restore_rng,
-    train_loop,
-    trainable_state,
-)
 
 
 def _stderr(msg: str) -> None:
@@ -57,9 +64,9 @@ def _stderr(msg: str) -> None:
 class RunContext:
     cfg: GrowConfig
     run_dir: Path
-    device: torch.device
-    train: Any
-    val: Any
+    dist: DistContext
+    data: RunData
+    """Training split and the evaluation split (the training split when the data has no usable val)."""
     eval_split: str
     chars_per_token: float | None
     tokenizer: Any
@@ -68,91 +75,68 @@ class RunContext:
     on_record: Callable[[dict], None] | None = None
 
 
+class StepOffset:
+    """A training split whose batch ``i`` is batch ``offset + i`` of ``split``: a phase that starts
+    at global step ``s`` of the stream reads the batches an uninterrupted stream would read there."""
+
+    def __init__(self, split: Any, offset: int):
+        self.split, self.offset = split, int(offset)
+
+    def get_batch(self, step: int, *args, **kwargs):
+        return self.split.get_batch(self.offset + step, *args, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getattr__(self, name: str):
+        return getattr(self.split, name)
+
+
 # ----------------------------------------------------------------------------------------------
 # setup
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SubstrateError(f"run.device is {name} but CUDA is not available; use run.device=cpu")
-    return torch.device(name)
+def _run_device(name: str) -> str:
+    """``run.device`` of the growth config as a trainer device (``cuda:N`` -> ``cuda``)."""
+    return "cuda" if name.startswith("cuda") else name
 
 
-def _open_data(cfg: GrowConfig, log):
-    """Training and evaluation splits (prepared first when ``data.sources`` is set and needed)."""
-    from ..data import TokenShards
-
-    if not cfg.data.path:
-        raise SubstrateError("no training data: set data.path to a folder written by `substrate-lm data prepare`")
-    path = Path(os.path.expanduser(cfg.data.path))
-    try:
-        train = TokenShards(path, split="train")
-    except SubstrateError:
-        if not cfg.data.sources:
-            raise
-        if not cfg.model.tokenizer:
-            raise SubstrateError(f"data.sources needs a tokenizer to prepare {path}: set model.tokenizer") from None
-        from ..data import prepare_data
-
-        log(f"preparing {path} from {', '.join(cfg.data.sources)}")
-        prepare_data(cfg.data.sources, cfg.model.tokenizer, path, val_fraction=cfg.data.val_fraction,
-                     seed=cfg.train.seed, progress=False)
-        train = TokenShards(path, split="train")
-    try:
-        val = TokenShards(path, split="val")
-    except SubstrateError:
-        val = None
-    need = cfg.train.seq_len + 1
-    split = "val"
-    if val is None or len(val) < need:
-        log(f"note: {path} has no validation split of {need}+ tokens; evaluating on the training split")
-        val, split = train, "train"
-    return path, train, val, split
-
-
-def _chars_per_token(path: Path, split: str) -> float | None:
-    stats = read_json(path / "stats.json") or {}
+def _chars_per_token(stats: dict, split: str) -> float | None:
     s = (stats.get("splits") or {}).get(split) or {}
     chars, tokens = s.get("characters"), s.get("tokens")
     return (chars / tokens) if chars and tokens else None
 
 
-def _tokenizer(cfg: GrowConfig, data_path: Path):
-    meta = read_json(data_path / "meta.json") or {}
-    name = cfg.model.tokenizer or (meta.get("tokenizer") or {}).get("name")
-    if not name:
-        return None, meta
-    from ..tokenizer import load_tokenizer
+def prepare_context(cfg: GrowConfig, dist: DistContext, log: Callable[[str], None] = _stderr,
+                    on_record=None) -> RunContext:
+    """Open (or prepare) data and tokenizer, check vocabulary sizes."""
+    from ..training import load_run_tokenizer
 
-    try:
-        return load_tokenizer(name), meta
-    except SubstrateError:
-        raise
-    except Exception as exc:  # file and hub errors come in many types
-        raise SubstrateError(f"cannot load tokenizer {name}: {str(exc).splitlines()[0]}") from None
-
-
-def prepare_context(cfg: GrowConfig, log: Callable[[str], None] = _stderr, on_record=None) -> RunContext:
-    """Open data and tokenizer, pick the device, check vocabulary and context sizes."""
-    path, train, val, split = _open_data(cfg, log)
-    tok, meta = _tokenizer(cfg, path)
+    base = phase_run_config(cfg, "probe", cfg.run_dir(), depth=cfg.grow.n_layer, steps=1, lr=cfg.train.lr)
+    data = load_run_data(base.data, tokenizer=cfg.model.tokenizer or None, seed=cfg.train.seed,
+                         is_main=dist.is_main, barrier=lambda: barrier(dist), progress=False)
+    meta = data.meta
+    tok = None
+    if cfg.model.tokenizer or (meta.get("tokenizer") or {}).get("name"):
+        tok = load_run_tokenizer(base.model, data)
     data_vocab = int((meta.get("tokenizer") or {}).get("vocab_size") or 0)
-    if tok is not None:
-        vocab = len(tok)
-    else:
-        vocab = int(cfg.model.overrides.get("vocab_size") or data_vocab)
+    vocab = len(tok) if tok is not None else int(cfg.model.overrides.get("vocab_size") or data_vocab)
     if data_vocab and data_vocab != vocab:
         raise SubstrateError(
-            f"tokenizer/substrate mismatch: {path} was tokenised with a vocabulary of {data_vocab} but the "
+            f"tokenizer/substrate mismatch: {data.path} was tokenised with a vocabulary of {data_vocab} but the "
             f"model would have {vocab} rows; use the data's tokenizer (model.tokenizer) or prepare the data again"
         )
     if not vocab:
         raise SubstrateError("unknown vocabulary size: set model.tokenizer or model.overrides.vocab_size")
-    return RunContext(cfg=cfg, run_dir=cfg.run_dir(), device=_device(cfg.run.device), train=train, val=val,
-                      eval_split=split, chars_per_token=_chars_per_token(path, split), tokenizer=tok,
-                      vocab_size=vocab, log=log, on_record=on_record)
+    val, split = data.val, "val"
+    if val is None or len(val) < cfg.train.seq_len + 1:
+        log(f"note: {data.path} has no validation split of {cfg.train.seq_len + 1}+ tokens; "
+            f"evaluating on the training split")
+        val, split = data.train, "train"
+    data = RunData(train=data.train, val=val, path=data.path, meta=data.meta, stats=data.stats)
+    return RunContext(cfg=cfg, run_dir=cfg.run_dir(), dist=dist, data=data, eval_split=split,
+                      chars_per_token=_chars_per_token(data.stats, split), tokenizer=tok, vocab_size=vocab,
+                      log=log, on_record=on_record)
 
 
 def _check_run_dir(cfg: GrowConfig, run_dir: Path, resume: bool, log) -> None:
@@ -177,6 +161,20 @@ def _check_run_dir(cfg: GrowConfig, run_dir: Path, resume: bool, log) -> None:
     atomic_write_json(run_dir / "grow.json", current, default=str)
 
 
+def _on_main(ctx: DistContext, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on rank 0 only; every rank gets its result (or its SubstrateError)."""
+    out, error = None, None
+    if ctx.is_main:
+        try:
+            out = fn()
+        except SubstrateError as exc:
+            error = str(exc)
+    out, error = broadcast_object((out, error), ctx)
+    if error:
+        raise SubstrateError(error)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # phases (a growth stage or the baseline)
 
@@ -196,25 +194,34 @@ class Phase:
     """Returns (model ready to train, finalize(model) -> plain model, lower blocks that must not move)."""
 
 
-def _spec(cfg: GrowConfig, steps: int, lr: float) -> TrainSpec:
+def phase_run_config(cfg: GrowConfig, label: str, run_dir: Path, *, depth: int, steps: int, lr: float) -> RunConfig:
+    """The trainer's :class:`RunConfig` of one phase: the one place growth settings become training settings.
+
+    ``train``, ``checkpoint``, ``log`` and ``dist`` carry over; the phase sets its folder, step count
+    and peak learning rate; validation runs at the end of the phase on ``eval.batches`` batches;
+    warmup is capped below the phase's steps. ``[model]`` only documents the phase (the model itself
+    is built by the growth run and passed in).
+    """
     t = cfg.train
-    return TrainSpec(steps=steps, batch_size=t.batch_size, seq_len=t.seq_len, grad_accum=t.grad_accum, lr=lr,
-                     min_lr=min(t.min_lr, lr), warmup=min(t.warmup, max(0, steps - 1)), weight_decay=t.weight_decay,
-                     betas=list(t.betas), clip=t.clip, seed=t.seed, precision=t.precision, mode=cfg.data.mode)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log records past ``step`` (written after the checkpoint a resumed phase restarts from)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except ValueError:
-            continue  # a torn last line
-    atomic_write_text(path, "".join(f"{x}\n" for x in keep))
+    overrides = {**cfg.model.overrides, "n_layer": depth}
+    raw = {
+        "run": {"name": f"{cfg.run.name}-{label}", "dir": str(run_dir), "device": _run_device(cfg.run.device)},
+        "model": {"preset": cfg.model.preset, "substrate": cfg.model.substrate, "tokenizer": cfg.model.tokenizer,
+                  "overrides": overrides},
+        "data": {"path": cfg.data.path, "mode": cfg.data.mode, "sources": list(cfg.data.sources),
+                 "val_fraction": cfg.data.val_fraction},
+        "train": {"steps": steps, "batch_size": t.batch_size, "seq_len": t.seq_len, "grad_accum": t.grad_accum,
+                  "lr": lr, "min_lr": min(t.min_lr, lr), "warmup": min(t.warmup, max(0, steps - 1)),
+                  "weight_decay": t.weight_decay, "betas": list(t.betas), "clip": t.clip, "seed": t.seed,
+                  "precision": t.precision, "compile": t.compile,
+                  "activation_checkpointing": t.activation_checkpointing},
+        "eval": {"interval": 0, "steps": cfg.eval.batches, "batch_size": cfg.eval.batch_size, "mode": "sequential"},
+        "log": {"interval": cfg.log.interval, "tensorboard": False, "progress": False, "sample_prompts": []},
+        "checkpoint": {"interval": cfg.checkpoint.interval, "keep_last": cfg.checkpoint.keep_last,
+                       "keep_best": False},
+        "dist": {"strategy": cfg.dist.strategy, "backend": cfg.dist.backend},
+    }
+    return config_from_dict(raw)
 
 
 def _is_done(phase: Phase) -> dict | None:
@@ -224,86 +231,98 @@ def _is_done(phase: Phase) -> dict | None:
     return None
 
 
-def run_phase(ctx: RunContext, phase: Phase) -> dict:
-    """Train (or resume) one phase, export its model, evaluate it; returns its metrics."""
-    from ..export import export_model, parameter_counts
+def _train_losses(log_path: Path) -> list[float]:
+    """Training losses recorded in a trainer's ``log.jsonl`` (in step order)."""
+    out = []
+    if log_path.is_file():
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue  # a torn last line
+            if r.get("event") == "train" and r.get("loss") is not None:
+                out.append(float(r["loss"]))
+    return out
 
+
+def run_phase(ctx: RunContext, phase: Phase) -> dict:
+    """Train (or resume) one phase with the Trainer, export its model, evaluate it; returns its metrics."""
     done = _is_done(phase)
     if done is not None:
         ctx.log(f"[{phase.label}] finished earlier: val loss {done.get('val_loss'):.4f}; skipped")
         return done
     cfg = ctx.cfg
-    phase.dir.mkdir(parents=True, exist_ok=True)
-    model, finalize, n_lower = phase.build()
-    spec = _spec(cfg, phase.steps, phase.lr)
-    if spec.seq_len > model.config.block_size:
-        raise SubstrateError(f"train.seq_len={spec.seq_len} exceeds the model's block_size={model.config.block_size}")
-    lower_before = block_fingerprints(model)[:n_lower]
+    run_cfg = phase_run_config(cfg, phase.label, phase.dir, depth=phase.depth, steps=phase.steps, lr=phase.lr)
+    t = run_cfg.train
+    model = phase.build()[0]
+    if t.seq_len > model.config.block_size:
+        raise SubstrateError(f"train.seq_len={t.seq_len} exceeds the model's block_size={model.config.block_size}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    opt = build_optimizer(model, spec)
-    ckpt_path, log_path = phase.dir / "ckpt.safetensors", phase.dir / "log.jsonl"
-    start, history, seconds = 0, [], 0.0
-    if ckpt_path.is_file():
-        try:
-            state = load_plain_file(ckpt_path)  # safetensors + JSON: loading runs no code
-        except CheckpointCorrupt as exc:  # a damaged file: one line, then start the phase over
-            ctx.log(f"[{phase.label}] checkpoint unusable ({exc}); restarting the stage")
-            state = None
-        if state is not None:
-            if state.get("steps") != spec.steps:
-                raise SubstrateError(
-                    f"{ckpt_path} was written for {state.get('steps')} steps, the config now says {spec.steps}; "
-                    f"resume with the same config"
-                )
-            load_trainable_state(model, state["trainable"])
-            opt.load_state_dict(state["optimizer"])
-            restore_rng(state["rng"])
-            start, history, seconds = int(state["step"]), list(state["losses"]), float(state.get("seconds", 0.0))
-            ctx.log(f"[{phase.label}] resuming at step {start}/{spec.steps}")
-    _truncate_log(log_path, start)
-    t0 = time.perf_counter()
-
-    def save(step: int, optimizer) -> None:
-        save_plain_file(ckpt_path, {
-            "step": step, "steps": spec.steps, "label": phase.label, "trainable": trainable_state(model),
-            "optimizer": optimizer.state_dict(), "rng": capture_rng(), "losses": list(history),
-            "seconds": seconds + time.perf_counter() - t0,
-        })
+    resume = bool(CheckpointManager(phase.dir / "checkpoints", rank0=False).step_dirs())
+    data = RunData(train=StepOffset(ctx.data.train, phase.step_offset * t.grad_accum), val=ctx.data.val,
+                   path=ctx.data.path, meta=ctx.data.meta, stats=ctx.data.stats)
 
     def record(r: dict) -> None:
+        if r.get("event") != "train":
+            return
         r = {"phase": phase.label, **r, "global_step": phase.step_offset + r["step"]}
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(r) + "\n")
-        ctx.log(f"[{phase.label}] step {r['step']}/{spec.steps} loss {r['loss']:.4f} lr {r['lr']:.2e} "
-                f"{r['tokens_per_s']:,.0f} tok/s")
+        ctx.log(f"[{phase.label}] step {r['step']}/{t.steps} loss {r['loss']:.4f} lr {r['lr']:.2e} "
+                f"{r['tok_per_s']:,.0f} tok/s")
         if ctx.on_record is not None:
             ctx.on_record(r)
 
-    if start < spec.steps:
-        ctx.log(f"[{phase.label}] training {phase.trained}: {trainable:,} parameters, {spec.steps} steps")
-        train_loop(model, ctx.train, spec, step_offset=phase.step_offset, start=start, optimizer=opt,
-                   on_checkpoint=save, checkpoint_every=cfg.checkpoint.interval, log=record,
-                   log_every=cfg.log.interval, history=history)
-    seconds += time.perf_counter() - t0
+    ctx.log(f"[{phase.label}] {'resuming' if resume else 'training'} {phase.trained}: {trainable:,} parameters, "
+            f"{t.steps} steps, run folder {phase.dir}")
+    t0 = time.perf_counter()
+    result = Trainer(run_cfg, model=model, tokenizer=ctx.tokenizer, data=data, resume=resume,
+                     callbacks=[record]).fit()
+    seconds = time.perf_counter() - t0
+    del model
+    final_ckpt = broadcast_object(str(result.checkpoint) if result.checkpoint else None, ctx.dist)
+    if final_ckpt is None:  # pragma: no cover - the trainer always saves at the last step
+        raise SubstrateError(f"{phase.dir} has no final checkpoint; resume the growth run")
+    world = ctx.dist.world_size
+    metrics = _on_main(ctx.dist, lambda: _finish_phase(ctx, phase, Path(final_ckpt), t, trainable, seconds, world))
+    barrier(ctx.dist)
+    return metrics
+
+
+def _finish_phase(ctx: RunContext, phase: Phase, ckpt: Path, t, trainable: int, seconds: float, world: int) -> dict:
+    """Rank 0: rebuild the phase's model from its final (verified) checkpoint, finalize (merge LoRA),
+    export, evaluate, write ``metrics.json`` and drop the checkpoints."""
+    from ..export import export_model, parameter_counts
+
+    cfg = ctx.cfg
+    model, finalize, n_lower = phase.build()
+    lower_before = block_fingerprints(model)[:n_lower]
+    ck = load_checkpoint(ckpt)
+    if ck.step != phase.steps:
+        raise SubstrateError(f"{ckpt} is at step {ck.step}, the phase has {phase.steps}; resume the growth run")
+    try:
+        model.load_state_dict(ck.model_state, strict=True)
+    except RuntimeError as exc:
+        raise SubstrateError(f"{ckpt} does not fit the phase's model ({str(exc).splitlines()[0]}); "
+                             f"the config changed since it was written: start a new run.dir") from None
     lower_after = block_fingerprints(model)[:n_lower]
-    model = finalize(model)
+    model = finalize(model).to(ctx.dist.device)
     model.eval()
     name = f"{cfg.run.name}-{phase.label}"
     card = (f"Grown layer by layer with substrate-lm ({phase.label}: {phase.trained}; "
             f"{phase.tokens_total:,} training tokens in total).")
     export_model(model, phase.dir / "model", tokenizer=ctx.tokenizer, name=name, card_extra=card)
-    ev = evaluate(model, ctx.val, cfg.eval.batch_size or cfg.train.batch_size, cfg.train.seq_len,
-                  cfg.eval.batches, cfg.train.precision)
+    ev = evaluate_loss(model, ctx.data.val, cfg.eval.batch_size or t.batch_size, t.seq_len, cfg.eval.batches,
+                       t.precision)
     bpc = ev["loss"] / math.log(2) / ctx.chars_per_token if ctx.chars_per_token else None
-    tail = history[-min(10, len(history)):] if history else []
+    losses = _train_losses(phase.dir / "log.jsonl")
+    tail = losses[-min(10, len(losses)):] if losses else []
     metrics = {
         "model": phase.label,
         "kind": phase.kind,
         "depth": phase.depth,
         "trained": phase.trained,
-        "steps": spec.steps,
-        "tokens": spec.steps * spec.batch_size * spec.seq_len * spec.grad_accum,
-        "tokens_total": phase.tokens_total,
+        "steps": t.steps,
+        "tokens": t.steps * t.batch_size * t.seq_len * t.grad_accum * world,
+        "tokens_total": phase.tokens_total * world,
         "train_loss": sum(tail) / len(tail) if tail else None,
         "val_loss": ev["loss"],
         "val_ppl": ev["ppl"],
@@ -317,9 +336,10 @@ def run_phase(ctx: RunContext, phase: Phase) -> dict:
         "lower_blocks_unchanged": (lower_before == lower_after) if n_lower else None,
         "substrate_fingerprint": model.config.substrate_fingerprint,
         "model_dir": str((phase.dir / "model").relative_to(ctx.run_dir)),
+        "world_size": world,
     }
     atomic_write_json(phase.dir / "metrics.json", metrics, default=str)
-    ckpt_path.unlink(missing_ok=True)
+    shutil.rmtree(phase.dir / "checkpoints", ignore_errors=True)
     ctx.log(f"[{phase.label}] val loss {ev['loss']:.4f}" + (f", {bpc:.4f} bits/char" if bpc else "")
             + f"; exported {phase.dir / 'model'}")
     return metrics
@@ -357,6 +377,7 @@ def _stage_phase(ctx: RunContext, stage: Stage, stages: list[Stage], steps: list
             trained += f" + LoRA r{cfg.lora.r} on blocks 1-{stage.n_lower}"
 
     def build():
+        """The stage's model, built the same way every time (training, resume, export)."""
         if stage.index == 1:
             model = _first_model(ctx, stage.depth)
         else:
@@ -366,7 +387,6 @@ def _stage_phase(ctx: RunContext, stage: Stage, stages: list[Stage], steps: list
             except (OSError, ValueError) as exc:
                 raise SubstrateError(f"cannot load the previous stage's model {prev}: {str(exc).splitlines()[0]}") from None
             model = grow_model(base, stage.n_new, seed=cfg.train.seed * 1_000_003 + stage.index)
-        model.to(ctx.device)
         finalize = lambda m: m  # noqa: E731
         if lora_on:
             from .lora import apply_lora, merge
@@ -388,7 +408,7 @@ def _baseline_phase(ctx: RunContext, depth: int, steps: int, tokens_per_step: in
     cfg = ctx.cfg
 
     def build():
-        model = _first_model(ctx, depth).to(ctx.device)
+        model = _first_model(ctx, depth)
         set_stage_trainable(model, 0, True, train_substrate=True)
         return model, (lambda m: m), 0
 
@@ -399,44 +419,55 @@ def _baseline_phase(ctx: RunContext, depth: int, steps: int, tokens_per_step: in
 
 def run_growth(cfg: GrowConfig, resume: bool = False, log: Callable[[str], None] = _stderr,
                on_record: Callable[[dict], None] | None = None) -> dict:
-    """Run (or resume) a growth run end to end.
+    """Run (or resume) a growth run end to end; under ``torchrun`` on every rank.
 
     Args:
         cfg: the run's :class:`GrowConfig`.
-        resume: continue the run in ``cfg.run_dir()`` (finished stages are skipped, a running one
-            resumes from its checkpoint). Without it an existing run folder is refused.
-        log: receives progress lines.
-        on_record: receives every training log record (``phase``, ``step``, ``loss`` ...).
+        resume: continue the run in ``cfg.run_dir()`` (finished phases are skipped, a running one
+            resumes from its newest intact checkpoint). Without it an existing run folder is refused.
+        log: receives progress lines (rank 0).
+        on_record: receives every training log record of rank 0 (``phase``, ``step``,
+            ``global_step``, ``loss``, ``lr`` ...); an exception raised there stops the run.
 
     Returns:
-        ``{"stages": [metrics...], "baseline": metrics | None, "paths": {...}, "table": markdown}``.
+        ``{"stages": [metrics...], "baseline": metrics | None, "paths": {...}, "table": markdown,
+        "info": {...}}`` (the same on every rank).
     """
     from .report import write_report
 
     run_dir = cfg.run_dir()
-    _check_run_dir(cfg, run_dir, resume, log)
-    ctx = prepare_context(cfg, log, on_record)
-    stages = plan_stages(cfg.grow.n_layer, cfg.grow.first_layers, cfg.grow.layers_per_stage)
-    steps = [cfg.train.first_steps or cfg.train.steps] + [cfg.train.steps] * (len(stages) - 1)
-    tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum
-    log(f"growth plan: depths {[s.depth for s in stages]}, steps {steps}, "
-        f"{sum(steps) * tokens_per_step:,} training tokens, device {ctx.device}")
-    results = []
-    for stage in stages:
-        results.append(run_phase(ctx, _stage_phase(ctx, stage, stages, steps, tokens_per_step)))
-    baseline = None
-    if cfg.baseline.enabled:
-        b_steps = cfg.baseline.steps or sum(steps)
-        baseline = run_phase(ctx, _baseline_phase(ctx, cfg.grow.n_layer, b_steps, tokens_per_step))
-    info = {
-        "name": cfg.run.name,
-        "plan": [s.depth for s in stages],
-        "steps": steps,
-        "tokens_per_step": tokens_per_step,
-        "eval_split": ctx.eval_split,
-        "same_substrate": baseline is None or baseline["substrate_fingerprint"] == results[0]["substrate_fingerprint"],
-        "final_model": str(run_dir / results[-1]["model_dir"]),
-    }
-    paths = write_report(run_dir, results, baseline, info)
-    log(f"results: {paths['markdown']}" + (f", plot {paths['plot']}" if paths["plot"] else ""))
-    return {"stages": results, "baseline": baseline, "paths": paths, "table": paths["table"], "info": info}
+    dist = setup_distributed(cfg.dist.strategy, _run_device(cfg.run.device), cfg.dist.backend)
+    if not dist.is_main:
+        log = lambda m: None  # noqa: E731
+        on_record = None
+    try:
+        _on_main(dist, lambda: _check_run_dir(cfg, run_dir, resume, log))
+        ctx = prepare_context(cfg, dist, log, on_record)
+        stages = plan_stages(cfg.grow.n_layer, cfg.grow.first_layers, cfg.grow.layers_per_stage)
+        steps = [cfg.train.first_steps or cfg.train.steps] + [cfg.train.steps] * (len(stages) - 1)
+        tokens_per_step = cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum
+        log(f"growth plan: depths {[s.depth for s in stages]}, steps {steps}, "
+            f"{sum(steps) * tokens_per_step * dist.world_size:,} training tokens, {dist.world_size} x {dist.device}")
+        results = []
+        for stage in stages:
+            results.append(run_phase(ctx, _stage_phase(ctx, stage, stages, steps, tokens_per_step)))
+        baseline = None
+        if cfg.baseline.enabled:
+            b_steps = cfg.baseline.steps or sum(steps)
+            baseline = run_phase(ctx, _baseline_phase(ctx, cfg.grow.n_layer, b_steps, tokens_per_step))
+        info = {
+            "name": cfg.run.name,
+            "plan": [s.depth for s in stages],
+            "steps": steps,
+            "tokens_per_step": tokens_per_step * dist.world_size,
+            "world_size": dist.world_size,
+            "eval_split": ctx.eval_split,
+            "same_substrate": baseline is None
+            or baseline["substrate_fingerprint"] == results[0]["substrate_fingerprint"],
+            "final_model": str(run_dir / results[-1]["model_dir"]),
+        }
+        paths = _on_main(dist, lambda: write_report(run_dir, results, baseline, info))
+        log(f"results: {paths['markdown']}" + (f", plot {paths['plot']}" if paths["plot"] else ""))
+        return {"stages": results, "baseline": baseline, "paths": paths, "table": paths["table"], "info": info}
+    finally:
+        teardown_distributed(dist)

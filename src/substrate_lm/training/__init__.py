@@ -13,6 +13,7 @@ from .checkpoint import (CheckpointCorrupt, CheckpointManager, load_checkpoint, 
                          resolve_checkpoint, save_plain_file, verify_checkpoint)
 from .config import (RunConfig, apply_overrides, describe_config, load_config, recipe_names,
                      recipe_path)
+from .evaluate import evaluate_loss, mean_loss
 from .export import export_checkpoint, model_from_checkpoint
 from .metrics import flops_per_token, matmul_params, peak_flops
 from .optim import WarmupCosine, build_optimizer, build_scheduler, param_groups
@@ -20,7 +21,7 @@ from .trainer import TrainResult, Trainer, causal_lm_loss, seed_everything, trai
 
 __all__ = [
     "RunConfig", "load_config", "apply_overrides", "describe_config", "recipe_names", "recipe_path",
-    "Trainer", "TrainResult", "train", "seed_everything", "causal_lm_loss",
+    "Trainer", "TrainResult", "train", "seed_everything", "causal_lm_loss", "evaluate_loss", "mean_loss",
     "RunData", "build_model", "build_model_meta", "load_run_data", "load_run_tokenizer",
     "CheckpointManager", "CheckpointCorrupt", "load_checkpoint", "resolve_checkpoint",
     "verify_checkpoint", "export_checkpoint", "model_from_checkpoint", "save_plain_file",

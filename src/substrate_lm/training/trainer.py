@@ -40,6 +40,7 @@ from .distributed import (DistContext, all_reduce_mean, barrier, broadcast_objec
                           full_model_state, full_optimizer_state, load_full_model_state,
                           load_full_optimizer_state, parallelize, setup_distributed,
                           teardown_distributed)
+from .evaluate import mean_loss
 from .metrics import RunLogger, flops_per_token, format_count, format_duration, peak_flops
 from .optim import WarmupCosine, build_optimizer, build_scheduler
 
@@ -86,9 +87,12 @@ def causal_lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunke
         model: the module to call (possibly a DDP wrapper).
         x, y: LongTensors [B, T]; ``y`` is ``x`` shifted by one token.
         chunked: use the memory-saving loss where the model has it.
-        signature_of: the unwrapped model whose ``forward`` signature decides (default ``model``).
+        signature_of: the unwrapped model whose ``forward`` signature decides (default ``model``;
+            for a peft wrapper, the model inside it).
     """
-    aligned, has_chunked = _loss_kwargs(type(signature_of if signature_of is not None else model))
+    owner = signature_of if signature_of is not None else model
+    base = getattr(owner, "get_base_model", None)  # a peft wrapper passes every keyword on
+    aligned, has_chunked = _loss_kwargs(type(base() if callable(base) else owner))
     if aligned:
         kw = {"return_logits": False} if (chunked and has_chunked) else {}
         return model(input_ids=x, targets=y, use_cache=False, **kw).loss
@@ -375,14 +379,12 @@ class Trainer:
         """Validation loss, perplexity and bits per character over ``eval.steps`` batches."""
         cfg, ctx = self.cfg, self.ctx
         bs = cfg.eval.batch_size or cfg.train.batch_size
-        self.model.eval()
-        total = torch.zeros((), device=ctx.device)
-        for i in range(cfg.eval.steps):
-            x, y = self._batch(self.data.val, i, bs, cfg.eval.mode)
-            with self._autocast():
-                total += self._loss(self.model, x, y).float()
+        n = max(1, cfg.eval.steps)
+        batches = (self._batch(self.data.val, i, bs, cfg.eval.mode) for i in range(n))
+        loss, _ = mean_loss(self.model, batches, precision=cfg.train.precision,
+                            chunked=cfg.train.chunked_loss, signature_of=self.model, device=ctx.device,
+                            reduce=lambda t: all_reduce_mean(t, ctx))
         self.model.train()
-        loss = all_reduce_mean(total / max(1, cfg.eval.steps), ctx).item()
         out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
         cpt = self.data.chars_per_token("val")
         if cpt:
