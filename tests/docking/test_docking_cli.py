@@ -104,7 +104,7 @@ def test_grow_cli_runs_and_resumes(data_dir, tmp_path, capsys):
         "[train]\nsteps = 3\nbatch_size = 2\nseq_len = 16\nwarmup = 1\n"
         "[eval]\nbatches = 1\n[baseline]\nenabled = false\n"
     )
-    common = ["grow", "--config", str(cfg), "--set", f"data.path={data_dir}", "--set", f"run.dir={tmp_path / 'run'}"]
+    common = ["grow", "--config", str(cfg), "--data.path", str(data_dir), "--run.dir", str(tmp_path / "run")]
     assert run_cli(common) == 0
     out = capsys.readouterr().out
     assert "| stage2 | 2 |" in out and "final model:" in out

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from substrate_lm.docking.grow_config import ENGINE
 from substrate_lm.docking import (
     apply_lora,
     block_fingerprints,
@@ -262,20 +263,23 @@ def test_growth_config_errors_and_recipes(tmp_path):
     from substrate_lm.docking.grow_config import apply_overrides
     from substrate_lm.presets import get_preset
 
-    with pytest.raises(SubstrateError, match=r"unknown key train\.stepz"):
+    with pytest.raises(SubstrateError, match=r"unknown config key train\.stepz"):
         load_grow_config({"train": {"stepz": 1}})
-    with pytest.raises(SubstrateError, match=r"unknown section \[growth\]"):
+    with pytest.raises(SubstrateError, match=r"unknown config section \[growth\]"):
         load_grow_config({"growth": {}})
     with pytest.raises(SubstrateError, match=r"train\.steps must be an integer"):
         load_grow_config({"train": {"steps": "many"}})
     with pytest.raises(SubstrateError, match="lora.from_stage must be >= 2"):
         load_grow_config({"lora": {"from_stage": 1}})
-    cfg = apply_overrides(load_grow_config(None), ["train.lr=1e-2", "lora.enabled=true", "model.overrides.d_model=32",
-                                                   "lora.targets=[\"qkv\"]"])
+    cfg = apply_overrides(load_grow_config(None), ["--train.lr=1e-2", "--lora.enabled=true", "--model.overrides.d_model=32",
+                                                   "--lora.targets=[\"qkv\"]"])
     assert cfg.train.lr == 0.01 and cfg.lora.enabled and cfg.model.overrides == {"d_model": 32}
     assert cfg.lora.targets == ["qkv"]
-    with pytest.raises(SubstrateError, match="not SECTION.KEY=VALUE"):
+    with pytest.raises(SubstrateError, match="unexpected argument 'train.lr'; settings look like --run.name"):
         apply_overrides(cfg, ["train.lr"])
+    with pytest.raises(SubstrateError, match=r"train\.precision must be one of fp32, bf16"):
+        apply_overrides(cfg, ["--train.precision", "fp16"])
+    assert "--grow.n_layer = 3" in ENGINE.describe() and "Final depth." in ENGINE.describe()
 
     tiny = load_grow_config("grow-tiny")
     assert [s.depth for s in plan_stages(tiny.grow.n_layer, tiny.grow.first_layers, tiny.grow.layers_per_stage)] == [1, 2, 3]
@@ -300,7 +304,7 @@ def test_growth_needs_prepared_data(tmp_path):
 
 
 def test_grow_tiny_recipe_end_to_end(data_dir, tmp_path):
-    cfg = load_grow_config("grow-tiny", [f"data.path={data_dir}", f"run.dir={tmp_path / 'run'}", "run.device=cpu"])
+    cfg = load_grow_config("grow-tiny", [f"--data.path={data_dir}", f"--run.dir={tmp_path / 'run'}", "--run.device=cpu"])
     result = run_growth(cfg, log=lambda m: None)
     stages = result["stages"]
     assert [s["depth"] for s in stages] == [1, 2, 3]

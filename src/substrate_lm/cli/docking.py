@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import SubstrateError
-from .common import nonneg_int, positive_float, positive_int, resolve_device
+from .common import add_settings_args, nonneg_int, positive_float, positive_int, resolve_device, settings_overrides
 
 
 def register(sub) -> None:
@@ -39,10 +39,12 @@ def register(sub) -> None:
 
     p = sub.add_parser("grow", help="grow a model layer by layer on a frozen substrate (resumable; "
                                     "each stage is a Trainer run, torchrun-able)")
-    p.add_argument("--config", required=True, help="growth TOML file or recipe name (grow-tiny, grow-paper-9x3)")
+    p.description = ("Grow a model block by block from a growth config (a TOML file or a recipe name); any "
+                     "setting is overridden as --section.key VALUE (e.g. --train.steps 50 --data.path "
+                     "data/tiny); --help-config lists them all.")
+    add_settings_args(p, old_set="")
+    p.add_argument("--config", help="growth TOML file or recipe name (grow-tiny, grow-paper-9x3)")
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir (finished stages are skipped)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set train.steps=50 --set data.path=data/tiny")
     p.set_defaults(func=cmd_grow)
 
 
@@ -167,9 +169,16 @@ def _train_adapter(args, model) -> dict:
 
 def cmd_grow(args) -> int:
     from ..docking import load_grow_config, run_growth
+    from ..docking.grow_config import ENGINE
 
+    overrides = settings_overrides(args)
+    if args.help_config:
+        print(ENGINE.describe(load_grow_config(args.config, overrides) if args.config else None))
+        return 0
+    if not args.config:
+        raise SubstrateError("pass --config FILE|RECIPE (recipes: grow-tiny, grow-paper-9x3)")
     _quiet_transformers()
-    cfg = load_grow_config(args.config, args.set)
+    cfg = load_grow_config(args.config, overrides)
     result = run_growth(cfg, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun rank 0 reports

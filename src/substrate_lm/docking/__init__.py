@@ -10,7 +10,7 @@ from substrate_lm.docking import compose, save_composed, train_fusion, run_growt
 moe = compose(["runs/ru/model", "runs/zh/model"], weights=[0.5, 0.5])   # ComposedForCausalLM
 save_composed(moe, "runs/moe")       # AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)
 
-result = run_growth(load_grow_config("grow-tiny", ["data.path=data/tiny"]))
+result = run_growth(load_grow_config("grow-tiny", ["--data.path", "data/tiny"]))
 print(result["table"])
 ```
 

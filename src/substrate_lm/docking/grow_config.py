@@ -1,11 +1,14 @@
-"""The configuration of a growth run: a TOML file (``recipes/grow-*.toml``) plus ``KEY=VALUE`` overrides.
+"""The configuration of a growth run: a TOML file (``recipes/grow-*.toml``) plus ``--section.key VALUE``
+overrides, loaded, validated and described by the project's one settings engine
+(:mod:`substrate_lm.settings`).
 
 Sections and keys mirror the trainer's where they mean the same thing (``[model] preset``,
 ``[data] path``, ``[train] lr``, ``[dist] strategy`` ...); growth adds ``[grow]``, ``[lora]`` and
 ``[baseline]``. Every stage runs as one :class:`~substrate_lm.training.Trainer` run whose
 :class:`~substrate_lm.training.RunConfig` :func:`substrate_lm.docking.grow_run.phase_run_config`
 derives from this config.
-Unknown sections or keys and wrong types raise a one-line :class:`SubstrateError`.
+Unknown sections or keys, wrong types and bad choices raise a one-line :class:`SubstrateError`;
+``substrate-lm grow --help-config`` lists every key with its meaning.
 
 ```toml
 [grow]
@@ -18,18 +21,20 @@ layers_per_stage = 3   # then 3 new blocks per stage: depths 3, 6, 9
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import SubstrateError
+from ..settings import SettingsEngine
 from ..training.config import DistSection
 
 
 @dataclass
 class RunSection:
+    """Where the growth run lives and what it runs on."""
+
     name: str = "grow"
     """Run name (default folder ``runs/<name>``)."""
     dir: str = ""
@@ -40,6 +45,8 @@ class RunSection:
 
 @dataclass
 class ModelSection:
+    """The backbone every stage is built from."""
+
     preset: str = "tiny"
     """Preset of the backbone (``tiny``, ``small``, ``1024-bit``, ...); its n_layer is replaced by the plan."""
     substrate: str = ""
@@ -48,24 +55,28 @@ class ModelSection:
     """Seed of the substrate table and of the first stage's init (the baseline uses the same)."""
     tokenizer: str = ""
     """Tokenizer folder or hub id; empty: the one recorded in the data folder's meta.json."""
-    overrides: dict = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
     """Model config fields on top of the preset, e.g. ``{block_size = 128}``."""
 
 
 @dataclass
 class DataSection:
+    """Training data: token shards from ``substrate-lm data prepare``."""
+
     path: str = ""
     """Prepared token shards (``substrate-lm data prepare --out``)."""
-    sources: list = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
     """When ``path`` holds no prepared data yet, prepare it from these sources with the tokenizer."""
     val_fraction: float = 0.01
     """Held-out share of documents when the run prepares the data."""
-    mode: str = "random"
+    mode: Literal["random", "sequential"] = "random"
     """Training batches: ``random`` windows or ``sequential`` packing."""
 
 
 @dataclass
 class GrowSection:
+    """The plan: final depth and blocks per stage."""
+
     n_layer: int = 3
     """Final depth."""
     first_layers: int = 1
@@ -78,6 +89,8 @@ class GrowSection:
 
 @dataclass
 class LoraSection:
+    """LoRA on the frozen lower blocks during later stages (Growing Transformers v1)."""
+
     enabled: bool = False
     """LoRA on the frozen lower blocks in later stages, merged into the weights at the end of each stage."""
     from_stage: int = 2
@@ -88,12 +101,14 @@ class LoraSection:
     """LoRA alpha (scale alpha / r)."""
     dropout: float = 0.0
     """Dropout on the LoRA input."""
-    targets: list = field(default_factory=lambda: ["qkv", "proj", "fc"])
+    targets: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc"])
     """Linear layers of a block that get LoRA (attention qkv/proj, MLP fc/proj)."""
 
 
 @dataclass
 class TrainSection:
+    """Optimisation of every stage (the trainer's schedule and optimizer)."""
+
     steps: int = 100
     """Optimizer steps per stage."""
     first_steps: int = 0
@@ -105,11 +120,11 @@ class TrainSection:
     min_lr: float = 1e-4
     warmup: int = 10
     weight_decay: float = 0.1
-    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     clip: float = 1.0
     seed: int = 0
     """Seed of the data sampler and of every new block's initialisation."""
-    precision: str = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"
     """``fp32`` or ``bf16`` autocast."""
     compile: bool = False
     """``torch.compile`` each transformer block (as ``train.compile`` of a training run)."""
@@ -119,6 +134,8 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
+    """Validation after every stage."""
+
     batches: int = 20
     """Sequential validation batches scored after every stage (the same tokens for every stage)."""
     batch_size: int = 0
@@ -127,6 +144,8 @@ class EvalSection:
 
 @dataclass
 class BaselineSection:
+    """The monolithic model grown models are compared with."""
+
     enabled: bool = True
     """Also train a monolithic model of the final depth on the same token budget, for comparison."""
     steps: int = 0
@@ -137,6 +156,8 @@ class BaselineSection:
 
 @dataclass
 class CheckpointSection:
+    """Checkpoints of the running stage."""
+
     interval: int = 50
     """Checkpoint the running stage every this many steps (and at its end)."""
     keep_last: int = 2
@@ -145,12 +166,16 @@ class CheckpointSection:
 
 @dataclass
 class LogSection:
+    """Reporting."""
+
     interval: int = 10
     """Progress line every this many steps."""
 
 
 @dataclass
 class GrowConfig:
+    """A growth run: stages of a block-by-block grown model and its monolithic baseline."""
+
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -175,91 +200,17 @@ RESUMABLE_CHANGES = {"run.device", "checkpoint.interval", "checkpoint.keep_last"
                      "dist.strategy", "dist.backend", "train.compile", "train.activation_checkpointing"}
 
 
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise SubstrateError(f"{key} must be true or false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise SubstrateError(f"{key} must be an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise SubstrateError(f"{key} must be a number, got {value!r}")
-    if isinstance(default, str):
-        if isinstance(value, str):
-            return value
-        raise SubstrateError(f"{key} must be a string, got {value!r}")
-    if isinstance(default, (list, dict)):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                raise SubstrateError(f"{key} must be a JSON {type(default).__name__}, got {value!r}") from None
-        if not isinstance(value, type(default)):
-            raise SubstrateError(f"{key} must be a {type(default).__name__}, got {value!r}")
-        return value
-    return value  # pragma: no cover
-
-
 def config_from_dict(raw: dict) -> GrowConfig:
     """Build and validate a :class:`GrowConfig` from nested dicts (as TOML gives them)."""
-    cfg = GrowConfig()
-    sections = {f.name for f in dataclasses.fields(cfg)}
-    for sec, values in raw.items():
-        if sec not in sections:
-            raise SubstrateError(f"unknown section [{sec}] in the growth config; valid: {', '.join(sorted(sections))}")
-        if not isinstance(values, dict):
-            raise SubstrateError(f"[{sec}] must be a table of keys")
-        section = getattr(cfg, sec)
-        keys = {f.name for f in dataclasses.fields(section)}
-        for key, value in values.items():
-            if key not in keys:
-                raise SubstrateError(f"unknown key {sec}.{key}; valid keys of [{sec}]: {', '.join(sorted(keys))}")
-            setattr(section, key, _coerce(value, getattr(section, key), f"{sec}.{key}"))
-    validate(cfg)
-    return cfg
+    return ENGINE.from_dict(raw)
 
 
-def apply_overrides(cfg: GrowConfig, items: list[str]) -> GrowConfig:
-    """Apply ``["train.steps=10", "model.overrides.block_size=64"]`` in place; returns ``cfg``."""
-    for item in items:
-        if "=" not in item:
-            raise SubstrateError(f"override {item!r} is not SECTION.KEY=VALUE; write e.g. train.steps=10")
-        key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        if len(parts) == 3 and parts[:2] == ["model", "overrides"]:
-            try:
-                cfg.model.overrides[parts[2]] = json.loads(value)
-            except ValueError:
-                cfg.model.overrides[parts[2]] = value
-            continue
-        if len(parts) != 2:
-            raise SubstrateError(f"override {key!r} must name SECTION.KEY (e.g. train.steps)")
-        sec, name = parts
-        section = getattr(cfg, sec, None)
-        if section is None or not dataclasses.is_dataclass(section):
-            raise SubstrateError(f"unknown section {sec!r} in override {item!r}")
-        if name not in {f.name for f in dataclasses.fields(section)}:
-            raise SubstrateError(f"unknown key {sec}.{name} in override {item!r}")
-        setattr(section, name, _coerce(value, getattr(section, name), key))
-    validate(cfg)
+def apply_overrides(cfg: GrowConfig, overrides: list[str] | dict[str, Any]) -> GrowConfig:
+    """Apply ``["--train.steps", "10", "--model.overrides.block_size=64"]`` (or a dict of dotted keys)
+    in place and re-validate; returns ``cfg``."""
+    new = ENGINE.apply(cfg, overrides)
+    for f in dataclasses.fields(cfg):
+        setattr(cfg, f.name, getattr(new, f.name))
     return cfg
 
 
@@ -270,10 +221,6 @@ def validate(cfg: GrowConfig) -> None:
     t = cfg.train
     if t.steps < 1 or t.first_steps < 0:
         raise SubstrateError(f"train.steps must be >= 1 and train.first_steps >= 0 (got {t.steps}, {t.first_steps})")
-    if t.precision not in ("fp32", "bf16"):
-        raise SubstrateError(f"train.precision must be fp32 or bf16, got {t.precision!r}")
-    if cfg.data.mode not in ("random", "sequential"):
-        raise SubstrateError(f"data.mode must be random or sequential, got {cfg.data.mode!r}")
     if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):
         raise SubstrateError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
     if cfg.lora.from_stage < 2:
@@ -282,33 +229,19 @@ def validate(cfg: GrowConfig) -> None:
         raise SubstrateError(f"eval.batches must be >= 1, got {cfg.eval.batches}")
     if cfg.checkpoint.interval < 0 or cfg.checkpoint.keep_last < 1 or cfg.log.interval < 1:
         raise SubstrateError("checkpoint.interval must be >= 0, checkpoint.keep_last and log.interval >= 1")
-    if cfg.dist.strategy not in ("auto", "none", "ddp", "fsdp2") or cfg.dist.backend not in ("auto", "gloo", "nccl"):
-        raise SubstrateError(f"dist.strategy must be auto, none, ddp or fsdp2 and dist.backend auto, gloo or nccl "
-                             f"(got {cfg.dist.strategy!r}, {cfg.dist.backend!r})")
     if len(t.betas) != 2:
         raise SubstrateError(f"train.betas must be two numbers, got {t.betas}")
 
 
-def load_grow_config(source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> GrowConfig:
-    """A growth config from a TOML path, a recipe name (``grow-tiny``) or a dict, plus overrides."""
-    if source is None:
-        raw: dict = {}
-    elif isinstance(source, dict):
-        raw = json.loads(json.dumps(source))
-    else:
-        path = resolve_recipe(source)
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise SubstrateError(f"{path}: invalid TOML: {exc}") from None
-    cfg = config_from_dict(raw)
-    if overrides:
-        apply_overrides(cfg, overrides)
-    return cfg
+#: the settings engine of ``substrate-lm grow``
+ENGINE: SettingsEngine[GrowConfig] = SettingsEngine(GrowConfig, check=validate)
+
+
+def load_grow_config(source: str | os.PathLike | dict | None = None,
+                     overrides: list[str] | dict[str, Any] | None = None) -> GrowConfig:
+    """A growth config from a TOML path, a recipe name (``grow-tiny``) or a dict, plus overrides
+    (``["--train.steps", "10"]`` or ``{"train.steps": 10}``)."""
+    return ENGINE.load(source, overrides, resolve=resolve_recipe)
 
 
 def resolve_recipe(source: str | os.PathLike) -> Path:
