@@ -349,11 +349,16 @@ def toml_value(value: Any) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a settings dataclass (its fields' descriptions)."""
-    try:
-        schema = TypeAdapter(cls).json_schema()
-    except Exception:  # noqa: BLE001 - a field type without a schema: no descriptions
-        return {}
-    props = schema.get("properties") or next(
-        (d.get("properties", {}) for n, d in schema.get("$defs", {}).items() if n == cls.__name__), {})
-    return {k: " ".join(str(v.get("description", "")).split()) for k, v in props.items() if v.get("description")}
+    """The attribute docstrings of a settings dataclass (its fields' descriptions); a subclass
+    inherits its bases' and overrides those it redefines."""
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        try:
+            schema = TypeAdapter(klass).json_schema()
+        except Exception:  # noqa: BLE001 - a field type without a schema: no descriptions
+            continue
+        props = schema.get("properties") or (schema.get("$defs", {}).get(klass.__name__) or {}).get("properties", {})
+        own = set(getattr(klass, "__annotations__", {}))
+        docs.update({k: " ".join(str(v["description"]).split()) for k, v in props.items()
+                     if v.get("description") and (k in own or k not in docs)})
+    return docs

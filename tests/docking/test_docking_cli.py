@@ -102,7 +102,7 @@ def test_grow_cli_runs_and_resumes(data_dir, tmp_path, capsys):
         "[model]\npreset = 'tiny'\noverrides = {d_model = 32, n_head = 4, block_size = 64}\n"
         "[grow]\nn_layer = 2\n"
         "[train]\nsteps = 3\nbatch_size = 2\nseq_len = 16\nwarmup = 1\n"
-        "[eval]\nbatches = 1\n[baseline]\nenabled = false\n"
+        "[eval]\nsteps = 1\n[baseline]\nenabled = false\n"
     )
     common = ["grow", "--config", str(cfg), "--data.path", str(data_dir), "--run.dir", str(tmp_path / "run")]
     assert run_cli(common) == 0

@@ -159,7 +159,7 @@ def small_config(data_dir, run_dir, **sections) -> dict:
         "data": {"path": str(data_dir)},
         "grow": {"n_layer": 2, "first_layers": 1, "layers_per_stage": 1},
         "train": {"steps": 6, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "min_lr": 3e-4, "warmup": 1},
-        "eval": {"batches": 2},
+        "eval": {"steps": 2},
         "checkpoint": {"interval": 2},
         "log": {"interval": 1},
     }

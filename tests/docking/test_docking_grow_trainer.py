@@ -47,7 +47,7 @@ def flip_byte(path: Path) -> None:
 
 def test_phase_run_config_carries_the_growth_settings(tmp_path):
     cfg = load_grow_config({"train": {"steps": 5, "warmup": 10, "lr": 2e-3, "min_lr": 5e-3, "compile": True},
-                            "dist": {"strategy": "ddp", "backend": "gloo"}, "eval": {"batches": 3},
+                            "dist": {"strategy": "ddp", "backend": "gloo"}, "eval": {"steps": 3},
                             "checkpoint": {"interval": 2, "keep_last": 3}})
     rc = phase_run_config(cfg, "stage2", tmp_path / "s2", depth=2, steps=5, lr=2e-3)
     assert rc.run_dir() == tmp_path / "s2" and rc.run.name == "grow-stage2"

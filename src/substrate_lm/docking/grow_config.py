@@ -2,9 +2,9 @@
 overrides, loaded, validated and described by the project's one settings engine
 (:mod:`substrate_lm.settings`).
 
-Sections and keys mirror the trainer's where they mean the same thing (``[model] preset``,
-``[data] path``, ``[train] lr``, ``[dist] strategy`` ...); growth adds ``[grow]``, ``[lora]`` and
-``[baseline]``. Every stage runs as one :class:`~substrate_lm.training.Trainer` run whose
+The [run], [data], [train], [eval], [checkpoint], [log] and [dist] sections ARE the trainer's (the
+same keys and meanings; growth changes a few defaults and adds ``train.first_steps``); [model] adds
+``substrate_seed``; growth adds ``[grow]``, ``[lora]`` and ``[baseline]``. Every stage runs as one :class:`~substrate_lm.training.Trainer` run whose
 :class:`~substrate_lm.training.RunConfig` :func:`substrate_lm.docking.grow_run.phase_run_config`
 derives from this config.
 Unknown sections or keys, wrong types and bad choices raise a one-line :class:`SubstrateError`;
@@ -28,19 +28,16 @@ from typing import Any, Literal
 
 from ..errors import SubstrateError
 from ..settings import SettingsEngine
-from ..training.config import DistSection
+from ..training.config import (CheckpointSection, DataSection, DistSection, EvalSection, LogSection, RunSection,
+                               TrainSection)
 
 
 @dataclass
-class RunSection:
-    """Where the growth run lives and what it runs on."""
+class GrowRunSection(RunSection):
+    """Where the growth run lives and what it runs on (the trainer's [run] keys)."""
 
     name: str = "grow"
-    """Run name (default folder ``runs/<name>``)."""
-    dir: str = ""
-    """Run folder; empty: ``runs/<name>`` under the current directory."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    """Run name; the default folder is ``runs/<name>``, and each phase runs as ``<name>-<phase>``."""
 
 
 @dataclass
@@ -57,20 +54,6 @@ class ModelSection:
     """Tokenizer folder or hub id; empty: the one recorded in the data folder's meta.json."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Model config fields on top of the preset, e.g. ``{block_size = 128}``."""
-
-
-@dataclass
-class DataSection:
-    """Training data: token shards from ``substrate-lm data prepare``."""
-
-    path: str = ""
-    """Prepared token shards (``substrate-lm data prepare --out``)."""
-    sources: list[str] = field(default_factory=list)
-    """When ``path`` holds no prepared data yet, prepare it from these sources with the tokenizer."""
-    val_fraction: float = 0.01
-    """Held-out share of documents when the run prepares the data."""
-    mode: Literal["random", "sequential"] = "random"
-    """Training batches: ``random`` windows or ``sequential`` packing."""
 
 
 @dataclass
@@ -106,40 +89,31 @@ class LoraSection:
 
 
 @dataclass
-class TrainSection:
-    """Optimisation of every stage (the trainer's schedule and optimizer)."""
+class GrowTrainSection(TrainSection):
+    """Optimisation of every stage: the trainer's [train] keys (schedule per phase), growth defaults,
+    plus ``first_steps``."""
 
     steps: int = 100
     """Optimizer steps per stage."""
+    seq_len: int = 128
+    """Tokens per sequence (at most the model's block size)."""
+    lr: float = 1e-3
+    """Peak learning rate of every stage (the baseline's is ``baseline.lr``)."""
+    min_lr: float = 1e-4
+    """Final learning rate of every stage's cosine decay (capped at the stage's lr)."""
+    warmup: int = 10
+    """Linear warmup steps of every stage (capped below the stage's steps)."""
     first_steps: int = 0
     """Steps of stage 1; 0: ``steps``."""
-    batch_size: int = 8
-    seq_len: int = 128
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup: int = 10
-    weight_decay: float = 0.1
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    clip: float = 1.0
-    seed: int = 0
-    """Seed of the data sampler and of every new block's initialisation."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """``fp32`` or ``bf16`` autocast."""
-    compile: bool = False
-    """``torch.compile`` each transformer block (as ``train.compile`` of a training run)."""
-    activation_checkpointing: bool = False
-    """Recompute each block's activations in backward (as in a training run)."""
 
 
 @dataclass
-class EvalSection:
-    """Validation after every stage."""
+class GrowEvalSection(EvalSection):
+    """Validation: the trainer's [eval] keys; every phase is also scored at its end on the first
+    ``steps`` sequential batches (the same tokens for every stage and the baseline)."""
 
-    batches: int = 20
-    """Sequential validation batches scored after every stage (the same tokens for every stage)."""
-    batch_size: int = 0
-    """0: ``train.batch_size``."""
+    interval: int = 0
+    """Validate every this many steps within a phase as well; 0: only at the end of each phase."""
 
 
 @dataclass
@@ -155,37 +129,39 @@ class BaselineSection:
 
 
 @dataclass
-class CheckpointSection:
-    """Checkpoints of the running stage."""
+class GrowCheckpointSection(CheckpointSection):
+    """Checkpoints of the running phase (a finished phase keeps only its exported model)."""
 
     interval: int = 50
-    """Checkpoint the running stage every this many steps (and at its end)."""
-    keep_last: int = 2
-    """Checkpoints kept per running stage (a finished stage's are removed once it is exported)."""
+    """Checkpoint the running phase every this many steps (and at its end)."""
+    keep_best: bool = False
+    """Also keep the running phase's checkpoint with the lowest validation loss."""
 
 
 @dataclass
-class LogSection:
-    """Reporting."""
+class GrowLogSection(LogSection):
+    """What the phases report: the trainer's [log] keys, quieter defaults."""
 
-    interval: int = 10
-    """Progress line every this many steps."""
+    tensorboard: bool = False
+    """Write TensorBoard scalars to ``<phase>/tb`` (when tensorboard is installed)."""
+    sample_prompts: list[str] = field(default_factory=list)
+    """Prompts for text samples at the end of each phase (none by default)."""
 
 
 @dataclass
 class GrowConfig:
     """A growth run: stages of a block-by-block grown model and its monolithic baseline."""
 
-    run: RunSection = field(default_factory=RunSection)
+    run: GrowRunSection = field(default_factory=GrowRunSection)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     grow: GrowSection = field(default_factory=GrowSection)
     lora: LoraSection = field(default_factory=LoraSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    eval: EvalSection = field(default_factory=EvalSection)
+    train: GrowTrainSection = field(default_factory=GrowTrainSection)
+    eval: GrowEvalSection = field(default_factory=GrowEvalSection)
     baseline: BaselineSection = field(default_factory=BaselineSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    log: LogSection = field(default_factory=LogSection)
+    checkpoint: GrowCheckpointSection = field(default_factory=GrowCheckpointSection)
+    log: GrowLogSection = field(default_factory=GrowLogSection)
     dist: DistSection = field(default_factory=DistSection)
 
     def run_dir(self) -> Path:
@@ -196,8 +172,11 @@ class GrowConfig:
 
 
 # keys that may change when a run is resumed: where it runs and how often it reports or saves
-RESUMABLE_CHANGES = {"run.device", "checkpoint.interval", "checkpoint.keep_last", "log.interval",
-                     "dist.strategy", "dist.backend", "train.compile", "train.activation_checkpointing"}
+RESUMABLE_CHANGES = {"run.device", "run.threads", "checkpoint.interval", "checkpoint.keep_last",
+                     "checkpoint.keep_best", "log.interval", "log.progress", "log.jsonl", "log.tensorboard",
+                     "log.sample_interval", "log.sample_prompts", "log.sample_tokens", "log.peak_flops",
+                     "eval.interval", "dist.strategy", "dist.backend", "train.compile",
+                     "train.activation_checkpointing", "train.loss_chunk_size"}
 
 
 def config_from_dict(raw: dict) -> GrowConfig:
@@ -221,16 +200,15 @@ def validate(cfg: GrowConfig) -> None:
     t = cfg.train
     if t.steps < 1 or t.first_steps < 0:
         raise SubstrateError(f"train.steps must be >= 1 and train.first_steps >= 0 (got {t.steps}, {t.first_steps})")
-    if cfg.run.device not in ("auto", "cpu", "cuda") and not cfg.run.device.startswith("cuda:"):
-        raise SubstrateError(f"run.device must be auto, cpu or cuda, got {cfg.run.device!r}")
     if cfg.lora.from_stage < 2:
         raise SubstrateError(f"lora.from_stage must be >= 2 (stage 1 has no lower blocks), got {cfg.lora.from_stage}")
-    if cfg.eval.batches < 1:
-        raise SubstrateError(f"eval.batches must be >= 1, got {cfg.eval.batches}")
-    if cfg.checkpoint.interval < 0 or cfg.checkpoint.keep_last < 1 or cfg.log.interval < 1:
-        raise SubstrateError("checkpoint.interval must be >= 0, checkpoint.keep_last and log.interval >= 1")
-    if len(t.betas) != 2:
-        raise SubstrateError(f"train.betas must be two numbers, got {t.betas}")
+    if cfg.eval.steps < 1:
+        raise SubstrateError(f"eval.steps must be >= 1, got {cfg.eval.steps}")
+    # the shared sections are the trainer's: its checks apply to every phase as they would to a train run
+    from .grow_run import phase_run_config
+
+    phase_run_config(cfg, "check", Path(cfg.run.dir or "."), depth=cfg.grow.n_layer,
+                     steps=max(t.steps, t.first_steps), lr=cfg.baseline.lr or t.lr)
 
 
 #: the settings engine of ``substrate-lm grow``

@@ -33,6 +33,7 @@ exports, metrics and the report, and the others wait for it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -48,7 +49,8 @@ from ..errors import SubstrateError
 from ..fsutil import atomic_write_json
 from ..training import (CheckpointManager, RunConfig, RunData, Trainer, evaluate_loss, load_checkpoint,
                         load_run_data)
-from ..training.config import config_from_dict
+from ..training.config import (CheckpointSection, DataSection, DistSection, EvalSection, LogSection, RunSection,
+                               TrainSection, config_from_dict)
 from ..training.distributed import (DistContext, barrier, broadcast_object, setup_distributed,
                                     teardown_distributed)
 from ._io import read_json
@@ -101,12 +103,6 @@ def _run_device(name: str) -> str:
     return "cuda" if name.startswith("cuda") else name
 
 
-def _chars_per_token(stats: dict, split: str) -> float | None:
-    s = (stats.get("splits") or {}).get(split) or {}
-    chars, tokens = s.get("characters"), s.get("tokens")
-    return (chars / tokens) if chars and tokens else None
-
-
 def prepare_context(cfg: GrowConfig, dist: DistContext, log: Callable[[str], None] = _stderr,
                     on_record=None) -> RunContext:
     """Open (or prepare) data and tokenizer, check vocabulary sizes."""
@@ -135,7 +131,7 @@ def prepare_context(cfg: GrowConfig, dist: DistContext, log: Callable[[str], Non
         val, split = data.train, "train"
     data = RunData(train=data.train, val=val, path=data.path, meta=data.meta, stats=data.stats)
     return RunContext(cfg=cfg, run_dir=cfg.run_dir(), dist=dist, data=data, eval_split=split,
-                      chars_per_token=_chars_per_token(data.stats, split), tokenizer=tok, vocab_size=vocab,
+                      chars_per_token=data.chars_per_token(split), tokenizer=tok, vocab_size=vocab,
                       log=log, on_record=on_record)
 
 
@@ -197,29 +193,27 @@ class Phase:
 def phase_run_config(cfg: GrowConfig, label: str, run_dir: Path, *, depth: int, steps: int, lr: float) -> RunConfig:
     """The trainer's :class:`RunConfig` of one phase: the one place growth settings become training settings.
 
-    ``train``, ``checkpoint``, ``log`` and ``dist`` carry over; the phase sets its folder, step count
-    and peak learning rate; validation runs at the end of the phase on ``eval.batches`` batches;
-    warmup is capped below the phase's steps. ``[model]`` only documents the phase (the model itself
-    is built by the growth run and passed in).
+    The shared sections ([run], [data], [train], [eval], [checkpoint], [log], [dist]) carry over key
+    for key; the phase sets its folder, step count and peak learning rate (warmup capped below the
+    phase's steps, min_lr at most lr) and scores its validation batches sequentially. ``[model]`` only
+    documents the phase (the model itself is built by the growth run and passed in).
     """
-    t = cfg.train
-    overrides = {**cfg.model.overrides, "n_layer": depth}
+    def shared(section, cls) -> dict:
+        return {f.name: getattr(section, f.name) for f in dataclasses.fields(cls)}
+
+    t = shared(cfg.train, TrainSection)
+    t.update(steps=steps, lr=lr, min_lr=min(cfg.train.min_lr, lr), warmup=min(cfg.train.warmup, max(0, steps - 1)))
     raw = {
-        "run": {"name": f"{cfg.run.name}-{label}", "dir": str(run_dir), "device": _run_device(cfg.run.device)},
+        "run": {**shared(cfg.run, RunSection), "name": f"{cfg.run.name}-{label}", "dir": str(run_dir),
+                "device": _run_device(cfg.run.device)},
         "model": {"preset": cfg.model.preset, "substrate": cfg.model.substrate, "tokenizer": cfg.model.tokenizer,
-                  "overrides": overrides},
-        "data": {"path": cfg.data.path, "mode": cfg.data.mode, "sources": list(cfg.data.sources),
-                 "val_fraction": cfg.data.val_fraction},
-        "train": {"steps": steps, "batch_size": t.batch_size, "seq_len": t.seq_len, "grad_accum": t.grad_accum,
-                  "lr": lr, "min_lr": min(t.min_lr, lr), "warmup": min(t.warmup, max(0, steps - 1)),
-                  "weight_decay": t.weight_decay, "betas": list(t.betas), "clip": t.clip, "seed": t.seed,
-                  "precision": t.precision, "compile": t.compile,
-                  "activation_checkpointing": t.activation_checkpointing},
-        "eval": {"interval": 0, "steps": cfg.eval.batches, "batch_size": cfg.eval.batch_size, "mode": "sequential"},
-        "log": {"interval": cfg.log.interval, "tensorboard": False, "progress": False, "sample_prompts": []},
-        "checkpoint": {"interval": cfg.checkpoint.interval, "keep_last": cfg.checkpoint.keep_last,
-                       "keep_best": False},
-        "dist": {"strategy": cfg.dist.strategy, "backend": cfg.dist.backend},
+                  "overrides": {**cfg.model.overrides, "n_layer": depth}},
+        "data": shared(cfg.data, DataSection),
+        "train": t,
+        "eval": {**shared(cfg.eval, EvalSection), "mode": "sequential"},
+        "log": shared(cfg.log, LogSection),
+        "checkpoint": shared(cfg.checkpoint, CheckpointSection),
+        "dist": shared(cfg.dist, DistSection),
     }
     return config_from_dict(raw)
 
@@ -310,7 +304,7 @@ def _finish_phase(ctx: RunContext, phase: Phase, ckpt: Path, t, trainable: int, 
     card = (f"Grown layer by layer with substrate-lm ({phase.label}: {phase.trained}; "
             f"{phase.tokens_total:,} training tokens in total).")
     export_model(model, phase.dir / "model", tokenizer=ctx.tokenizer, name=name, card_extra=card)
-    ev = evaluate_loss(model, ctx.data.val, cfg.eval.batch_size or t.batch_size, t.seq_len, cfg.eval.batches,
+    ev = evaluate_loss(model, ctx.data.val, cfg.eval.batch_size or t.batch_size, t.seq_len, cfg.eval.steps,
                        t.precision)
     bpc = ev["loss"] / math.log(2) / ctx.chars_per_token if ctx.chars_per_token else None
     losses = _train_losses(phase.dir / "log.jsonl")
