@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from ..errors import SubstrateError
 from ..settings import SettingsEngine
+from .lora import LoraAdapter, check_lora
 from ..training.config import (CheckpointSection, DataSection, DistSection, EvalSection, LogSection, RunSection,
                                TrainSection)
 
@@ -71,21 +72,13 @@ class GrowSection:
 
 
 @dataclass
-class LoraSection:
+class LoraSection(LoraAdapter):
     """LoRA on the frozen lower blocks during later stages (Growing Transformers v1)."""
 
     enabled: bool = False
     """LoRA on the frozen lower blocks in later stages, merged into the weights at the end of each stage."""
     from_stage: int = 2
     """First stage (1-based, >= 2) that adapts its lower blocks with LoRA."""
-    r: int = 8
-    """LoRA rank."""
-    alpha: float = 16.0
-    """LoRA alpha (scale alpha / r)."""
-    dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    targets: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc"])
-    """Linear layers of a block that get LoRA (attention qkv/proj, MLP fc/proj)."""
 
 
 @dataclass
@@ -200,6 +193,7 @@ def validate(cfg: GrowConfig) -> None:
     t = cfg.train
     if t.steps < 1 or t.first_steps < 0:
         raise SubstrateError(f"train.steps must be >= 1 and train.first_steps >= 0 (got {t.steps}, {t.first_steps})")
+    check_lora(cfg.lora)
     if cfg.lora.from_stage < 2:
         raise SubstrateError(f"lora.from_stage must be >= 2 (stage 1 has no lower blocks), got {cfg.lora.from_stage}")
     if cfg.eval.steps < 1:

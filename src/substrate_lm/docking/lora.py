@@ -9,12 +9,41 @@ peft (imported lazily) injects LoRA into the linear layers named by ``targets`` 
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import SubstrateError
 
 DEFAULT_TARGETS = ("qkv", "proj", "fc")
+
+
+@dataclass
+class LoraAdapter:
+    """LoRA adapters (peft): rank, scale, dropout and which block linears get them."""
+
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA alpha (scale alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input, in [0, 1)."""
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    """Linear layers of a block that get LoRA (attention qkv/proj, MLP fc/proj)."""
+
+
+def check_lora(section: LoraAdapter, name: str = "lora") -> None:
+    """Range checks of LoRA settings (types are the settings engine's); one line naming the key."""
+    if section.r < 1:
+        raise SubstrateError(f"{name}.r must be >= 1, got {section.r}")
+    if not (section.alpha > 0 and math.isfinite(section.alpha)):
+        raise SubstrateError(f"{name}.alpha must be a positive number, got {section.alpha}")
+    if not 0 <= section.dropout < 1:
+        raise SubstrateError(f"{name}.dropout must be in [0, 1), got {section.dropout}")
+    bad = [t for t in section.targets if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", t)]
+    if bad or not section.targets:
+        raise SubstrateError(f"{name}.targets must be module names such as qkv, proj, fc; got {section.targets}")
 
 
 def _peft():

@@ -26,6 +26,7 @@ that the base model and the data are unchanged, and continues from the newest ch
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -54,6 +55,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 #: ... and with LoRA on top of those (adapters start at zero and need a larger step).
 LORA_DEFAULTS: dict[str, Any] = {"train.lr": 1e-3, "train.min_lr": 1e-4}
+#: the LoRA settings a fine-tune starts from (:class:`substrate_lm.docking.lora.LoraAdapter`)
 LORA_SETTINGS: dict[str, Any] = {"r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["qkv", "proj", "fc"]}
 #: Keys --model / --data / --out set; an override may not change them.
 _FIXED = ("model.", "data.path", "data.sources", "data.world", "run.dir")
@@ -72,30 +74,17 @@ class FinetuneResult:
 
 
 def lora_settings(lora: Mapping[str, Any] | bool | None) -> dict | None:
-    """Normalise ``lora`` (None/False: full fine-tuning; True or a mapping: LoRA) to a plain dict."""
+    """Normalise ``lora`` (None/False: full fine-tuning; True or a mapping of ``r``, ``alpha``,
+    ``dropout``, ``targets``: LoRA) to a plain dict, typed and checked by the settings engine."""
     if lora is None or lora is False:
         return None
+    from ..docking.lora import LoraAdapter, check_lora
+    from ..settings import SettingsEngine
+
+    engine = SettingsEngine(LoraAdapter, name="lora", check=check_lora)
     given = {} if lora is True else dict(lora)
-    unknown = set(given) - set(LORA_SETTINGS)
-    if unknown:
-        raise SubstrateError(f"unknown LoRA setting(s) {', '.join(sorted(unknown))}; valid: "
-                             f"{', '.join(LORA_SETTINGS)}")
-    out = {**LORA_SETTINGS, **given}
-    targets = out["targets"]
-    if isinstance(targets, str):
-        targets = [t.strip() for t in targets.split(",") if t.strip()]
-    out["targets"] = list(targets)
-    try:
-        out["r"], out["alpha"], out["dropout"] = int(out["r"]), float(out["alpha"]), float(out["dropout"])
-    except (TypeError, ValueError):
-        raise SubstrateError(f"LoRA r, alpha and dropout must be numbers; got {given}") from None
-    if out["r"] < 1:
-        raise SubstrateError(f"LoRA r must be >= 1, got {out['r']}")
-    if not (out["alpha"] > 0 and math.isfinite(out["alpha"])):
-        raise SubstrateError(f"LoRA alpha must be a positive number, got {out['alpha']}")
-    if not 0 <= out["dropout"] < 1:
-        raise SubstrateError(f"LoRA dropout must be in [0, 1), got {out['dropout']}")
-    return out
+    settings = engine.apply(engine.defaults(), {f"lora.{k}": v for k, v in given.items()})
+    return dataclasses.asdict(settings)
 
 
 def apply_finetune_lora(model, settings: dict, seed: int = 0):
