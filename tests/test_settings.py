@@ -99,7 +99,7 @@ def test_typed_values_are_refused_with_one_line(raw, message):
     (["--opt.betas", "a,b"], "opt.betas must be a number"),
     (["--opt.bogus", "1"], "unknown config key opt.bogus"),
     (["--zz.a", "1"], "unknown config section in --zz.a"),
-    (["--steps", "1"], "setting --steps needs a section: --<section>.steps"),
+    (["--steps", "1"], "unknown option --steps; settings are written --<section>.<key> VALUE"),
     (["steps=1"], "unexpected argument 'steps=1'; settings look like --opt.steps VALUE"),
     (["--opt.steps.x", "1"], "opt.steps is not a table"),
 ])
@@ -151,3 +151,19 @@ def test_unreadable_settings_files(tmp_path):
         ENGINE.load(binary)
     with pytest.raises(SubstrateError, match="cannot read settings file"):
         ENGINE.load(tmp_path)
+
+
+def test_non_finite_numbers_are_refused():
+    with pytest.raises(SubstrateError, match="opt.lr must be a finite number; got nan"):
+        ENGINE.apply(ENGINE.defaults(), ["--opt.lr", "nan"])
+    with pytest.raises(SubstrateError, match="opt.lr must be a finite number"):
+        ENGINE.from_dict({"opt": {"lr": float("inf")}})
+
+
+def test_toml_writer_escapes_control_characters_and_quotes_keys():
+    cfg = ENGINE.defaults()
+    cfg.opt.name = 'tab\tcr\rnul\x01del\x7f "q" \\'
+    cfg.opt.overrides = {"a b": 1, "n.x": 2, "ok_key": 3}
+    back = tomllib.loads(ENGINE.to_toml(cfg))
+    assert back["opt"]["name"] == cfg.opt.name
+    assert back["opt"]["overrides"] == {"a b": 1, "n.x": 2, "ok_key": 3}

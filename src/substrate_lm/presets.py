@@ -88,6 +88,22 @@ def parse_substrate_spec(spec: str, d_model: int) -> tuple[str, int]:
     return kind, (16 if kind == "token-id" else d_model)
 
 
+def check_override_keys(overrides: dict, where: str = "model.overrides") -> None:
+    """Refuse override keys that are not fields of :class:`SubstrateConfig` (a typo such as
+    ``n_layers`` would otherwise ride along unused); one line with the nearest field."""
+    import difflib
+    import inspect
+
+    from .errors import SubstrateError
+
+    known = set(inspect.get_annotations(SubstrateConfig)) | set(SubstrateConfig.attribute_map)
+    for key in overrides:
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else f"; known keys: {', '.join(sorted(known))}"
+            raise SubstrateError(f"--{where}.{key}: not a model config field{hint}")
+
+
 def get_preset(name: str, substrate: str | None = None, **overrides) -> SubstrateConfig:
     """Build the :class:`SubstrateConfig` of a named preset.
 

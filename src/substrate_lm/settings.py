@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import textwrap
 import tomllib
 import typing
@@ -41,7 +42,7 @@ from .errors import SubstrateError
 T = TypeVar("T")
 
 #: the pydantic config every settings dataclass carries (set by :func:`settings_section`)
-SECTION_CONFIG = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+SECTION_CONFIG = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 def settings_section(cls: type[T]) -> type[T]:
@@ -149,8 +150,8 @@ class SettingsEngine(Generic[T]):
                 value = "true"
                 i += 1
             if "." not in key:
-                raise SubstrateError(f"setting --{key} needs a section: --<section>.{key} "
-                                     f"(sections: {', '.join(self.sections)})")
+                raise SubstrateError(f"unknown option --{key}; settings are written --<section>.<key> VALUE "
+                                     f"(sections: {', '.join(self.sections)}; see --help and --help-config)")
             out[key] = value
         return out
 
@@ -320,7 +321,7 @@ def dump_toml(data: dict[str, dict[str, Any]]) -> str:
     for sec, values in data.items():
         lines.append(f"[{sec}]")
         for key, value in values.items():
-            lines.append(f"{key} = {toml_value(value)}")
+            lines.append(f"{toml_key(str(key))} = {toml_value(value)}")
         lines.append("")
     return "\n".join(lines)
 
@@ -338,14 +339,30 @@ def toml_value(value: Any) -> str:
             return "nan"
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
     if value is None:
         return '""'
     raise SubstrateError(f"cannot write {value!r} as TOML")
+
+
+def _toml_char(c: str) -> str:
+    """One character of a TOML basic string: quotes, backslashes and control characters escaped."""
+    if c == '"' or c == "\\":
+        return "\\" + c
+    if c == "\n":
+        return "\\n"
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04X}"
+    return c
+
+
+def toml_key(key: str) -> str:
+    """A TOML key: bare when it can be, else quoted (``a b`` -> ``"a b"``)."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
 
 
 def field_docs(cls: type) -> dict[str, str]:

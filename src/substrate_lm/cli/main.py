@@ -122,6 +122,10 @@ def _file_in_traceback(exc: BaseException) -> str | None:
 
 def describe_exception(exc: BaseException) -> tuple[str, int]:
     """The one-line message (without ``error: ``) and the exit status for an unexpected exception."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and "allocate" in str(exc)
+                                        and "memory" in str(exc)):
+        return (f"out of memory: {_one_line(exc) or 'MemoryError'}; use a smaller model, batch or context, "
+                f"or a machine with more memory", 1)
     if isinstance(exc, UnicodeDecodeError):
         where = _file_in_traceback(exc)
         what = where if where else "an input"

@@ -72,21 +72,6 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def check_config_keys(overrides: dict) -> None:
-    """Refuse ``--model.overrides.KEY`` keys that are not fields of the model config."""
-    import difflib
-    import inspect
-
-    from ..modeling import SubstrateConfig
-
-    known = set(inspect.get_annotations(SubstrateConfig)) | set(SubstrateConfig.attribute_map)
-    for key in overrides:
-        if key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {near[0]}?)" if near else f"; known keys: {', '.join(sorted(known))}"
-            raise SubstrateError(f"--model.overrides.{key}: not a model config field{hint}")
-
-
 def load_model_dir(path: str, device: str = "cpu", trust_remote_code: bool = False):
     """Load a model folder through :func:`substrate_lm.loading.load_model_dir` (one-line errors)."""
     from ..loading import load_model_dir as _load
@@ -205,6 +190,13 @@ def init_settings(args):
         raise SubstrateError(f"init takes only [model] settings (--model.KEY VALUE); got {bad[0]}")
     flags = {f"model.{k}": v for k, v in (("preset", args.preset), ("substrate", args.substrate),
                                            ("tokenizer", args.tokenizer)) if v is not None}
+    given = {o[2:].split("=", 1)[0] for o in overrides if o.startswith("--")}
+    both = sorted(k for k in flags if k in given)
+    if both:
+        raise SubstrateError(f"--{both[0].split('.', 1)[1]} and --{both[0]} both given; pass one of them")
+    if "model.init_from" in given:
+        raise SubstrateError("init writes an untrained model; model.init_from is for train "
+                             "(or use finetune to start from a trained model)")
     engine = init_engine()
     settings = engine.apply(engine.defaults(), overrides)
     return engine.apply(settings, flags) if flags else settings
@@ -228,8 +220,9 @@ def cmd_init(args) -> int:
 
         tok = load_tokenizer(m.tokenizer)
     from ..factory import build_model
+    from ..presets import check_override_keys
 
-    check_config_keys(m.overrides)
+    check_override_keys(m.overrides)
     model = build_model(
         m.preset, m.substrate or None, tok, args.seed, args.font, dict(m.overrides), args.substrate_file
     )

@@ -21,6 +21,7 @@ layers_per_stage = 3   # then 3 new blocks per stage: depths 3, 6, 9
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,13 @@ def validate(cfg: GrowConfig) -> None:
     t = cfg.train
     if t.steps < 1 or t.first_steps < 0:
         raise SubstrateError(f"train.steps must be >= 1 and train.first_steps >= 0 (got {t.steps}, {t.first_steps})")
+    b = cfg.baseline
+    if b.steps < 0 or not (b.lr >= 0 and math.isfinite(b.lr)):
+        raise SubstrateError(f"baseline.steps and baseline.lr must be >= 0 (0: as the stages), got "
+                             f"{b.steps} and {b.lr}")
+    if "n_layer" in cfg.model.overrides:
+        raise SubstrateError("model.overrides.n_layer is set by the growth plan; give the final depth as "
+                             "--grow.n_layer")
     check_lora(cfg.lora)
     if cfg.lora.from_stage < 2:
         raise SubstrateError(f"lora.from_stage must be >= 2 (stage 1 has no lower blocks), got {cfg.lora.from_stage}")
@@ -202,7 +210,7 @@ def validate(cfg: GrowConfig) -> None:
     from .grow_run import phase_run_config
 
     phase_run_config(cfg, "check", Path(cfg.run.dir or "."), depth=cfg.grow.n_layer,
-                     steps=max(t.steps, t.first_steps), lr=cfg.baseline.lr or t.lr)
+                     steps=max(t.steps, t.first_steps), lr=t.lr)
 
 
 #: the settings engine of ``substrate-lm grow``

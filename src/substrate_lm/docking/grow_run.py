@@ -142,6 +142,9 @@ def _check_run_dir(cfg: GrowConfig, run_dir: Path, resume: bool, log) -> None:
         has_stages = (run_dir / "stages").is_dir() and any((run_dir / "stages").iterdir())
         if has_stages:
             raise SubstrateError(f"{run_dir} holds stages but no grow.json; choose another run.dir")
+        if run_dir.is_file() or (run_dir.is_dir() and any(run_dir.iterdir())):
+            raise SubstrateError(f"run.dir {run_dir} is not empty and holds no growth run; choose a new or "
+                                 f"empty folder (the run writes results.md, grow.json, stages/ there)")
         if resume:
             log(f"nothing to resume in {run_dir}; starting a new growth run")
     else:

@@ -327,8 +327,18 @@ def validate(cfg: RunConfig) -> None:
         raise SubstrateError(f"train.warmup must be >= 0, got {t.warmup}")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise SubstrateError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
-    if t.clip < 0 or t.weight_decay < 0:
-        raise SubstrateError("train.clip and train.weight_decay must be >= 0")
+    for key in ("clip", "weight_decay"):
+        if not getattr(t, key) >= 0:
+            raise SubstrateError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+    if not t.eps > 0:
+        raise SubstrateError(f"train.eps must be > 0, got {t.eps}")
+    if cfg.log.peak_flops < 0:
+        raise SubstrateError(f"log.peak_flops must be >= 0 (0: estimated), got {cfg.log.peak_flops}")
+    for sec, key in (("train", "steps"), ("train", "batch_size"), ("train", "seq_len"), ("train", "grad_accum"),
+                     ("train", "warmup"), ("eval", "steps"), ("train", "loss_chunk_size")):
+        if getattr(getattr(cfg, sec), key) > 2**40:
+            raise SubstrateError(f"{sec}.{key} {getattr(getattr(cfg, sec), key)} is beyond any run; give a "
+                                 f"realistic number")
     for sec, key in (("eval", "interval"), ("eval", "steps"), ("eval", "batch_size"),
                      ("log", "interval"), ("log", "sample_interval"), ("log", "sample_tokens"),
                      ("checkpoint", "interval")):
@@ -350,7 +360,9 @@ def check_model_section(model: ModelSection) -> None:
     loaded); one line naming the three on failure."""
     if model.init_from:
         return
-    from ..presets import get_preset
+    from ..presets import check_override_keys, get_preset
+
+    check_override_keys(model.overrides, "model.overrides")
 
     try:
         get_preset(model.preset, substrate=model.substrate or None, **model.overrides)
