@@ -49,7 +49,7 @@ def ws(tmp_path_factory):
 def test_lora_finetune_exports_a_model_generate_loads_and_resume_extends(ws, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["finetune", "--model", ws["model"], "--data", ws["sft"], "--out", str(out), "--lora",
-               "--lora-r", "4", "--lora-targets", "qkv,fc", "--steps", "6", *QUICK])
+               "--lora-r", "4", "--lora.targets", "qkv,fc", "--steps", "6", *QUICK])
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     assert stdout.strip() == str(out / "model") and "done: 6 steps (lora)" in err
@@ -64,12 +64,22 @@ def test_lora_finetune_exports_a_model_generate_loads_and_resume_extends(ws, tmp
                  "--log.progress", "false"]) == 0
     assert [r["step"] for r in read_log(out)] == list(range(1, 9))
     assert json.loads((out / "finetune.json").read_text())["steps"] == 8
+    # ... but a change of the split or the batches is refused in one line naming the keys
+    capsys.readouterr()
+    check_rejected(*run_case(["finetune", "--out", str(out), "--resume", "--steps", "9", "--seed", "3",
+                              "--batch-size", "2", "--threads", "1"], capsys))
+    assert [r["step"] for r in read_log(out)] == list(range(1, 9))
 
 
 def test_help_config_lists_the_finetune_defaults(capsys):
     assert main(["finetune", "--help-config", "--lora", "--steps", "7"]) == 0
     text = capsys.readouterr().out
     assert "--train.steps = 7" in text and "--train.lr = 0.001" in text and "--train.weight_decay = 0.0" in text
+    assert "[lora]" in text and "--lora.r = 8" in text and '--lora.targets = ["qkv", "proj", "fc"]' in text
+    assert "--lora.alpha = 16.0" in text and "--lora.dropout = 0.0" in text
+    assert main(["finetune", "--help-config", "--lora", "--lora.r", "16", "--lora-targets", "fc"]) == 0
+    text = capsys.readouterr().out
+    assert "--lora.r = 16" in text and '--lora.targets = ["fc"]' in text
 
 
 BAD = [
@@ -92,6 +102,12 @@ BAD = [
     ("unknown-setting", ["--train.nope", "1"], "train.nope"),
     ("no-model", ["--model", ""], "pass --model DIR and --data SRC"),
     ("no-out", ["--out", ""], "pass --out RUN_DIR"),
+    ("shortcut-and-key", ["--lr", "1e-3", "--train.lr", "5e-3"], r"--lr and --train\.lr set the same value"),
+    ("lora-flag-and-key", ["--lora", "--lora-r", "4", "--lora.r", "8"], r"--lora-r and --lora\.r"),
+    ("lora-key-without-lora", ["--lora.r", "4"], "needs --lora"),
+    ("lora-unknown-key", ["--lora", "--lora.rank", "4"], r"unknown config key lora\.rank"),
+    ("lora-bad-key-value", ["--lora", "--lora.r", "0"], r"lora\.r must be >= 1"),
+    ("out-inside-model", ["--out", "{model}/run"], "lies inside --model"),
 ]
 
 

@@ -157,3 +157,50 @@ def test_a_byte_order_mark_is_not_an_error(tmp_path, tok):
     f = tmp_path / "bom.jsonl"
     f.write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in pairs(2)).encode())
     assert len(encode_records(f, tok)) == 2
+
+
+def test_a_large_group_of_copies_never_overfills_validation(tmp_path, tok):
+    recs = [{"prompt": "the cat", "response": " sat"}] * 100 + pairs(2)
+    f = write_jsonl(tmp_path / "d.jsonl", recs)
+    for seed in range(12):  # the 100 copies come first in hash order for some seeds
+        data = load_instructions(f, tok, seq_len=32, val_fraction=0.05, seed=seed)
+        assert 1 <= len(data.val) <= 5 and len(data.train) >= 97, (seed, data.stats)
+        assert len(data.val) == 2  # both distinct records fit; the big group is skipped
+    # every group larger than the share: copies are split, never all of them
+    only_big = write_jsonl(tmp_path / "big.jsonl", pairs(1) * 10 + pairs(2)[1:] * 10)
+    data = load_instructions(only_big, tok, seq_len=32, val_fraction=0.05)
+    assert (len(data.val), len(data.train)) == (1, 19)
+
+
+def test_a_split_without_wrap_counts_every_example_once_over_ranks(tmp_path, tok):
+    exs = encode_records(write_jsonl(tmp_path / "d.jsonl", pairs(10)), tok)
+    split = InstructionSplit(exs, pad_id=tok.pad_token_id, wrap=False)
+    assert split.rows(1, 8, mode="sequential") == [8, 9] + [-1] * 6
+    for mode in ("sequential", "random"):
+        for world, batch in ((1, 8), (2, 4), (3, 2)):
+            steps = -(-10 // (batch * world))
+            seen = [i for s in range(steps) for r in range(world)
+                    for i in split.rows(s, batch, seed=1, mode=mode, rank=r, world_size=world)]
+            assert sorted(i for i in seen if i >= 0) == list(range(10)), (mode, world, batch)
+    x, y = split.get_batch(1, 8, 16, mode="sequential")
+    assert (x[2:] == tok.pad_token_id).all() and (y[2:] == IGNORE_INDEX).all() and (y[:2] != IGNORE_INDEX).any()
+    data = load_instructions(write_jsonl(tmp_path / "e.jsonl", pairs(20)), tok, seq_len=32, val_fraction=0.2)
+    assert not data.val.wrap and data.train.wrap  # validation never wraps, training does
+
+
+def test_learned_tokens_counts_exactly_the_scored_targets(tmp_path, tok):
+    recs = pairs(5) + [{"text": "a plain cat."}, {"prompt": "p" * 10, "response": " r" * 20}, {"text": "y" * 60}]
+    data = load_instructions(write_jsonl(tmp_path / "d.jsonl", recs), tok, seq_len=24, val_fraction=0.2)
+    scored = 0
+    for split in (data.train, data.val):
+        _, y = split.get_batch(0, len(split), 24, mode="sequential")
+        scored += int((y != IGNORE_INDEX).sum())
+    assert data.stats["learned_tokens"] == scored
+
+
+def test_a_lone_surrogate_is_a_one_line_error(tmp_path, tok):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "q", "response": "ok"}\n{"prompt": "a\\ud800", "response": "b"}\n', encoding="utf-8")
+    with pytest.raises(SubstrateError, match=r"d\.jsonl:2: field 'prompt' holds an unpaired surrogate") as exc:
+        load_instructions(f, tok, seq_len=16)
+    assert "\n" not in str(exc.value)

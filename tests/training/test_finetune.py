@@ -194,3 +194,61 @@ def test_resume_refuses_a_changed_base_model_or_data(tmp_path, base_dir, sft, to
         fh.write(json.dumps({"prompt": "new", "response": " one"}) + "\n")
     with pytest.raises(SubstrateError, match="changed since"):
         finetune(None, None, done.run_dir, resume=True)
+
+
+def test_validation_scores_each_held_out_example_once(tmp_path, base_dir, sft, tok):
+    # 10 held-out examples in batches of 8: the second batch has 2 real rows, not 6 repeats
+    res = run(base_dir, sft, tmp_path / "run", steps=3, overrides={"data.val_fraction": 10 / 60,
+                                                                    "eval.batch_size": 8})
+    assert res.record["examples"]["val"] == 10
+    data = load_instructions(sft, tok, seq_len=24, val_fraction=10 / 60)
+    tuned = load_model_dir(res.model_dir).eval()
+    total = count = 0
+    with torch.no_grad():
+        for i in range(len(data.val)):  # one example at a time, weighted by its scored tokens
+            x, y = data.val.get_batch(i, 1, 24, mode="sequential")
+            n = int((y != IGNORE_INDEX).sum())
+            total += causal_lm_loss(tuned, x, y).item() * n
+            count += n
+    assert abs(res.record["val_loss"] - total / count) < 1e-5
+    assert res.record["eval_all"] is True  # recorded: a resume recomputes the steps
+
+
+def test_eval_steps_cover_the_split_once_over_ranks(monkeypatch):
+    from substrate_lm.training.finetune import _plan_eval, finetune_config
+
+    for world, n_val, bs in ((1, 10, 8), (2, 10, 4), (4, 5, 2)):
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        cfg = finetune_config({"train.batch_size": bs})
+        assert _plan_eval(cfg, n_val, {}, True) is True
+        assert cfg.eval.steps == -(-n_val // (cfg.eval.batch_size * world))
+        cfg = finetune_config({"eval.steps": 50, "train.batch_size": bs})
+        assert _plan_eval(cfg, n_val, {"eval.steps": 50}, True) is False  # the caller's, capped
+        assert cfg.eval.steps == -(-n_val // (bs * world))
+
+
+def test_resume_refuses_split_or_batch_changes_and_refreshes_the_record(tmp_path, base_dir, sft):
+    done = run(base_dir, sft, tmp_path / "run", steps=2)
+    for over, key in (({"train.seed": 5}, "train.seed 0 -> 5"), ({"data.val_fraction": 0.2}, "data.val_fraction"),
+                      ({"train.batch_size": 4, "train.grad_accum": 2}, "train.batch_size 8 -> 4, train.grad_accum"),
+                      ({"train.seq_len": 16}, "train.seq_len"), ({"data.mode": "sequential"}, "data.mode")):
+        with pytest.raises(SubstrateError, match=f"--resume cannot change {key}") as exc:
+            finetune(None, None, done.run_dir, resume=True, overrides=over)
+        assert "\n" not in str(exc.value)
+    moved = tmp_path / "moved.jsonl"  # the same data at another path: the record follows it
+    moved.write_bytes(sft.read_bytes())
+    res = finetune(None, moved, done.run_dir, resume=True, warn=lambda m: None,
+                   overrides={"train.steps": 3, "log.interval": 2, "checkpoint.interval": 3, "eval.interval": 3,
+                              "run.threads": 1})
+    rec = json.loads((done.run_dir / "finetune.json").read_text())
+    assert res.train.step == 3 and rec["steps"] == 3 and rec["data"] == str(moved)
+
+
+def test_out_inside_the_model_and_val_fraction_of_prepared_data_are_refused(tmp_path, base_dir, sft, prepared):
+    before = sorted(p.name for p in base_dir.iterdir())
+    with pytest.raises(SubstrateError, match="lies inside --model"):
+        run(base_dir, sft, base_dir / "run")
+    assert sorted(p.name for p in base_dir.iterdir()) == before
+    with pytest.raises(SubstrateError, match="prepared folder.*drop --val-fraction"):
+        run(base_dir, prepared, tmp_path / "x", overrides={"data.val_fraction": 0.2})
+    assert not (tmp_path / "x").exists()

@@ -4,6 +4,7 @@
     substrate-lm finetune --model models/tiny --data data/world --out runs/ft --lora --lora-r 16
     substrate-lm finetune --out runs/sft --resume                 # model, data, LoRA from the record
     substrate-lm finetune ... --train.grad_accum 4 --eval.interval 100   # any train config key
+    substrate-lm finetune ... --lora --lora.r 16 --lora.targets qkv,fc   # the [lora] keys too
 
 The run folder gets the trainer's files, ``finetune.json`` and, at the end, ``model/`` (LoRA
 merged), loadable by ``generate``/``eval`` and ``from_pretrained(..., trust_remote_code=True)``.
@@ -16,6 +17,8 @@ import sys
 from .common import (add_settings_args, check_model_folder, fraction, nonneg_float, nonneg_int, positive_float,
                      positive_int, settings_overrides)
 
+#: the [lora] keys (also as --lora-KEY shortcut flags)
+LORA_KEYS = ("r", "alpha", "dropout", "targets")
 #: shortcut flag -> RunConfig key
 SHORTCUTS = {
     "steps": "train.steps", "lr": "train.lr", "batch_size": "train.batch_size", "seq_len": "train.seq_len",
@@ -32,7 +35,8 @@ def register(subparsers) -> None:
         description="Fine-tune a substrate-lm model folder on a JSONL file of {\"prompt\", \"response\"} "
                     "(the prompt is masked, the response + eos learned) or {\"text\"} records, or on a "
                     "prepared data folder. Trains through the same trainer as `train` (resumable "
-                    "checkpoints; any config key as --section.key VALUE, see --help-config), "
+                    "checkpoints; any config key as --section.key VALUE, LoRA ones as --lora.key VALUE; "
+                    "see --help-config), "
                     "then exports RUN_DIR/model with LoRA merged.",
     )
     add_settings_args(p)
@@ -76,26 +80,48 @@ def unit_interval_open(text: str) -> float:
     return value
 
 
-def cmd_finetune(args) -> int:
-    from ..errors import SubstrateError
-    from ..training.finetune import finetune, finetune_config
+def _split_overrides(args) -> tuple[list[str], dict[str, str]]:
+    """``(RunConfig overrides, [lora] values)`` of the command line, shortcut flags included.
 
-    overrides = settings_overrides(args)
+    Raises:
+        SubstrateError: a shortcut flag given together with the key it sets (``--lr`` and
+            ``--train.lr``, ``--lora-r`` and ``--lora.r``).
+    """
+    from ..errors import SubstrateError
+    from ..training.config import parse_override_args
+
+    given = parse_override_args(settings_overrides(args))
+    lora = {k.partition(".")[2]: v for k, v in given.items() if k.startswith("lora.")}
+    both = [f"--{flag.replace('_', '-')} and --{key}" for flag, key in SHORTCUTS.items()
+            if getattr(args, flag, None) is not None and key in given]
+    both += [f"--lora-{k} and --lora.{k}" for k in LORA_KEYS if getattr(args, f"lora_{k}") is not None and k in lora]
+    if both:
+        raise SubstrateError(f"{both[0]} set the same value; give one of them")
+    overrides = [f"--{k}={v}" for k, v in given.items() if not k.startswith("lora.")]
     for flag, key in SHORTCUTS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            overrides += [f"--{key}", str(value)]
-    lora_given = {k: getattr(args, f"lora_{k}") for k in ("r", "alpha", "dropout", "targets")
-                  if getattr(args, f"lora_{k}") is not None}
+            overrides.append(f"--{key}={value}")
+    lora.update({k: str(getattr(args, f"lora_{k}")) for k in LORA_KEYS if getattr(args, f"lora_{k}") is not None})
+    return overrides, lora
+
+
+def cmd_finetune(args) -> int:
+    from ..errors import SubstrateError
+    from ..training.finetune import describe_lora, finetune, finetune_config
+
+    overrides, lora_given = _split_overrides(args)
     if args.help_config:
         from ..training.config import describe_config
 
         print(describe_config(finetune_config(overrides, lora=args.lora)))
+        print(describe_lora(lora_given))
         return 0
     if not args.out:
         raise SubstrateError("pass --out RUN_DIR: a new folder for the run (or the run to --resume)")
     if lora_given and not args.lora:
-        raise SubstrateError(f"--lora-{next(iter(lora_given))} needs --lora")
+        k = next(iter(lora_given))
+        raise SubstrateError(f"--lora.{k} (--lora-{k}) needs --lora")
     lora = (lora_given or True) if args.lora else None
     if not args.resume:
         if not args.model or not args.data:

@@ -12,16 +12,20 @@ as ``generate`` will see the prompt. A ``text`` record is ``text ids + eos``, ev
 learned. Text is plain text: a literal ``</s>`` or ``[INST]`` is encoded as its characters, never
 as the control token (:func:`~substrate_lm.data.encoding.plain_text_mode`), as ``data prepare`` does.
 
-The validation split is deterministic: the records are ordered by a keyed blake2b hash of their
-content (``seed`` is the key) and taken into validation while they fit in ``max(1,
-round(val_fraction * n))``, copies of one record together; it depends on the content and the seed
-only, is never empty and never takes every record.
+The validation split is deterministic: the records are grouped by a keyed blake2b hash of their
+content (``seed`` is the key; copies of one record form a group) and the groups, in hash order, are
+taken into validation when they fit in ``max(1, round(val_fraction * n))`` (a group that does not
+fit is skipped). Only when no group fits are copies of one record split. It depends on the content
+and the seed only, is never empty, never exceeds its share and never takes every record.
 
 Batches (:meth:`InstructionSplit.get_batch`): one example per row, cut to ``seq_len + 1`` tokens,
 right-padded (inputs with the pad id, targets with ``-100``); a causal model never attends to the
 padding from a real position. Like :class:`~substrate_lm.data.TokenShards`, a batch is a pure
 function of ``(seed, index, rank, world_size)``: ``random`` walks a seeded permutation of the
-examples per epoch, ``sequential`` walks them in order, both wrapping around.
+examples per epoch, ``sequential`` walks them in order, both wrapping around, except in a split
+made with ``wrap=False`` (the validation split of :func:`load_instructions`): there rows past the
+last example are empty (padding, targets all ``-100``), so an evaluation that walks it once counts
+every example exactly once, also when ranks split the batches.
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ def record_parts(rec: dict, where: str) -> tuple[str, str | None]:
     """``(prompt, response)`` of a prompt/response record, ``(text, None)`` of a text record.
 
     Raises:
-        SubstrateError: neither form, or a field that is not a string.
+        SubstrateError: neither form, or a field that is not a string or holds a lone surrogate.
     """
     if "prompt" in rec or "response" in rec:
         missing = [k for k in ("prompt", "response") if k not in rec]
@@ -149,6 +153,11 @@ def record_parts(rec: dict, where: str) -> tuple[str, str | None]:
         v = rec[k]
         if not isinstance(v, str):
             raise SubstrateError(f"{where}: field {k!r} holds {type(v).__name__}, not text")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate escape such as "\ud800"
+            raise SubstrateError(f"{where}: field {k!r} holds an unpaired surrogate {v[exc.start]!r} at character "
+                                 f"{exc.start}, which is not Unicode text; fix or remove the record") from None
         values.append(v)
     return (values[0], values[1]) if len(values) == 2 else (values[0], None)
 
@@ -204,13 +213,16 @@ class InstructionSplit:
     Args:
         examples: the split's examples.
         pad_id: input id of padding positions (their targets are always ``-100``).
+        wrap: batches past the last example start over (training); False: those rows are empty,
+            so one pass counts every example once (evaluation).
     """
 
-    def __init__(self, examples: list[Example], pad_id: int):
+    def __init__(self, examples: list[Example], pad_id: int, *, wrap: bool = True):
         if not examples:
             raise SubstrateError("an instruction split needs at least one example")
         self.examples = list(examples)
         self.pad_id = int(pad_id)
+        self.wrap = bool(wrap)
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -227,14 +239,17 @@ class InstructionSplit:
 
     def rows(self, index: int, batch_size: int, seed: int = 0, mode: str = "random", rank: int = 0,
              world_size: int = 1) -> list[int]:
-        """Example indices of this rank's rows of global batch ``index``."""
+        """Example indices of this rank's rows of global batch ``index`` (-1: an empty row, past the
+        end of a split that does not wrap)."""
         if mode not in MODES:
             raise SubstrateError(f"batch mode must be one of {', '.join(MODES)}; got {mode!r}")
         n = len(self.examples)
         start = (int(index) * world_size + rank) * batch_size
         out = []
         for g in range(start, start + batch_size):
-            if mode == "sequential":
+            if not self.wrap and g >= n:
+                out.append(-1)
+            elif mode == "sequential":
                 out.append(g % n)
             else:
                 out.append(int(self._order(seed, g // n)[g % n]))
@@ -251,6 +266,8 @@ class InstructionSplit:
         x = torch.full((batch_size, seq_len), self.pad_id, dtype=torch.long)
         y = torch.full((batch_size, seq_len), IGNORE_INDEX, dtype=torch.long)
         for row, i in enumerate(self.rows(index, batch_size, seed, mode, rank, world_size)):
+            if i < 0:
+                continue  # an empty row: padding only
             ex = self.examples[i]
             ids, labels = ex.ids[: seq_len + 1], ex.labels[: seq_len + 1]
             n = len(ids) - 1
@@ -270,23 +287,27 @@ class InstructionData:
     val: InstructionSplit
     stats: dict = field(default_factory=dict)
     """``examples``, ``train``, ``val``, ``truncated`` (cut to ``seq_len + 1``), ``dropped`` (nothing
-    learned left after the cut), ``learned_tokens`` and ``tokens``."""
+    learned left after the cut), ``learned_tokens`` (scored targets of the kept examples after the
+    cut: what one pass over them trains on) and ``tokens`` (their ids, uncut)."""
 
 
 def _split(examples: list[Example], val_fraction: float) -> tuple[list[int], list[int]]:
-    """``(val, train)`` indices: whole groups of identical records in hash order, at least one group,
-    while they fit in the validation share (copies never straddle the split unless all are alike)."""
+    """``(val, train)`` indices: whole groups of identical records, in hash order, taken when they fit
+    in the validation share (a group that does not is skipped); if none fits, copies of the first
+    group are split. Validation is never empty, never over its share and never everything."""
     want = min(len(examples) - 1, max(1, round(val_fraction * len(examples))))
     groups: dict[bytes, list[int]] = {}
     for i, e in enumerate(examples):
         groups.setdefault(e.key, []).append(i)
+    order = sorted(groups)
     val: list[int] = []
-    for key in sorted(groups):
-        if (val and len(val) + len(groups[key]) > want) or len(val) + len(groups[key]) >= len(examples):
-            break
-        val += groups[key]
-    if not val:  # one record repeated: split the copies
-        val = list(range(want))
+    for key in order:
+        if len(val) + len(groups[key]) <= want:
+            val += groups[key]
+            if len(val) == want:
+                break
+    if not val:  # every group is larger than the share: split the copies of the first
+        val = groups[order[0]][:want]
     chosen = set(val)
     return sorted(val), [i for i in range(len(examples)) if i not in chosen]
 
@@ -300,7 +321,8 @@ def load_instructions(path: str | os.PathLike, tokenizer: Any, *, seq_len: int, 
         tokenizer: a fast tokenizer with an eos token (the model's).
         seq_len: tokens per row; longer examples are cut, and those left with no learned label
             after the cut are dropped (both counted in ``stats`` and reported through ``warn``).
-        val_fraction: share of examples held out (at least one, never all).
+        val_fraction: share of examples held out (at least one, never all); the validation split
+            does not wrap (see :class:`InstructionSplit`).
         seed: key of the split hash.
         warn: receives one line about cut or dropped examples.
 
@@ -330,10 +352,10 @@ def load_instructions(path: str | os.PathLike, tokenizer: Any, *, seq_len: int, 
     stats = {
         "examples": n_all, "train": len(train_idx), "val": len(val_idx), "truncated": truncated,
         "dropped": dropped, "tokens": int(sum(len(e.ids) for e in usable)),
-        "learned_tokens": int(sum(int((e.labels != IGNORE_INDEX).sum()) for e in usable)),
+        "learned_tokens": int(sum(int((e.labels[1: seq_len + 1] != IGNORE_INDEX).sum()) for e in usable)),
     }
     return InstructionData(train=InstructionSplit([usable[i] for i in train_idx], pad),
-                           val=InstructionSplit([usable[i] for i in val_idx], pad), stats=stats)
+                           val=InstructionSplit([usable[i] for i in val_idx], pad, wrap=False), stats=stats)
 
 
 __all__ = ["IGNORE_INDEX", "Example", "InstructionData", "InstructionSplit", "encode_records",

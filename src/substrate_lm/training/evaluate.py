@@ -59,7 +59,9 @@ def mean_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = causal_lm_loss(model, x, y, chunked=chunked, signature_of=signature_of)
             n = (y != -100).sum()  # masked targets (fine-tuning prompts, padding) are not scored
-            acc[0] += loss.detach().to(dtype) * n
+            # a batch with no scored target (padding rows at the end of a split) adds nothing, even
+            # where the unchunked cross entropy returns NaN for it
+            acc[0] += torch.where(n > 0, loss.detach().to(dtype) * n, torch.zeros((), dtype=dtype, device=device))
             acc[1] += n
     finally:
         model.train(was_training)

@@ -21,7 +21,12 @@ pairs with the prompt masked, or text). Settings are a :class:`~.config.RunConfi
 The run folder holds the Trainer's files (``config.toml``, ``log.jsonl``, ``checkpoints/``), the
 record ``finetune.json`` (base model path and weights sha256, data, method, LoRA settings) and at
 the end ``model/``. ``resume=True`` rebuilds the same (LoRA-wrapped) model from the record, checks
-that the base model and the data are unchanged, and continues from the newest checkpoint.
+that the base model and the data are unchanged and that no override changes the split or the
+batches (:data:`RESUME_FIXED`), and continues from the newest checkpoint.
+
+With an instruction file, validation scores every held-out example exactly once: the validation
+split does not wrap around, and ``eval.steps`` covers it once across all ranks (a smaller
+``eval.steps`` given by the caller scores a prefix).
 """
 
 from __future__ import annotations
@@ -59,6 +64,9 @@ LORA_DEFAULTS: dict[str, Any] = {"train.lr": 1e-3, "train.min_lr": 1e-4}
 LORA_SETTINGS: dict[str, Any] = {"r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["qkv", "proj", "fc"]}
 #: Keys --model / --data / --out set; an override may not change them.
 _FIXED = ("model.", "data.path", "data.sources", "data.world", "run.dir")
+#: Keys that decide the data split or the batches: a resumed run must keep them.
+RESUME_FIXED = ("data.val_fraction", "data.mode", "train.seed", "train.seq_len", "train.batch_size",
+                "train.grad_accum")
 
 
 @dataclass
@@ -73,18 +81,32 @@ class FinetuneResult:
     record: dict
 
 
+def lora_engine():
+    """The settings engine of the ``[lora]`` section (:class:`~substrate_lm.docking.lora.LoraAdapter`)."""
+    from ..docking.lora import LoraAdapter, check_lora
+    from ..settings import SettingsEngine
+
+    return SettingsEngine(LoraAdapter, name="lora", check=check_lora)
+
+
+def _lora_object(lora: Mapping[str, Any] | bool | None):
+    engine = lora_engine()
+    given = {} if lora in (None, True, False) else dict(lora)
+    return engine, engine.apply(engine.defaults(), {f"lora.{k}": v for k, v in given.items()})
+
+
 def lora_settings(lora: Mapping[str, Any] | bool | None) -> dict | None:
     """Normalise ``lora`` (None/False: full fine-tuning; True or a mapping of ``r``, ``alpha``,
     ``dropout``, ``targets``: LoRA) to a plain dict, typed and checked by the settings engine."""
     if lora is None or lora is False:
         return None
-    from ..docking.lora import LoraAdapter, check_lora
-    from ..settings import SettingsEngine
+    return dataclasses.asdict(_lora_object(lora)[1])
 
-    engine = SettingsEngine(LoraAdapter, name="lora", check=check_lora)
-    given = {} if lora is True else dict(lora)
-    settings = engine.apply(engine.defaults(), {f"lora.{k}": v for k, v in given.items()})
-    return dataclasses.asdict(settings)
+
+def describe_lora(lora: Mapping[str, Any] | bool | None = None) -> str:
+    """The ``[lora]`` section with ``lora``'s values (``--help-config``)."""
+    engine, obj = _lora_object(lora)
+    return engine.describe(obj)
 
 
 def apply_finetune_lora(model, settings: dict, seed: int = 0):
@@ -275,6 +297,7 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
         if not (out / "config.toml").is_file():
             raise SubstrateError(f"{out} has no config.toml (damaged run folder); start a new run elsewhere")
         cfg = load_config(out / "config.toml", _as_overrides(overrides))
+        _check_resume_keys(load_config(out / "config.toml"), cfg, out)
         cfg.run.dir = str(out)
     elif _is_main():  # other ranks under torchrun would see rank 0's first files
         _check_new_run_dir(out)
@@ -295,6 +318,11 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
         raise SubstrateError(f"--data {source} lies inside --out {out}; choose an --out elsewhere")
     if model_path == out or out in model_path.parents:
         raise SubstrateError(f"--model {model_path} lies inside --out {out}; choose an --out elsewhere")
+    if model_path in out.parents or model_path.resolve() in out.resolve().parents:
+        raise SubstrateError(f"--out {out} lies inside --model {model_path}; choose an --out outside the model folder")
+    if "data.val_fraction" in items and source.is_dir():
+        raise SubstrateError(f"--data {source} is a prepared folder whose validation split `data prepare` fixed; "
+                             "drop --val-fraction (it applies to instruction files)")
 
     model, tokenizer = load_model_and_tokenizer(model_path)
     if not resume:
@@ -312,11 +340,9 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
     run_data, data_fields = _load_data(source, tokenizer, cfg, warn)
     if resume and record.get("data_sha256") and data_fields.get("data_sha256") != record["data_sha256"]:
         raise SubstrateError(f"{source} changed since {out} started (sha256 differs); resume with the same data")
-    if not resume and "eval.steps" not in items and run_data.val is not None and hasattr(run_data.val, "examples"):
-        # validate on every held-out example once (sequential batches), not on a fixed count
-        if "eval.batch_size" not in items:
-            cfg.eval.batch_size = min(cfg.train.batch_size, len(run_data.val))
-        cfg.eval.steps = max(1, math.ceil(len(run_data.val) / (cfg.eval.batch_size or cfg.train.batch_size)))
+    eval_all = None
+    if run_data.val is not None and hasattr(run_data.val, "examples"):
+        eval_all = _plan_eval(cfg, len(run_data.val), items, record.get("eval_all", False) if resume else True)
 
     model.requires_grad_(True)
     model.token_embeddings.weight.requires_grad_(not model.config.substrate_frozen)
@@ -327,20 +353,22 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
         train_model = peft_model.get_base_model()  # the same modules, adapters injected
     n_train = sum(p.numel() for p in train_model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in train_model.parameters())
-    if not resume:
-        record = {"format": RECORD_FORMAT, "version": 1, **base, **data_fields,
-                  "method": "lora" if settings else "full", "lora": settings,
-                  "trainable_parameters": n_train, "parameters": n_all,
-                  "tokenizer_fingerprint": run_data.meta.get("tokenizer", {}).get("fingerprint")}
-        if _is_main():
-            try:
-                out.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(out / RECORD, record)
+    # a resumed run refreshes what may have moved (the paths, the data stats) and keeps the rest
+    record = {**({"format": RECORD_FORMAT, "version": 1} if not resume else record), **base, **data_fields,
+              "method": "lora" if settings else "full", "lora": settings,
+              "trainable_parameters": n_train, "parameters": n_all,
+              "tokenizer_fingerprint": run_data.meta.get("tokenizer", {}).get("fingerprint"),
+              **({"eval_all": eval_all} if eval_all is not None else {})}
+    if _is_main():
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / RECORD, record)
+            if not resume:
                 atomic_write_text(out / "config.toml", cfg.to_toml())  # the Trainer rewrites it; resume needs it
-            except OSError as exc:
-                from ..fsutil import disk_error
+        except OSError as exc:
+            from ..fsutil import disk_error
 
-                raise disk_error(exc, f"the run folder {out}") from None
+            raise disk_error(exc, f"the run folder {out}") from None
 
     result = Trainer(cfg, model=train_model, tokenizer=tokenizer, data=run_data, resume=resume,
                      callbacks=callbacks).fit()
@@ -364,10 +392,39 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
     return FinetuneResult(run_dir=out, model_dir=model_out, train=result, record=record)
 
 
+def _check_resume_keys(saved, cfg, out: Path) -> None:
+    """Refuse overrides of a resumed run that change its data split or batches (:data:`RESUME_FIXED`)."""
+    changed = []
+    for key in RESUME_FIXED:
+        sec, name = key.split(".")
+        old, new = getattr(getattr(saved, sec), name), getattr(getattr(cfg, sec), name)
+        if old != new:
+            changed.append(f"{key} {old} -> {new}")
+    if changed:
+        raise SubstrateError(f"--resume cannot change {', '.join(changed)} of {out}: they decide the data split "
+                             "and batches; drop them (train.steps, log.*, checkpoint.*, eval.*, run.device and "
+                             "run.threads may change)")
+
+
+def _plan_eval(cfg, n_val: int, items: Mapping[str, Any], auto: bool) -> bool:
+    """Set ``eval.steps`` (and a new run's ``eval.batch_size``) so that one evaluation covers the
+    ``n_val`` held-out examples once over all ranks; a caller's smaller ``eval.steps`` is kept.
+    Returns whether the steps are automatic (recorded, so a resume recomputes them)."""
+    if auto and "eval.batch_size" not in items and "eval.steps" not in items:
+        cfg.eval.batch_size = min(cfg.eval.batch_size or cfg.train.batch_size, n_val)
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    needed = max(1, math.ceil(n_val / ((cfg.eval.batch_size or cfg.train.batch_size) * world)))
+    if "eval.steps" in items or not auto:
+        cfg.eval.steps = min(cfg.eval.steps, needed)  # more would only score empty rows
+        return False
+    cfg.eval.steps = needed
+    return True
+
+
 def _is_main() -> bool:
     """Rank 0 (or no torchrun): the process that writes the record and the export."""
     return int(os.environ.get("RANK", "0") or 0) == 0
 
 
-__all__ = ["FINETUNE_DEFAULTS", "LORA_DEFAULTS", "LORA_SETTINGS", "FinetuneResult", "apply_finetune_lora",
-           "finetune", "finetune_config", "lora_settings"]
+__all__ = ["FINETUNE_DEFAULTS", "LORA_DEFAULTS", "LORA_SETTINGS", "RESUME_FIXED", "FinetuneResult",
+           "apply_finetune_lora", "describe_lora", "finetune", "finetune_config", "lora_engine", "lora_settings"]
