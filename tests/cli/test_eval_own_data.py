@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import GPTNeoXForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluation"))
 from eval_helpers import make_char_tokenizer, make_tiny_neox, write_jsonl  # noqa: E402
 
 from substrate_lm.cli.main import main  # noqa: E402
+from substrate_lm.data import TokenShards  # noqa: E402
 from substrate_lm.evaluation.datasets import BENCHES  # noqa: E402
 
 
@@ -61,8 +64,27 @@ def test_ppl_on_a_prepared_folder_per_source(model_dir, data_dir, tmp_path, caps
     assert any("bible.txt:" in ln for ln in lines) and any("wiki.jsonl:" in ln for ln in lines)
     r = json.loads(out.read_text())[str(model_dir)]
     assert [Path(s["spec"]).name for s in r["sources"]] == ["bible.txt", "wiki.jsonl"]
-    assert r["tokens_scored"] == sum(s["tokens_scored"] for s in r["sources"])
-    assert r["nll"] == pytest.approx(sum(s["nll"] for s in r["sources"]))
+    # against an independent forward pass: a window wider than each source scores every one of its
+    # val tokens after an end-of-text, with no context from the other source
+    wide = tmp_path / "wide.json"
+    assert main(["eval", "ppl", "--model", str(model_dir), "--data", str(data_dir), "--window", "512",
+                 "--no-progress", "--out", str(wide)]) == 0
+    w = json.loads(wide.read_text())[str(model_dir)]
+    model = GPTNeoXForCausalLM.from_pretrained(model_dir).eval()
+    shards = TokenShards(data_dir, "val")
+    direct = []
+    for s, x in zip(w["sources"], shards.source_ranges()):
+        ids = torch.tensor([[shards.eos_id] + shards[x["start"]:x["end"]].tolist()])
+        assert 2 < ids.shape[1] <= 512
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        direct.append(-float(logp.gather(-1, ids[0, 1:, None]).sum()))
+        assert s["tokens_scored"] == x["tokens"] == ids.shape[1] - 1
+        assert s["nll"] == pytest.approx(direct[-1], rel=1e-4)
+        assert s["perplexity"] == pytest.approx(math.exp(direct[-1] / x["tokens"]), rel=1e-4)
+    assert w["tokens_scored"] == len(shards) and w["nll"] == pytest.approx(sum(direct), rel=1e-4)
+    # the narrow windows score the same tokens
+    assert [s["tokens_scored"] for s in r["sources"]] == [s["tokens_scored"] for s in w["sources"]]
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -82,6 +104,9 @@ def test_ppl_data_bad_inputs(model_dir, data_dir, tmp_path, capsys, extra, match
     ('{"question": "q", "choices": ["a", "b"]}\n', "my.jsonl:1: row lacks 'answer'"),
     ('{"question": "q", "choices": ["a", "b"], "answer": 5}\n', "my.jsonl:1: answer index 5 is out of range"),
     ("", "holds no items"),
+    ('{"question": "a\\ud800", "choices": ["a", "b"], "answer": 0}\n', "my.jsonl:1: field 'question' holds a lone surrogate"),
+    ('{"question": null, "choices": ["a", "b"], "answer": 0}\n', "my.jsonl:1: 'question' must be a text"),
+    ('{"question": ["x"], "answer": "y"}\n', "my.jsonl:1: 'question' must be a text; got list"),
 ])
 @pytest.mark.parametrize("cmd", ["harness", "eval", "tasks"])
 def test_bad_task_file_is_one_line(model_dir, tmp_path, capsys, content, match, cmd):
@@ -92,6 +117,21 @@ def test_bad_task_file_is_one_line(model_dir, tmp_path, capsys, content, match, 
             "tasks": ["eval", "tasks"]}[cmd]
     assert main(argv + ["--task-file", str(f), "--task-name", "my-mc", "--out", str(tmp_path / "o")]) != 0
     assert match in _one_error(capsys)
+
+
+@pytest.mark.parametrize("name, match", [
+    ("substrate_arc_e", "names starting with 'substrate_' are kept"),  # used to replace arc-e's YAML
+    ("hellaswag", "'hellaswag' is already an lm-eval task"),
+])
+@pytest.mark.parametrize("cmd", ["harness", "tasks"])
+def test_task_name_of_another_task_is_refused(model_dir, tmp_path, capsys, name, match, cmd):
+    pytest.importorskip("lm_eval")
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 0}])
+    argv = {"harness": ["eval", "harness", "--model", str(model_dir)], "tasks": ["eval", "tasks"]}[cmd]
+    assert main(argv + ["--task-file", str(mc), "--task-name", name, "--out", str(tmp_path / "o")]) != 0
+    err = _one_error(capsys)
+    assert match in err and "pass another --task-name" in err
+    assert not list((tmp_path / "o").glob("**/*.yaml"))
 
 
 def test_own_tasks_through_eval_and_tasks(model_dir, tmp_path, capsys):

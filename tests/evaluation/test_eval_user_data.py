@@ -150,6 +150,29 @@ def test_world_mc_is_a_file_task_of_the_same_schema(bench_dir, tmp_path):
     ('{"question": "q", "choices": "a, b", "answer": 0}\n', r'bad\.jsonl:1: "choices" must'),
     ('{"question": "q", "answer": ""}\n', r"bad\.jsonl:1: short-answer rows need"),
     ('[1, 2]\n', r"bad\.jsonl:1: not a JSON object"),
+    # a lone surrogate escape is not text (it used to end in a UnicodeEncodeError traceback)
+    ('{"question": "a\\ud800", "choices": ["a", "b"], "answer": 0}\n',
+     r"bad\.jsonl:1: field 'question' holds a lone surrogate"),
+    ('{"question": "q", "choices": ["a", "b"], "answer": 0}\n{"question": "q", "choices": ["a", "\\udfff"], "answer": 0}\n',
+     r"bad\.jsonl:2: field 'choices\[1\]' holds a lone surrogate"),
+    ('{"question": "q", "answer": "x", "context": {"c": "\\ud83d"}}\n', r"bad\.jsonl:1: field 'context\.c' holds"),
+    # fields of the wrong type are refused, not turned into the text "None" or "['x']"
+    ('{"question": null, "choices": ["a", "b"], "answer": 0}\n', r"bad\.jsonl:1: 'question' must be a text; got NoneType"),
+    ('{"question": ["x"], "choices": ["a", "b"], "answer": 0}\n', r"bad\.jsonl:1: 'question' must be a text; got list"),
+    ('{"question": null, "answer": "x"}\n', r"bad\.jsonl:1: 'question' must be a text"),
+    ('{"question": {"q": 1}, "answer": ["x"]}\n', r"bad\.jsonl:1: 'question' must be a text; got dict"),
+    ('{"question": "q", "answer": "x", "context": ["c"]}\n', r"bad\.jsonl:1: 'context' must be a text"),
+    ('{"question": "q", "answer": "x", "id": ["i"]}\n', r"bad\.jsonl:1: 'id' must be a text"),
+    ('{"question": "q", "answer": ["x", null]}\n', r"bad\.jsonl:1: short-answer rows need"),
+    ('{"question": "q", "choices": ["a", null], "answer": 0}\n', r'bad\.jsonl:1: "choices" must list'),
+    ('{"question": "q", "choices": {"label": ["A", "B"], "text": "ab"}, "answerKey": "A"}\n',
+     r"""bad\.jsonl:1: "choices" 'text' must be a list of texts"""),
+    ('{"question": "q", "choices": {"label": ["A", "B"], "text": ["a"]}, "answerKey": "A"}\n',
+     r'bad\.jsonl:1: "choices" has 2 labels for 1 texts'),
+    ('{"question": "q", "choices": {"label": ["A", "B"], "text": ["a", "b"]}, "answerKey": ["A"]}\n',
+     r"bad\.jsonl:1: 'answerKey' must be a text"),
+    ('{"question": {"stem": null}, "choices": ["a", "b"], "answer": 0}\n', r"bad\.jsonl:1: 'stem' must be a text"),
+    ('{"question": "q", "choices": ["a", "b"], "answer": null}\n', r"bad\.jsonl:1: answer None is neither"),
     ("\n\n", r"bad\.jsonl holds no items"),
 ])
 def test_bad_task_files_name_file_and_line(tmp_path, rows, match):
@@ -177,6 +200,45 @@ def test_task_names_are_checked(tmp_path):
         BENCHES.pop("yes", None)
     with pytest.raises(SubstrateError, match="not found"):
         register_task_file(tmp_path / "none.jsonl", "x")
+
+
+def test_task_names_cannot_replace_another_task(tmp_path):
+    """A file task's lm-eval names (NAME, NAME_gen) must not be a built-in's or another file task's:
+    the YAML of one would silently replace the other's (``substrate_arc_e`` ran the user's file)."""
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 0}])
+    qa = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}])
+    for bad in ("substrate_arc_e", "substrate_arc_e_gen", "substrate_mine"):
+        with pytest.raises(SubstrateError, match="names starting with 'substrate_' are kept") as exc:
+            register_task_file(mc, bad)
+        assert "--task-name" in str(exc.value) and bad not in BENCHES
+    names = [register_task_file(mc, "foo"), register_task_file(qa, "bar_gen")]
+    try:
+        with pytest.raises(SubstrateError, match="lm-eval task 'foo_gen' already belongs to benchmark 'foo'"):
+            register_task_file(qa, "foo_gen")
+        with pytest.raises(SubstrateError, match="lm-eval task 'bar_gen' already belongs to benchmark 'bar_gen'"):
+            register_task_file(mc, "bar")  # multiple choice: its generation task would be bar_gen
+        assert register_task_file(qa, "bar") == "bar"  # short answer: one task, bar
+        names.append("bar")
+    finally:
+        for n in names:
+            BENCHES.pop(n, None)
+    assert "foo_gen" not in BENCHES
+
+
+def test_task_names_lm_eval_already_has_are_refused(tmp_path):
+    pytest.importorskip("lm_eval")
+    from substrate_lm.evaluation.harness import lm_eval_task_names
+
+    assert "hellaswag" in lm_eval_task_names() and "piqa" in lm_eval_task_names()
+    mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 0}])
+    for name in ("hellaswag", "piqa"):
+        register_task_file(mc, name)  # our own runners never see lm-eval's tasks: only the YAMLs clash
+        try:
+            with pytest.raises(SubstrateError, match=f"'{name}' is already an lm-eval task; pass another --task-name"):
+                write_lm_eval_tasks(None, tmp_path / "y", [name])
+        finally:
+            BENCHES.pop(name)
+        assert not (tmp_path / "y").exists()
 
 
 def test_named_tasks_through_our_runners_and_yamls(own_tasks, tiny_model, char_tok, tmp_path):

@@ -18,7 +18,7 @@ Two paths, one result:
   (``--task-file FILE --task-name NAME``), which every runner (paper, log-likelihood, lm-eval) then
   takes like a built-in benchmark. Rows: ``{"question", "choices": [...], "answer": index or
   letter}`` (or the ARC schema) and ``{"question", "answer": text or [texts]}`` (or ``"answers"``);
-  errors name the file and line.
+  errors name the file and line (wrong field types and lone surrogate escapes included).
 
 Rows become normalised :class:`Item` objects; then the published sampling is applied: filter (SQuAD
 v2: answerable items whose first answer has at most 8 characters), shuffle, keep the first
@@ -188,7 +188,9 @@ def register_task_file(path: str | os.PathLike, name: str | None = None, kind: s
     Args:
         path: the file (rows: see :data:`FILE_TASK_SCHEMAS`).
         name: benchmark name (default: the file name without extension, lower-cased): a letter,
-            then letters, digits, ``-``, ``_``, ``.``; not a built-in benchmark or group.
+            then letters, digits, ``-``, ``_``, ``.``; not a built-in benchmark or group, not
+            ``substrate_*``, and its lm-eval task names not another benchmark's (lm-eval's own
+            tasks are checked where YAMLs are written, :func:`~.harness.write_lm_eval_tasks`).
         kind: ``"mc"`` (multiple choice), ``"short"`` (short answer) or ``"auto"`` (``mc`` when the
             first row has ``choices``).
     """
@@ -206,6 +208,9 @@ def register_task_file(path: str | os.PathLike, name: str | None = None, kind: s
     old = BENCHES.get(name)
     if name in ALIASES or (old is not None and old.file is None):
         raise SubstrateError(f"task name {name!r} is a built-in benchmark or group; pass another --task-name")
+    if name.startswith("substrate_"):
+        raise SubstrateError(f"task name {name!r}: names starting with 'substrate_' are kept for the built-in "
+                             "benchmarks' lm-eval tasks; pass another --task-name")
     rows = read_records(p)
     if not rows:
         raise SubstrateError(f"--task-file {p} holds no items; add rows {FILE_TASK_SCHEMAS['mc']}")
@@ -213,12 +218,28 @@ def register_task_file(path: str | os.PathLike, name: str | None = None, kind: s
         kind = "mc" if isinstance(rows[0], dict) and "choices" in rows[0] else "short"
     if kind not in FILE_TASK_SCHEMAS:
         raise SubstrateError(f"task kind must be 'mc', 'short' or 'auto'; got {kind!r}")
+    _check_task_name_free(name, kind)
     spec = BenchSpec(name=name, label=name.upper(), task=kind, hub_id=None, hub_config=None, split="test",
                      local=(), schema=FILE_TASK_SCHEMAS[kind], paper_n=None,
                      max_new_tokens=2 if kind == "mc" else 100, file=str(p.resolve()))
     file_items(spec, p)  # every row checked now
     BENCHES[name] = spec
     return name
+
+
+def _check_task_name_free(name: str, kind: str) -> None:
+    """Refuse a file task whose lm-eval task names (``name``, ``name_gen`` for multiple choice) are
+    already another benchmark's (built-in or registered), so no YAML silently replaces another."""
+    from .harness import task_name  # lazy: harness imports this module
+
+    own = {name, name + "_gen"} if kind == "mc" else {name}
+    for b, spec in BENCHES.items():
+        if b == name and spec.file is not None:
+            continue  # the same name registered again: the caller tells
+        clash = own & {task_name(b), task_name(b, True)}
+        if clash:
+            raise SubstrateError(f"task name {name!r}: lm-eval task {sorted(clash)[0]!r} already belongs to "
+                                 f"benchmark {b!r}; pass another --task-name")
 
 
 def parse_benches(spec: str | list[str]) -> list[str]:
@@ -253,9 +274,29 @@ def read_records(path: str | os.PathLike, numbered: bool = False):
     """
     path = Path(path)
     rows, lines = _read_rows(path)
-    if not numbered:
-        return rows
-    return rows, [f"{path}:{n}" if lines else f"{path} row {i}" for i, n in enumerate(lines or range(len(rows)))]
+    wheres = [f"{path}:{n}" if lines else f"{path} row {i}" for i, n in enumerate(lines or range(len(rows)))]
+    for row, where in zip(rows, wheres):
+        _check_no_surrogates(row, where, "")
+    return (rows, wheres) if numbered else rows
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_no_surrogates(value, where: str, key: str) -> None:
+    """Refuse lone UTF-16 surrogates (``"\\ud800"`` escapes in JSON): they cannot be encoded or tokenized."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            field = f"field {key!r}" if key else "the row"
+            raise SubstrateError(f"{where}: {field} holds a lone surrogate escape (\\ud800-\\udfff), which is not "
+                                 "text; fix the escape in the file (a pair like \\ud83d\\ude00 is fine)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_no_surrogates(k, where, key)
+            _check_no_surrogates(v, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_no_surrogates(v, where, f"{key}[{i}]")
 
 
 def _read_rows(path: Path) -> tuple[list, list[int] | None]:
@@ -334,6 +375,20 @@ def _need(row: dict, keys: tuple[str, ...], where: str) -> None:
         raise SubstrateError(f"{where}: row lacks {', '.join(repr(k) for k in missing)}; has {sorted(row)}")
 
 
+def _text(row: dict, key: str, where: str, optional: bool = False) -> str | None:
+    """``row[key]`` as a text; a null, list or object there is refused (not turned into ``"None"``)."""
+    value = row.get(key)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SubstrateError(f"{where}: {key!r} must be a text; got {type(value).__name__} {str(value)[:60]}")
+    return str(value)
+
+
+def _row_id(row: dict, default: str, where: str) -> str:
+    return _text(row, "id", where, optional=True) or default
+
+
 def _mmlu_item(row: dict, subject: str, index: int, where: str) -> Item:
     if "input" in row:  # lukaemon/mmlu
         _need(row, ("input", "A", "B", "C", "D", "target"), where)
@@ -362,19 +417,26 @@ def _mc_item(row: dict, index: int, prefix: str, where: str) -> Item:
         ch = {"label": list(LETTERS[:len(ch)]), "text": ch}
     if not isinstance(ch, dict) or "label" not in ch or "text" not in ch:
         raise SubstrateError(f'{where}: "choices" must be a list of option texts or {{"label": [...], "text": [...]}}')
+    for part in ("label", "text"):
+        if not isinstance(ch[part], list) or not all(
+                isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in ch[part]):
+            raise SubstrateError(f'{where}: "choices" {part!r} must be a list of texts; got {str(ch[part])[:80]}')
     labels, texts = [str(x) for x in ch["label"]], [str(x) for x in ch["text"]]
+    if len(labels) != len(texts):
+        raise SubstrateError(f'{where}: "choices" has {len(labels)} labels for {len(texts)} texts')
     if arc:
-        answer = str(row["answerKey"]).strip()
+        answer = _text(row, "answerKey", where).strip()
         if answer not in labels:
             raise SubstrateError(f"{where}: answerKey {answer!r} is not one of the labels {labels}")
     else:
         answer = _mc_answer(row["answer"], labels, where)
-    question = row["question"]
-    if isinstance(question, dict):  # the original ARC json nests {"stem": ..., "choices": ...}
-        question = question.get("stem", "")
+    if isinstance(row["question"], dict):  # the original ARC json nests {"stem": ..., "choices": ...}
+        question = _text(row["question"], "stem", where)
+    else:
+        question = _text(row, "question", where)
     meta = {k: row[k] for k in ("lang", "kind", "entity", "question_concept") if k in row}
     return Item(
-        id=str(row.get("id") or f"{prefix}/{index}"), task="mc", question=str(question), answer=answer,
+        id=_row_id(row, f"{prefix}/{index}", where), task="mc", question=question, answer=answer,
         choices=texts, labels=labels, meta=meta,
     )
 
@@ -440,8 +502,8 @@ def _short_item(row: dict, index: int, where: str) -> Item:
         raise SubstrateError(f"{where}: short-answer rows need at least one non-empty answer text; got {str(ans)[:80]}")
     meta = {k: row[k] for k in ("lang", "kind", "entity") if k in row}
     return Item(
-        id=str(row.get("id") or f"short/{index}"), task="short", question=str(row["question"]),
-        answer=str(texts[0]), answers=[str(t) for t in texts], context=row.get("context"), meta=meta,
+        id=_row_id(row, f"short/{index}", where), task="short", question=_text(row, "question", where),
+        answer=texts[0], answers=list(texts), context=_text(row, "context", where, optional=True), meta=meta,
     )
 
 

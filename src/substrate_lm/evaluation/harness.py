@@ -12,7 +12,7 @@ and the file's *absolute* path, so the YAMLs work from any working directory:
   as a fraction, BLEU raw).
 
 A user's own file task (:func:`~.datasets.register_task_file`) is rendered the same way and keeps
-its own name: ``<name>`` and ``<name>_gen``. :func:`run_lm_eval` can also run tasks from any
+its own name: ``<name>`` and ``<name>_gen``, refused when lm-eval already ships a task of that name. :func:`run_lm_eval` can also run tasks from any
 other lm-eval task folder (``include_path``, lm-eval's own mechanism) next to these.
 
 :func:`run_lm_eval` evaluates a model directory (or an in-memory model + tokenizer) with
@@ -24,6 +24,7 @@ with ``split_special_tokens`` on, so a literal ``</s>`` in an item stays text as
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib import resources
@@ -46,6 +47,27 @@ def task_name(bench: str, gen: bool = False) -> str:
     task keeps its name (``my-mc``, ``my-mc_gen``)."""
     name = bench if BENCHES[bench].file else "substrate_" + bench.replace("-", "_")
     return name + "_gen" if gen and BENCHES[bench].multiple_choice else name
+
+
+@functools.lru_cache(maxsize=1)
+def lm_eval_task_names() -> frozenset[str]:
+    """Every task, group and tag name lm-eval ships (empty without lm-eval). Indexing its task
+    folder takes seconds, so it is done once per process, and only where YAMLs are written."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        return frozenset()
+    return frozenset(TaskManager().all_tasks)
+
+
+def _check_not_lm_eval_task(bench: str) -> None:
+    """A file task must not take a name lm-eval already has: under ``lm_eval --include_path`` one of
+    the two would silently replace the other."""
+    if BENCHES[bench].file is None:
+        return
+    clash = sorted({task_name(bench), task_name(bench, True)} & lm_eval_task_names())
+    if clash:
+        raise SubstrateError(f"task name {bench!r}: {clash[0]!r} is already an lm-eval task; pass another --task-name")
 
 
 def _template(name: str) -> str:
@@ -123,6 +145,8 @@ def write_lm_eval_tasks(
             raise SubstrateError(f"no benchmark files found under {data_dir}; see `substrate-lm eval --help` for the layout")
     else:
         names = parse_benches(benches)
+    for b in names:
+        _check_not_lm_eval_task(b)
     out = Path(out_dir).resolve()
     (out / "data").mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "substrate_utils.py", _UTILS)
