@@ -27,6 +27,8 @@ def main() -> None:
     ap.add_argument("--size", default="300KB")
     ap.add_argument("--per-cat", type=int, default=8)
     ap.add_argument("--qa-fraction", type=float, default=0.1)
+    ap.add_argument("--mc-variants", type=int, default=2)
+    ap.add_argument("--mc-share", type=float, default=None)
     ap.add_argument("--tokenizer", default="compact")
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--layers", type=int, default=4)
@@ -55,7 +57,8 @@ def main() -> None:
         out=str(out), recipe="tiny", substrates=a.substrates.split(","), seeds=[a.seed], presets=["tiny"],
         corpora=[f"world:{a.size}"], benches=["world-mc"], protocol="both" if a.paper else "loglik", n_runs=2,
         limit=a.limit, data_seed=0, langs=a.langs.split(","), tokenizer=a.tokenizer,
-        world={"entities_per_cat": a.per_cat, "qa_fraction": a.qa_fraction},
+        world={"entities_per_cat": a.per_cat, "qa_fraction": a.qa_fraction,
+               **({"mc_variants": a.mc_variants, "mc_share": a.mc_share} if a.mc_share is not None else {})},
         overrides={
             "model.overrides.d_model": a.d_model, "model.overrides.n_layer": a.layers,
             "model.overrides.n_head": a.heads, "model.overrides.block_size": a.seq,

@@ -182,6 +182,12 @@ class SettingsEngine(Generic[T]):
     def _from_text(self, text: str, tp: Any, name: str) -> Any:
         """A command-line string read as a value of type ``tp`` (lax: ``"3"`` -> 3)."""
         origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if type(None) in args and text.strip().lower() in ("none", "null"):
+            return None  # an optional field: --ablation.limit none
+        if type(None) in args and len(args) == 2:
+            tp = next(a for a in args if a is not type(None))
+            origin = typing.get_origin(tp)
         if tp is str or (origin is Literal and all(isinstance(c, str) for c in typing.get_args(tp))):
             value: Any = text
         elif origin in (list, tuple):

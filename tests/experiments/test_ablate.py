@@ -8,7 +8,7 @@ import math
 import pytest
 
 from substrate_lm.errors import SubstrateError
-from substrate_lm.experiments.ablate import aggregate, cells, load_ablation_config, markdown_table, run_ablation
+from substrate_lm.experiments.ablate import AblationConfig, aggregate, cells, load_ablation_config, markdown_table, run_ablation
 
 
 def write(tmp_path, text):
@@ -18,7 +18,7 @@ def write(tmp_path, text):
 
 
 def test_config_errors_are_one_line(tmp_path):
-    with pytest.raises(SubstrateError, match="unknown ablation key"):
+    with pytest.raises(SubstrateError, match=r"unknown config key ablation.substrate; valid keys in \[ablation\]"):
         load_ablation_config(write(tmp_path, "[ablation]\nsubstrate = ['bits']\n"))
     with pytest.raises(SubstrateError, match="unknown preset"):
         load_ablation_config(write(tmp_path, "[ablation]\npresets = ['huge']\n"))
@@ -28,7 +28,7 @@ def test_config_errors_are_one_line(tmp_path):
         load_ablation_config(write(tmp_path, "[ablation]\nsubstrates = ['wood']\n"))
     with pytest.raises(SubstrateError, match="not found"):
         load_ablation_config(tmp_path / "missing.toml")
-    cfg = load_ablation_config(write(tmp_path, "[ablation]\nseeds = [0, 1]\nsubstrates = ['bits', '16-bit']\n"), ["n_runs=2"])
+    cfg = load_ablation_config(write(tmp_path, "[ablation]\nseeds = [0, 1]\nsubstrates = ['bits', '16-bit']\n"), ["--ablation.n_runs", "2"])
     assert cfg.n_runs == 2 and len(cells(cfg)) == 4
 
 
@@ -91,3 +91,25 @@ limit = 8
     run_ablation(cfg, log=lines.append)
     assert sum("(done, skipped)" in line for line in lines) == 4
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.slow
+def test_cells_side_by_side_give_the_same_numbers(tmp_path):
+    from substrate_lm.experiments.parallel import available_cores, check_jobs
+
+    overrides = {"model.overrides.d_model": 32, "model.overrides.n_head": 2, "model.overrides.n_layer": 1,
+                 "train.steps": 4, "train.batch_size": 4, "train.seq_len": 32, "eval.interval": 4, "eval.steps": 2,
+                 "log.tensorboard": False, "log.sample_interval": 0, "log.progress": False, "checkpoint.interval": 4}
+    results = {}
+    for jobs in (1, 2):
+        cfg = AblationConfig(out=str(tmp_path / f"j{jobs}"), substrates=["bits"], seeds=[0, 1], corpora=["world:30KB"],
+                             benches=["world-mc"], protocol="loglik", limit=8, langs=["en"], tokenizer="compact",
+                             world={"entities_per_cat": 6}, overrides=overrides)
+        summary = run_ablation(cfg, log=lambda s: None, jobs=jobs)
+        results[jobs] = [(r["key"], r["val"], [(h.get("step"), h.get("loss")) for h in r["history"]],
+                          r["evaluation"]["models"]["bits"]["results"]["world-mc"]["loglik"]["item_pred"])
+                         for r in summary["results"]]
+    assert results[1] == results[2]
+    assert check_jobs(64) == available_cores()
+    with pytest.raises(SubstrateError, match="jobs must be"):
+        check_jobs(0)

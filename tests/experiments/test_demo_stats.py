@@ -96,44 +96,66 @@ def test_settings_parse_and_reject():
     assert s.steps == 800 and s.maps == ("pca",) and s.langs == ("en", "ru") and s.lr == 1e-3 and s.seeds == 5
     s.apply({"maps": "none"})
     assert s.maps == ()
-    bad = [({"steps": "abc"}, "steps takes an int"), ({"steps": 2.5}, "steps takes an int"),
-           ({"maps": "pca,tnse"}, "unknown map"), ({"lr": "fast"}, "lr takes a float"), ({"lr": "nan"}, "lr takes a float"),
-           ({"steps": 0}, "steps must be >= 1"), ({"warmup": 10_000}, "warmup"), ({"bogus": 1}, "unknown demo setting"),
-           ({"substrates": "bits"}, "unknown demo setting"), ({"tokenizer": "gpt2"}, "tokenizer must be"),
-           ({"langs": "xx"}, "xx"), ({"world_size": "huge"}, "cannot read size"), ({"steps": True}, "takes a"),
-           ({"n_head": 5}, "not divisible")]
+    bad = [({"steps": "abc"}, "demo.steps must be an integer"), ({"steps": 2.5}, "demo.steps must be an integer"),
+           ({"maps": "pca,tnse"}, "unknown map"), ({"lr": "fast"}, "demo.lr must be a number"),
+           ({"lr": "nan"}, "demo.lr must be a finite number"),
+           ({"steps": 0}, "steps must be >= 1"), ({"warmup": 10_000}, "warmup"), ({"bogus": 1}, "unknown config key demo.bogus"),
+           ({"substrates": "bits"}, "demo.substrates must be a table"), ({"tokenizer": "gpt2"}, "tokenizer must be"),
+           ({"langs": "xx"}, "xx"), ({"world_size": "huge"}, "cannot read size"), ({"steps": True}, "demo.steps must be an integer"),
+           ({"n_head": 5}, "not divisible"), ({"mc_share": 1.5}, "mc_share must be"),
+           ({"mc_variants": 0}, "mc_variants must be"), ({"docking_seeds": 0}, "docking_seeds must be"),
+           ({"qa_fraction": 0.9}, "qa_fraction must be"), ({"precision": "fp16"}, "demo.precision must be one of fp32, bf16")]
     for overrides, message in bad:
         with pytest.raises(SubstrateError, match=message):
             DemoSettings.full().apply(overrides)
 
 
-def test_demo_cli_bad_set_is_one_line_error(capsys, tmp_path):
-    for item in ("steps=abc", "maps=pca,bogus", "nonsense"):
-        assert main(["demo", "--out", str(tmp_path / "d"), "--set", item]) == 2
+def test_demo_cli_bad_setting_is_one_line_error(capsys, tmp_path):
+    for argv in (["--demo.steps", "abc"], ["--demo.maps", "pca,bogus"], ["--demo.nonsense", "1"], ["--nonsense"],
+                 ["--set", "steps=600"]):
+        assert main(["demo", "--out", str(tmp_path / "d"), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
     assert main(["demo", "--quick", "--long", "--out", str(tmp_path / "d")]) == 2
     assert not (tmp_path / "d").exists()  # nothing ran
+    assert main(["demo", "--set", "steps=600"]) == 2
+    assert "write --demo.steps 600" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--help-config", "--demo.steps", "77"]) == 0
+    out = capsys.readouterr().out
+    assert "--demo.steps = 77" in out and "--demo.mc_variants = 8" in out
 
 
-def test_ablate_set_values_are_typed(tmp_path, capsys):
+def test_ablate_settings_are_typed(tmp_path, capsys):
     from substrate_lm.experiments.ablate import load_ablation_config
 
     p = tmp_path / "ab.toml"
     p.write_text("[ablation]\n")
-    cfg = load_ablation_config(p, ["substrates=bits", "seeds=0,1", "world={\"entities_per_cat\": 8}", "tokenizer=compact"])
+    cfg = load_ablation_config(p, ["--ablation.substrates", "bits", "--ablation.seeds", "0,1",
+                                   "--ablation.world", "{entities_per_cat = 8}", "--ablation.tokenizer", "compact",
+                                   "--ablation.limit", "none"])
     assert cfg.substrates == ["bits"] and cfg.seeds == [0, 1] and cfg.world == {"entities_per_cat": 8}
-    for item, message in (("n_runs=abc", "takes integers"), ("seeds=[1.5]", "takes integers"),
-                          ("tokenizer=gpt2", "ablation.tokenizer"), ("world={\"bogus\": 1}", "unknown ablation.world"),
-                          ("world=3", "takes a table"), ("protocol=[1]", "one value")):
+    assert cfg.limit is None
+    for argv, message in ((["--ablation.n_runs", "abc"], "ablation.n_runs must be an integer"),
+                          (["--ablation.seeds", "[1.5]"], "ablation.seeds must be an integer"),
+                          (["--ablation.tokenizer", "gpt2"], "ablation.tokenizer"),
+                          (["--ablation.world", "{bogus = 1}"], "unknown ablation.world"),
+                          (["--ablation.world", "3"], "ablation.world must be a table"),
+                          (["--ablation.limit", "0"], "ablation.limit must be >= 1")):
         with pytest.raises(SubstrateError, match=message):
-            load_ablation_config(p, [item])
-    assert main(["ablate", "--config", str(p), "--set", "n_runs=abc"]) == 2
-    assert capsys.readouterr().err.strip().startswith("error: ablation.n_runs takes integers")
+            load_ablation_config(p, argv)
+    p.write_text("[ablation]\nseeds = [true]\n")
+    with pytest.raises(SubstrateError, match="ablation.seeds must be an integer"):
+        load_ablation_config(p)
+    p.write_text("[ablation]\n")
+    assert main(["ablate", "--config", str(p), "--ablation.n_runs", "abc"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: ablation.n_runs must be an integer")
+    assert main(["ablate", "--config", str(p), "--set", "n_runs=3"]) == 2
+    assert "write --ablation.n_runs 3" in capsys.readouterr().err
 
 
 def test_compact_layout_keeps_the_tokens(tmp_path):
-    from substrate_lm.experiments.ablate import compact_layout
+    from substrate_lm.experiments.compact import corpus_layout as compact_layout
+    from substrate_lm.experiments.docking_demo import COMPACT_LAYOUT
     from substrate_lm.tokenizer import build_from_corpus
     from substrate_lm.world import generate_world
 
@@ -156,6 +178,9 @@ def test_compact_layout_keeps_the_tokens(tmp_path):
     generate_world(tmp_path / "zh", size="20KB", langs=("zh",), seed=0)
     with pytest.raises(SubstrateError, match="drop zh"):
         compact_layout(tmp_path / "zh", ["zh"])
+    # the docking experiment's fixed layout comes from the same function: U+0000-U+04FF, 2,048 ids
+    assert (COMPACT_LAYOUT.vocab_size, COMPACT_LAYOUT.special_range, COMPACT_LAYOUT.ngram_ranges) == \
+        (0x800, (0x500, 0x51F), ((0x520, 0x7FF),))
 
 
 def test_docking_verdicts_become_claim_3_findings():

@@ -59,7 +59,7 @@ def test_result_structure(run):
     # different seeds draw different tables
     assert comp["rows"][0]["fingerprint"] != comp["rows"][1]["fingerprint"]
     agg = comp["aggregate"]["composed/acc/union"]
-    assert agg["n"] == 2 and agg["ci95"] == pytest.approx(1.96 * agg["sd"] / 2 ** 0.5)
+    assert agg["n"] == 2 and agg["ci95"] == pytest.approx(12.706 * agg["sd"] / 2 ** 0.5)  # Student t, 1 df
     ref = result["refusal"]
     assert ref["refused"] is True and isinstance(ref["message"], str) and "\n" not in ref["message"]
     assert all(not e["substrate_frozen"] for e in ref["experts"])
@@ -93,12 +93,26 @@ def test_other_settings_in_same_folder_are_refused(run):
 
 
 @pytest.mark.parametrize("bad", [{"nope": 1}, {"steps": "abc"}, {"steps": 0}, {"tokenizer": "xl"},
-                                 {"lr": True}, {"grow_layers": 1}, {"steps": 2.5}])
+                                 {"lr": True}, {"grow_layers": 1}, {"steps": 2.5}, {"grow_first_layers": 2},
+                                 {"grow_lora_rank": -1}])
 def test_bad_settings_are_one_line_errors(tmp_path, bad):
     with pytest.raises(SubstrateError) as exc:
         run_docking_experiment(tmp_path / "x", quick=True, seeds=(0,), log=lambda m: None, **bad)
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_parts_side_by_side_give_the_same_numbers(run, tmp_path):
+    _, result, _ = run
+    par = run_docking_experiment(tmp_path / "par", quick=True, seeds=(0, 1), log=lambda m: None, jobs=2, **TINY)
+
+    def numbers(r):
+        return ([{k: v for k, v in row.items() if k not in ("timing", "experts")} for row in r["composition"]["rows"]],
+                [{k: v for k, v in row.items() if k != "timing"} for row in r["growth"]["rows"]],
+                r["refusal"]["message"], r["findings"])
+
+    assert numbers(par) == numbers(result)
 
 
 def test_bad_seeds(tmp_path):
@@ -119,7 +133,8 @@ def test_findings_follow_the_numbers(run):
                                                                         if k != "union"}) for x in rows]
     r["composition"].update(aggregate_composition(r["composition"]["rows"]))
     good = findings(r)
-    assert "in 2/2 seeds" in good[0] and "composed 41.0 ± 2.0%" in good[0] and "CI95 above zero" in good[0]
+    # Student t with 1 degree of freedom: 12.706 x sd / sqrt(2)
+    assert "in 2/2 seeds" in good[0] and "composed 41.0 ± 12.7%" in good[0] and "CI95 above zero" in good[0]
     assert r["composition"]["verdict"] is True
     rows = r["composition"]["rows"]
     rows[1]["models"]["composed"]["acc"]["union"] = 20.0
@@ -171,7 +186,7 @@ def test_refusal_reason_and_summarize():
     assert refusal_reason("expert 1 has a trainable (unfrozen) table") == "trainable"
     assert refusal_reason("expert 2 vocab_size 3 differs") == "other"
     s = summarize([1.0, 2.0, 3.0])
-    assert s["mean"] == 2.0 and s["sd"] == pytest.approx(1.0) and s["ci95"] == pytest.approx(1.96 / 3 ** 0.5)
+    assert s["mean"] == 2.0 and s["sd"] == pytest.approx(1.0) and s["ci95"] == pytest.approx(4.303 / 3 ** 0.5)
     assert summarize([5.0])["ci95"] == 0.0 and summarize([])["n"] == 0
 
 
@@ -199,6 +214,11 @@ def test_entity_split_of_sentences_and_questions():
     assert sp.split(qa) == {"a": "Question: Что такое Кани?\nAnswer: животное",
                             "b": "Question: Что такое Каниве?\nAnswer: животное"}
     assert question_half({"entity": "e0", "target": "e0", "chain": [["e0", "isa", "animal"]]}, side) == "a"
+    # the category split: animals and cities in half A, people in B; a sentence naming both is dropped
+    world["entities"].append({"id": "e3", "category": "person", "names": {"en": "Tumo", "ru": "Тумо"}})
+    assert entity_halves(world, "category") == {"e0": "a", "e1": "a", "e2": "a", "e3": "b"}
+    parts = _EntitySplitter(world, "category").split("Kanive is huge. Tumo lives in Momo. Tumo sings.")
+    assert parts == {"a": "Kanive is huge.", "b": "Tumo sings."}
     assert question_half({"entity": "e1", "target": "e2", "chain": [["e1", "lives_in", "e2"],
                                                                     ["e2", "size", "tiny"]]}, side) is None
 

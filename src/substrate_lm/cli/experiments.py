@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+from .common import add_settings_args, positive_int, settings_overrides
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
@@ -13,39 +16,61 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a ~2-minute smoke version (one seed, fewer steps: no CIs)")
     p.add_argument("--long", action="store_true", help="the longer schedule (more steps per model; see the README)")
     p.add_argument("--no-docking", action="store_true", help="skip the docking-port experiment (claim 3)")
+    p.add_argument(
+        "--jobs", type=positive_int, default=None, metavar="N",
+        help="models trained side by side, one process and thread each (default: 2 on two or more cores; capped "
+        "by the cores); the numbers do not depend on it",
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed; the models train on seeds SEED .. SEED+seeds-1")
     p.add_argument("--font", help="Unifont file for the glyph model (default: the Debian unifont paths)")
     p.add_argument("--substrates", help="comma list of substrates to keep (bits,glyph,16-bit; unfrozen is always kept)")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="change a demo setting, e.g. --set steps=600 --set seeds=5 --set langs=en,ru (see DemoSettings)",
-    )
+    p.description = ("The papers' central experiment on the built-in world. Any demo setting is changed as "
+                     "--demo.KEY VALUE (e.g. --demo.steps 1200 --demo.seeds 8 --demo.langs en,ru); "
+                     "--help-config lists them with the values of the chosen mode (--quick, --long).")
+    add_settings_args(p, old_set="demo.")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ablate", help="run an ablation grid (substrates x seeds x presets x corpora), resumable")
-    p.add_argument("--config", required=True, help="ablation TOML file (see `substrate-lm ablate --help`)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an [ablation] key")
+    p.description = ("Run an ablation grid from a TOML file ([ablation] keys, [overrides] run-config keys); any "
+                     "[ablation] key is changed as --ablation.KEY VALUE (e.g. --ablation.seeds 0,1,2); "
+                     "--help-config lists them.")
+    add_settings_args(p, old_set="ablation.")
+    p.add_argument("--config", help="ablation TOML file (see `substrate-lm ablate --help`)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                   help="cells trained side by side, one process and one thread each (capped by the cores); "
+                   "the numbers do not depend on it")
     p.set_defaults(func=cmd_ablate)
 
 
 def cmd_demo(args) -> int:
-    from ..experiments.demo import run_demo
+    from ..experiments.demo import ENGINE, DemoSettings, run_demo
 
-    from .model_cmds import parse_overrides
-
+    overrides = settings_overrides(args)
+    if args.help_config:
+        settings = DemoSettings.for_mode("quick" if args.quick else "long" if args.long else "full")
+        settings.apply(overrides)
+        print(ENGINE.describe(settings))
+        return 0
     run_demo(
-        args.out, quick=args.quick, long=args.long, seed=args.seed, font=args.font, overrides=parse_overrides(args.set),
+        args.out, quick=args.quick, long=args.long, seed=args.seed, font=args.font, overrides=overrides,
         substrates=[s.strip() for s in args.substrates.split(",") if s.strip()] if args.substrates else None,
-        docking=not args.no_docking,
+        docking=not args.no_docking, jobs=args.jobs,
     )
     return 0
 
 
 def cmd_ablate(args) -> int:
-    from ..experiments.ablate import load_ablation_config, markdown_table, run_ablation
+    from ..errors import SubstrateError
+    from ..experiments.ablate import ENGINE, load_ablation_config, markdown_table, run_ablation
 
-    cfg = load_ablation_config(args.config, args.set)
-    summary = run_ablation(cfg)
+    overrides = settings_overrides(args)
+    if args.help_config:
+        print(ENGINE.describe(load_ablation_config(args.config, overrides) if args.config else None))
+        return 0
+    if not args.config:
+        raise SubstrateError("pass --config FILE: an ablation TOML file (see `substrate-lm ablate --help`)")
+    cfg = load_ablation_config(args.config, overrides)
+    summary = run_ablation(cfg, jobs=args.jobs)
     print(markdown_table(summary["groups"]))
     print(f"results: {cfg.out}/ablation.json, {cfg.out}/ablation.md")
     return 0

@@ -55,23 +55,6 @@ def register(sub) -> None:
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """TODO(integration): the demo's former ``--set KEY=VALUE`` parser; goes when demo/ablate take
-    ``--section.key VALUE`` through the settings engine."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise SubstrateError(f"--set {item!r} is not KEY=VALUE; write e.g. --set n_layer=4")
-        key, value = item.split("=", 1)
-        if not key.strip():
-            raise SubstrateError(f"--set {item!r} has no key; write e.g. --set n_layer=4")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def load_model_dir(path: str, device: str = "cpu", trust_remote_code: bool = False):
     """Load a model folder through :func:`substrate_lm.loading.load_model_dir` (one-line errors)."""
     from ..loading import load_model_dir as _load

@@ -33,18 +33,19 @@ import math
 import os
 import re
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.folder import is_prepared, load_meta
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_json
+from ..settings import SettingsEngine
 
 PROTOCOLS = ("paper", "loglik", "both")
 TOKENIZERS = ("bvv241", "compact")
 # keyword settings of ``generate_world`` an ablation may pass through (``[ablation] world = {...}``)
-WORLD_OPTIONS = ("entities_per_cat", "qa_fraction", "val_fraction", "n_questions")
+WORLD_OPTIONS = ("entities_per_cat", "qa_fraction", "val_fraction", "n_questions", "mc_variants", "mc_share")
 
 
 @dataclass
@@ -68,6 +69,8 @@ class AblationConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise SubstrateError(f"ablation.limit must be >= 1 (or none for all items), got {self.limit}")
         for name in ("substrates", "seeds", "presets", "corpora"):
             if not getattr(self, name):
                 raise SubstrateError(f"ablation.{name} is empty; list at least one value")
@@ -94,73 +97,34 @@ class AblationConfig:
                 raise SubstrateError(str(exc)) from None
 
 
-def load_ablation_config(path: str | os.PathLike, overrides: list[str] | None = None) -> AblationConfig:
-    """Read an ablation TOML file; ``overrides`` are ``key=value`` strings for the [ablation] table."""
+#: the settings engine of ``substrate-lm ablate`` (flat: ``--ablation.KEY VALUE``)
+ENGINE: SettingsEngine[AblationConfig] = SettingsEngine(AblationConfig, name="ablation",
+                                                        check=lambda cfg: cfg.validate())
+
+
+def load_ablation_config(path: str | os.PathLike, overrides: list[str] | dict | None = None) -> AblationConfig:
+    """Read an ablation TOML file ([ablation] keys, an optional [overrides] table of run-config keys)
+    through the settings engine; ``overrides`` change [ablation] keys: ``["--ablation.seeds", "0,1"]``
+    (the command line) or ``{"ablation.seeds": [0, 1]}``."""
+    from ..settings import read_toml
+
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SubstrateError(f"ablation config {p} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SubstrateError(f"{p} is not valid TOML: {exc}") from None
+    if not p.is_file():
+        raise SubstrateError(f"ablation config {p} not found; give an ablation TOML file")
+    raw = read_toml(p)
     unknown_tables = set(raw) - {"ablation", "overrides"}
     if unknown_tables:
         raise SubstrateError(f"{p}: unknown table(s) {', '.join(sorted(unknown_tables))}; use [ablation] and [overrides]")
-    section = dict(raw.get("ablation", {}))
-    known = {f.name for f in fields(AblationConfig)} - {"overrides"}
-    for item in overrides or []:
-        key, _, value = item.partition("=")
-        try:
-            section[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            section[key.strip()] = value
-    unknown = set(section) - known
-    if unknown:
-        raise SubstrateError(
-            f"{p}: unknown ablation key(s) {', '.join(sorted(unknown))}; valid keys: {', '.join(sorted(known))}"
-        )
+    section = raw.get("ablation", {})
+    if not isinstance(section, dict):
+        raise SubstrateError(f"{p}: [ablation] must be a table of keys")
+    if "overrides" in section:
+        raise SubstrateError(f"{p}: run-config overrides go in their own [overrides] table, not in [ablation]")
     overrides_table = raw.get("overrides", {})
     if not isinstance(overrides_table, dict):
         raise SubstrateError(f"{p}: [overrides] must be a table of \"key\" = value pairs")
-    typed = {key: _typed(key, value) for key, value in section.items()}
-    cfg = AblationConfig(**typed, overrides=dict(overrides_table))
-    cfg.validate()
-    return cfg
-
-
-_LIST_OF = {"substrates": str, "seeds": int, "presets": str, "corpora": str, "benches": str, "langs": str}
-_SCALAR = {"out": str, "recipe": str, "protocol": str, "tokenizer": str, "n_runs": int, "data_seed": int}
-
-
-def _typed(key: str, value):
-    """One [ablation] value (TOML or ``--set`` JSON/string) as its field's type; one-line errors.
-
-    Lists also take a comma string (``--set substrates=bits,16-bit``) or one scalar
-    (``--set seeds=3`` is ``[3]``); a string is never split into its characters.
-    """
-    def one(kind, v):
-        if kind is int:
-            if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, str) and not v.strip().lstrip("-").isdigit()):
-                raise SubstrateError(f"ablation.{key} takes integers, got {value!r}")
-            return int(v)
-        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-            raise SubstrateError(f"ablation.{key} takes strings, got {value!r}")
-        return str(v)
-
-    if key in _LIST_OF:
-        items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
-        return [one(_LIST_OF[key], v.strip() if isinstance(v, str) else v) for v in items if not (isinstance(v, str) and not v.strip())]
-    if key in _SCALAR:
-        if isinstance(value, list):
-            raise SubstrateError(f"ablation.{key} takes one value, got {value!r}")
-        return one(_SCALAR[key], value)
-    if key == "limit":
-        return None if value in (None, "none", "all") else one(int, value)
-    if key == "world":
-        if not isinstance(value, dict):
-            raise SubstrateError(f"ablation.world takes a table, e.g. world = {{ entities_per_cat = 8 }}; got {value!r}")
-        return dict(value)
-    return value
+    cfg = ENGINE.from_dict({"ablation": {**section, "overrides": dict(overrides_table)}})
+    return ENGINE.apply(cfg, overrides) if overrides else cfg
 
 
 # -- cells ---------------------------------------------------------------------------------------
@@ -205,47 +169,6 @@ class Corpus:
     world_dir: Path | None = None
 
 
-def compact_layout(world_dir: Path, langs: list[str], top_k: int | None = None):
-    """A bvv241-style layout sized to a corpus: monograms ``0 .. max code point`` (still
-    ``id == code point``), 32 special ids after them, then just enough n-gram ids.
-
-    The published layout spends 65,536 ids (and a 65,536-wide output head) on every character of
-    the BMP; a world in Latin and Cyrillic script needs about 1,300 monograms. Token strings (so
-    glyph tables) and the tokenisation itself stay those of the bvv241 construction: the same
-    n-gram selection and merges, only the id space is smaller.
-
-    Raises:
-        SubstrateError: when the corpus uses a code point at or above the surrogate block (CJK
-            text): there the compact layout would save little; use the bvv241 layout.
-    """
-    from ..tokenizer.layout import BVV241_2_3, VocabLayout
-
-    top = 0
-    for name in ("train.jsonl", "val.jsonl", "questions/mc.jsonl", "questions/short.jsonl"):
-        path = world_dir / name
-        if path.is_file():
-            # the world writes its JSON lines with ensure_ascii=False: the file's characters are the text's
-            top = max(top, max(map(ord, path.read_text(encoding="utf-8")), default=0))
-    if top >= 0xD800:
-        raise SubstrateError(
-            f"the corpus uses code point U+{top:04X}; the compact tokenizer covers scripts below U+D800 "
-            "without CJK (drop zh from the languages or use tokenizer = \"bvv241\")"
-        )
-    k = BVV241_2_3.top_k if top_k is None else int(top_k)
-    capacity = k * len(BVV241_2_3.ns) * max(1, len(langs))
-    first_special = top + 1
-    first_ngram = first_special + 32
-    return VocabLayout(
-        name=f"compact-{len(langs)}x{k}",
-        vocab_size=first_ngram + capacity,
-        monogram_ranges=((0, top),),
-        special_range=(first_special, first_ngram - 1),
-        ngram_ranges=((first_ngram, first_ngram + capacity - 1),),
-        ns=BVV241_2_3.ns,
-        top_k=k,
-    )
-
-
 def corpus_dir_name(spec: str, tokenizer: str = "bvv241", world: dict | None = None) -> str:
     """Folder name of a prepared corpus: the spec, plus the tokenizer and world options when they
     are not the defaults (so two grids with different worlds never share shards)."""
@@ -261,7 +184,7 @@ def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log:
     """``world:SIZE`` -> generate the world, build its tokenizer, prepare shards (each step once).
 
     ``tokenizer``: ``"bvv241"`` (the published 65,536-id layout) or ``"compact"`` (see
-    :func:`compact_layout`). ``world``: keyword settings of :func:`~substrate_lm.world.generate_world`
+    :func:`~substrate_lm.experiments.compact.corpus_layout`). ``world``: keyword settings of :func:`~substrate_lm.world.generate_world`
     (``entities_per_cat``, ``qa_fraction``, ...). Any other spec is a folder prepared by
     ``substrate-lm data prepare`` and is used as it is.
     """
@@ -275,28 +198,26 @@ def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log:
             log(f"generating the semantic world ({size}, {','.join(langs)})")
             generate_world(world_dir, size=size, langs=tuple(langs), seed=data_seed, **(world or {}))
         if not (tok_dir / "tokenizer.json").is_file():
-            from ..tokenizer import build_from_corpus, save_tokenizer
+            from .compact import build_tokenizer, corpus_layout
 
-            layout = {} if tokenizer == "bvv241" else {"layout": compact_layout(world_dir, langs)}
-            log(f"building its {'bvv241' if not layout else layout['layout'].name}-layout tokenizer from the corpus n-grams")
-            save_tokenizer(build_from_corpus([world_dir / "train.jsonl"], langs=list(langs), **layout), tok_dir,
-                           overwrite=True)
-        if not (data_dir / "stats.json").is_file():
+            layout = None if tokenizer == "bvv241" else corpus_layout(world_dir, langs)
+            log(f"building its {layout.name if layout else 'bvv241'}-layout tokenizer from the corpus n-grams")
+            build_tokenizer([world_dir / "train.jsonl"], langs, tok_dir, layout)
+        if not is_prepared(data_dir):
             from ..data import prepare_data
 
             log("tokenising into uint16 shards")
             prepare_data([f"world:{world_dir}"], str(tok_dir), data_dir, seed=data_seed, progress=False)
         return Corpus(spec, data_dir, str(tok_dir.resolve()), world_dir)
     data_dir = Path(spec)
-    meta = data_dir / "meta.json"
-    if not meta.is_file():
+    if not is_prepared(data_dir):
         raise SubstrateError(
-            f"corpus {spec!r} is neither world:SIZE nor a prepared data folder (no {meta}); "
+            f"corpus {spec!r} is neither world:SIZE nor a finished prepared data folder; "
             "run substrate-lm data prepare first"
         )
-    tok = (json.loads(meta.read_text(encoding="utf-8")).get("tokenizer") or {}).get("name")
+    tok = (load_meta(data_dir).get("tokenizer") or {}).get("name")
     if not tok:
-        raise SubstrateError(f"{meta} names no tokenizer; prepare the data again")
+        raise SubstrateError(f"{data_dir / 'meta.json'} names no tokenizer; prepare the data again")
     return Corpus(spec, data_dir, tok, None)
 
 
@@ -471,15 +392,44 @@ def markdown_table(rows: list[dict], metrics: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_models: bool = False) -> dict:
-    """Run (or resume) every cell of the grid, then aggregate; writes ``ablation.json`` and ``.md``."""
+def _cell_task(cfg: dict, cell: dict, corpus: dict, root: str, verbose: bool) -> str:
+    """One cell in a worker process (see :func:`run_ablation`); returns its key."""
+    overrides = cfg.pop("overrides")
+    c = Cell(**cell)
+    corp = Corpus(corpus["spec"], Path(corpus["data_dir"]), corpus["tokenizer_dir"],
+                  Path(corpus["world_dir"]) if corpus["world_dir"] else None)
+    run_cell(AblationConfig(**cfg, overrides=overrides), c, corp, Path(root),
+             log=(lambda m: print(m, flush=True)) if verbose else (lambda m: None))
+    return c.key
+
+
+def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_models: bool = False,
+                 jobs: int = 1, threads: int = 1) -> dict:
+    """Run (or resume) every cell of the grid, then aggregate; writes ``ablation.json`` and ``.md``.
+
+    ``jobs`` > 1 trains that many unfinished cells at a time, each in its own process with
+    ``threads`` torch threads (:func:`~substrate_lm.experiments.parallel.run_tasks`); every cell
+    seeds its own training and evaluation, so the results equal those of ``jobs=1``. Models of
+    cells trained in a worker are not kept in memory (``keep_models``): reload them from
+    ``model_dir``.
+    """
+    from .parallel import check_jobs, run_tasks
+
     cfg.validate()
+    jobs = check_jobs(jobs)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "config.json", asdict(cfg), default=str)
     corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log, tokenizer=cfg.tokenizer, world=cfg.world)
                for c in cfg.corpora}
     grid = cells(cfg)
+    pending = [c for c in grid if not (root / "cells" / c.key / "result.json").is_file()]
+    if jobs > 1 and len(pending) > 1:
+        log(f"training {len(pending)} cells, {jobs} at a time (one process each, {threads} thread(s))")
+        corpus_of = {spec: {"spec": c.spec, "data_dir": str(c.data_dir), "tokenizer_dir": c.tokenizer_dir,
+                            "world_dir": str(c.world_dir) if c.world_dir else None} for spec, c in corpora.items()}
+        run_tasks(_cell_task, [(asdict(cfg), asdict(c), corpus_of[c.corpus], str(root), log is print)
+                               for c in pending], jobs=jobs, threads=threads)
     results = []
     for i, cell in enumerate(grid, 1):
         done = (root / "cells" / cell.key / "result.json").is_file()

@@ -14,7 +14,7 @@ the report is computed from that run's numbers (:mod:`.findings`).
 The world is scaled to the budget: a few dozen entities whose facts the models see many times
 over many epochs (a fact seen once cannot be learned), while the ground truth keeps held-out
 question phrasings and two-hop questions. Its tokenizer is the bvv241 construction on a compact
-id layout (:func:`~substrate_lm.experiments.ablate.compact_layout`): the same tokens and strings,
+id layout (:mod:`~substrate_lm.experiments.compact`): the same tokens and strings,
 about 1,000 ids instead of 65,536, so the output head no longer dominates the compute.
 
 Pipeline (each step a folder the next reads, so a rerun resumes and skips what is done):
@@ -23,6 +23,10 @@ project trainer -> export -> validation loss / bits per character and the world'
 questions under both protocols -> layer-wise analysis (linear probes of the entities' categories in
 carrier sentences that do not reveal them, entity-held-out folds, control task; CKA against the
 trainable baseline) -> statistics and findings -> ``report.html`` and ``results.json``.
+
+Independent trainings (the (substrate, seed) cells, the docking experiment's experts and growth runs)
+run ``jobs`` at a time, one process and one thread each (:mod:`.parallel`); the numbers are the same
+for any ``jobs``.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ import os
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 from ..errors import SubstrateError
+from ..settings import SettingsEngine
 from . import findings as F
 from .ablate import TOKENIZERS, AblationConfig, run_ablation
 
@@ -55,14 +60,19 @@ MODES = ("quick", "full", "long")
 class DemoSettings:
     """Sizes of one demo run; ``quick()``, ``full()`` and ``long()`` are the built-in ones.
 
-    Any field but ``substrates`` and ``prompts`` can be changed with ``--set key=value``
-    (``langs`` and ``maps`` take comma lists: ``--set langs=en,ru``).
+    Every field can be changed on the command line as ``--demo.KEY VALUE`` (``langs`` and ``maps``
+    take comma lists: ``--demo.langs en,ru``); ``demo --help-config`` lists them with their values.
+    Loading and checking is the project's settings engine (:data:`ENGINE`).
     """
 
     world_size: str
     langs: tuple[str, ...]
     entities_per_cat: int
     qa_fraction: float
+    mc_variants: int
+    """Multiple-choice renderings (fresh distractors and option order) per training question."""
+    mc_share: float
+    """Share of the training question-answer items in the papers' multiple-choice format."""
     tokenizer: str
     d_model: int
     n_layer: int
@@ -72,15 +82,18 @@ class DemoSettings:
     batch_size: int
     lr: float
     warmup: int
-    precision: str
+    precision: Literal["fp32", "bf16"]
     eval_interval: int
     seeds: int
+    docking_seeds: int
+    """Seeds of the docking experiment (the first ones of ``seeds``)."""
     n_runs: int
     limit: int
     per_entity: int
     maps: tuple[str, ...]
     # tiny models are bound by per-op overhead: one thread trains them faster than two on a 2-core
-    # machine (13k vs 4k tokens/s measured with other jobs running), and leaves a core to the OS
+    # machine (13k vs 4k tokens/s measured with other jobs running); the cores are used by training
+    # independent models side by side instead (``run_demo(jobs=...)``, ``--jobs``)
     threads: int = 1
     substrates: dict[str, str] = field(
         default_factory=lambda: {n: s for n, s in FULL_SUBSTRATES.items() if s in DEFAULT_SPECS})
@@ -89,24 +102,28 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> "DemoSettings":
         return cls(
-            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, tokenizer="compact",
+            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, mc_variants=8, mc_share=0.5,
+            tokenizer="compact",
             d_model=64, n_layer=2, n_head=4, block_size=128, steps=60, batch_size=16, lr=1e-2, warmup=6,
-            precision="fp32", eval_interval=30, seeds=1, n_runs=1, limit=60, per_entity=4, maps=("pca",),
+            precision="fp32", eval_interval=30, seeds=1, docking_seeds=1, n_runs=1, limit=60,
+            per_entity=4, maps=("pca",),
         )
 
     @classmethod
     def full(cls) -> "DemoSettings":
         # chosen by experiment: benchmarks/2026-11-30-demo-configs.md
         return cls(
-            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, tokenizer="compact",
+            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, mc_variants=8, mc_share=0.5,
+            tokenizer="compact",
             d_model=64, n_layer=4, n_head=4, block_size=128, steps=600, batch_size=16, lr=1e-2, warmup=30,
-            precision="fp32", eval_interval=100, seeds=3, n_runs=1, limit=100, per_entity=8, maps=("pca",),
+            precision="fp32", eval_interval=100, seeds=5, docking_seeds=3, n_runs=1, limit=300,
+            per_entity=8, maps=("pca",),
         )
 
     @classmethod
     def long(cls) -> "DemoSettings":
         s = cls.full()
-        s.steps, s.warmup, s.eval_interval, s.limit = 1200, 60, 200, 150
+        s.steps, s.warmup, s.eval_interval = 1200, 60, 200
         return s
 
     @classmethod
@@ -115,32 +132,39 @@ class DemoSettings:
             raise SubstrateError(f"unknown demo mode {mode!r}; choose from {', '.join(MODES)}")
         return getattr(cls, mode)()
 
-    def apply(self, overrides: dict) -> None:
-        """Set fields from ``{"steps": "600", "maps": "pca,tsne"}`` (CLI strings or JSON values),
-        converting each to its field's type; a bad key or value raises a one-line error."""
-        settable = {f.name: f for f in fields(self) if f.name not in ("substrates", "prompts")}
-        for key, value in overrides.items():
-            if key not in settable:
-                raise SubstrateError(f"unknown demo setting {key!r}; valid: {', '.join(sorted(settable))}")
-            setattr(self, key, _coerce(key, getattr(self, key), value))
-        self.validate()
+    def apply(self, overrides: dict | list[str]) -> None:
+        """Change fields in place: ``{"steps": 600, "langs": "en,ru"}`` (bare names or ``demo.``
+        keys) or ``["--demo.steps", "600"]`` (the command line), typed and checked by the settings
+        engine; a bad key or value raises a one-line error."""
+        if isinstance(overrides, dict):
+            overrides = {(k if str(k).startswith("demo.") else f"demo.{k}"): v for k, v in overrides.items()}
+        if not overrides:
+            return self.validate()
+        new = ENGINE.apply(self, overrides)
+        for f in fields(self):
+            setattr(self, f.name, getattr(new, f.name))
 
     def validate(self) -> None:
         positive = ("threads", "entities_per_cat", "d_model", "n_layer", "n_head", "block_size", "steps", "batch_size",
-                    "eval_interval", "seeds", "n_runs", "limit", "per_entity")
+                    "eval_interval", "seeds", "docking_seeds", "n_runs", "limit", "per_entity")
         for key in positive:
             if getattr(self, key) < 1:
-                raise SubstrateError(f"demo setting {key} must be >= 1, got {getattr(self, key)}")
+                raise SubstrateError(f"demo.{key} must be >= 1, got {getattr(self, key)}")
+        if not 1 <= self.mc_variants <= 64:
+            raise SubstrateError(f"demo.mc_variants must be in 1..64, got {self.mc_variants}")
+        if not 0.0 <= self.mc_share <= 1.0:
+            raise SubstrateError(f"demo.mc_share must be in [0, 1], got {self.mc_share}")
+        if not 0.0 <= self.qa_fraction <= 0.5:
+            raise SubstrateError(f"demo.qa_fraction must be in [0, 0.5], got {self.qa_fraction}")
         if not self.lr > 0:
-            raise SubstrateError(f"demo setting lr must be > 0, got {self.lr}")
+            raise SubstrateError(f"demo.lr must be > 0, got {self.lr}")
         if self.warmup < 0 or self.warmup >= self.steps:
-            raise SubstrateError(f"demo setting warmup must be in 0..steps-1 ({self.steps - 1}), got {self.warmup}")
+            raise SubstrateError(f"demo.warmup must be in 0..steps-1 ({self.steps - 1}), got {self.warmup}")
         if self.d_model % self.n_head:
             raise SubstrateError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
         if self.tokenizer not in TOKENIZERS:
-            raise SubstrateError(f"demo setting tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise SubstrateError(f"demo setting precision must be fp32 or bf16, got {self.precision!r}")
+            raise SubstrateError(f"demo.tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
+        self.maps = tuple(m for m in self.maps if m != "none")
         bad = [m for m in self.maps if m not in ("pca", "tsne", "umap")]
         if bad:
             raise SubstrateError(f"unknown map(s) {', '.join(bad)}; use a comma list of pca, tsne, umap (or none)")
@@ -150,36 +174,24 @@ class DemoSettings:
         self.langs = tuple(parse_langs(self.langs))
 
 
-def _coerce(key: str, current, value):
-    """``value`` (a CLI string or a JSON literal) as the type of ``current``; one-line errors."""
-    if isinstance(current, tuple):
-        if isinstance(value, str):
-            parts = [p.strip() for p in value.split(",") if p.strip()]
-            return tuple(p for p in parts if p != "none")
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise SubstrateError(f"demo setting {key} takes a comma list, e.g. --set {key}=a,b; got {value!r}")
-    kind = type(current)
-    if kind is bool or isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
-        raise SubstrateError(f"demo setting {key} takes a {kind.__name__}, got {value!r}")
-    try:
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value) if not isinstance(value, str) else int(value.strip())
-        if kind is float:
-            out = float(value)
-            if out != out or out in (float("inf"), float("-inf")):
-                raise ValueError
-            return out
-        return str(value)
-    except ValueError:
-        raise SubstrateError(f"demo setting {key} takes a{'n' if kind is int else ''} {kind.__name__}, got {value!r}") from None
+def _check(settings: DemoSettings) -> None:
+    settings.validate()
+
+
+#: the settings engine of ``substrate-lm demo`` (flat: ``--demo.KEY VALUE``)
+ENGINE: SettingsEngine[DemoSettings] = SettingsEngine(DemoSettings, name="demo", check=_check)
 
 
 def unifont_available(font: str | None = None) -> bool:
-    candidates = [font] if font else ["/usr/share/fonts/opentype/unifont/unifont.otf", "/usr/share/unifont/unifont.hex"]
-    return any(c and os.path.isfile(c) for c in candidates)
+    """Whether the glyph table can be built: :func:`substrate_lm.substrates.glyph.resolve_font` (the
+    one owner of where Unifont is looked for) finds a usable file."""
+    from ..substrates.glyph import resolve_font
+
+    try:
+        resolve_font(font)
+    except SubstrateError:
+        return False
+    return True
 
 
 def demo_ablation(settings: DemoSettings, out: Path, seeds: list[int]) -> AblationConfig:
@@ -203,7 +215,8 @@ def demo_ablation(settings: DemoSettings, out: Path, seeds: list[int]) -> Ablati
         data_seed=0,
         langs=list(s.langs),
         tokenizer=s.tokenizer,
-        world={"entities_per_cat": s.entities_per_cat, "qa_fraction": s.qa_fraction},
+        world={"entities_per_cat": s.entities_per_cat, "qa_fraction": s.qa_fraction,
+               "mc_variants": s.mc_variants, "mc_share": s.mc_share},
         overrides={
             "model.overrides.d_model": s.d_model,
             "model.overrides.n_layer": s.n_layer,
@@ -303,7 +316,7 @@ def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], n
     return {"per_model": per_model, "probes": probes, "findings": found, "summary": F.summary_line(found)}
 
 
-def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], None]) -> dict | None:
+def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], None], jobs: int = 1) -> dict | None:
     """Claim 3 (the docking port), from :mod:`.docking_demo` when that module is present.
 
     HOOK: ``experiments/docking_demo.py`` (built separately) exposes
@@ -315,7 +328,7 @@ def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], Non
     except ImportError:
         log("note: the docking experiment (experiments/docking_demo.py) is not available; skipping claim 3")
         return None
-    return run_docking_experiment(out / "docking", quick=mode == "quick", seeds=seeds, log=log)
+    return run_docking_experiment(out / "docking", quick=mode == "quick", seeds=seeds, log=log, jobs=jobs)
 
 
 def run_demo(
@@ -324,10 +337,11 @@ def run_demo(
     seed: int = 0,
     font: str | None = None,
     log: Callable[[str], None] = print,
-    overrides: dict | None = None,
+    overrides: dict | list[str] | None = None,
     substrates: list[str] | None = None,
     long: bool = False,
     docking: bool = True,
+    jobs: int | None = None,
 ) -> Path:
     """Run the demo (resuming what is done) and write ``<out_dir>/report.html``; returns its path.
 
@@ -335,16 +349,23 @@ def run_demo(
         quick: the ~2-minute smoke version (one seed: figures without confidence intervals).
         seed: first seed; the models are trained on seeds ``seed .. seed + settings.seeds - 1``.
         long: the longer schedule (see :meth:`DemoSettings.long`).
-        overrides: :class:`DemoSettings` fields to change (``{"steps": 600, "seeds": 5}``).
+        overrides: :class:`DemoSettings` fields to change (``{"steps": 600, "seeds": 5}``, or the
+            command line's ``["--demo.steps", "600"]``).
         substrates: keep only these specs (``["bits", "unfrozen"]``); the trainable baseline is
             always kept, since the loss and CKA comparisons are made against it.
         docking: also run the docking-port experiment when it is available.
+        jobs: models trained side by side, one process and ``settings.threads`` threads each
+            (default: :func:`~substrate_lm.experiments.parallel.default_jobs`, 2 on two or more
+            cores; capped by the cores). The numbers do not depend on it.
     """
+    from .parallel import check_jobs, default_jobs
+
     import torch
 
     if quick and long:
         raise SubstrateError("--quick and --long exclude each other; pick one")
     mode = "quick" if quick else "long" if long else "full"
+    jobs = default_jobs() if jobs is None else check_jobs(jobs)
     t0 = time.time()
     out = Path(out_dir)
     settings = DemoSettings.for_mode(mode)
@@ -362,13 +383,13 @@ def run_demo(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        return _run(out, settings, mode, seeds, docking, log, t0)
+        return _run(out, settings, mode, seeds, docking, log, t0, jobs)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking: bool,
-         log: Callable[[str], None], t0: float) -> Path:
+         log: Callable[[str], None], t0: float, jobs: int = 1) -> Path:
     from ..analysis import analyze
     from .report import write_demo_report
 
@@ -376,8 +397,8 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
     threads = settings.threads
     log(f"substrate-lm demo ({mode}): {len(settings.substrates)} models x {len(seeds)} seed(s), "
         f"{settings.steps} steps each, world {settings.world_size} ({','.join(settings.langs)}, "
-        f"{settings.entities_per_cat} entities per category), {threads} CPU threads -> {out}")
-    ab = run_ablation(demo_ablation(settings, out, seeds), log=log, keep_models=True)
+        f"{settings.entities_per_cat} entities per category), {jobs} job(s) of {threads} CPU thread(s) -> {out}")
+    ab = run_ablation(demo_ablation(settings, out, seeds), log=log, keep_models=True, jobs=jobs, threads=threads)
     corpus = next(iter(ab["corpora"].values()))
     spec_name = {spec: name for name, spec in settings.substrates.items()}
     cells = {(r["cell"]["substrate"], r["cell"]["seed"]): r for r in ab["results"]}
@@ -385,9 +406,9 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
     def model_of(spec: str, s: int):
         r = cells[(spec, s)]
         if "_model" not in r:  # finished on an earlier run: reload from its export
-            from ..cli.model_cmds import load_model_dir, load_tokenizer_for
+            from ..loading import load_model_and_tokenizer
 
-            r["_model"], r["_tokenizer"] = load_model_dir(r["model_dir"]), load_tokenizer_for(r["model_dir"])
+            r["_model"], r["_tokenizer"] = load_model_and_tokenizer(r["model_dir"])
         return r["_model"], r["_tokenizer"]
 
     analyses: dict[str, dict[int, dict]] = {name: {} for name in settings.substrates}
@@ -424,7 +445,8 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
     stats = compute_statistics(rows, analyses, dict(settings.substrates))
     gens = {name: generations(*model_of(spec, seeds[0]), settings.prompts, max_new_tokens=24 if quick else 40)
             for name, spec in settings.substrates.items()}
-    docking = run_docking(out, mode, seeds, log) if docking else None
+    docking = run_docking(out, mode, list(range(seeds[0], seeds[0] + settings.docking_seeds)), log, jobs) \
+        if docking else None
 
     report = write_demo_report(
         out,

@@ -43,10 +43,11 @@ What it does (every step a file or folder under ``out_dir``; a rerun skips what 
    halves (``trainable_steps`` steps, first seed only) and handed to ``compose``; its one-line
    refusal is recorded verbatim (``refusal.json``).
 4. **Growth.** Per seed, :func:`substrate_lm.docking.run_growth` grows a model block by block to
-   ``grow_layers`` blocks on the union data (stage 1 trains one block from scratch, every later stage
-   one new block plus the head, the lower blocks frozen), and trains a monolithic model of the same
-   depth on the same batches (equal tokens); both are scored on the same validation tokens
-   (``seed<k>/grow/``, summary ``seed<k>/growth.json``).
+   ``grow_layers`` blocks on the union data (stage 1 trains a ``grow_first_layers``-block model from
+   scratch, every later stage one new block plus the head, the lower blocks frozen, optionally
+   adapted by LoRA), and trains a monolithic model of the same depth on the same batches (equal
+   tokens); both are scored on the same validation tokens (``seed<k>/grow/``, summary
+   ``seed<k>/growth.json``).
 
 Returned dict (also written to ``out_dir/docking.json``; JSON-serialisable)::
 
@@ -67,7 +68,7 @@ Returned dict (also written to ``out_dir/docking.json``; JSON-serialisable)::
                   "fingerprint", "same_substrate", "experts": {name: {"half", "substrate_kind", "substrate_frozen",
                   "fingerprint", "steps", "train_loss", "val_loss"}}, "timing"}],
         "aggregate": {"<model>/acc/<part>" | "<model>/val_loss/<part>" | "margin_acc" | "margin_val_loss":
-                      {"mean", "sd", "ci95", "n"}},   # ci95 = 1.96 sd / sqrt(n) over seeds
+                      {"mean", "sd", "ci95", "n"}},   # ci95 = t(0.975, n-1) sd / sqrt(n) over seeds
         "beats_both_seeds": int, "verdict": bool,          # on the questions (the claim's measure)
         "lower_val_loss_seeds": int, "verdict_val_loss": bool},   # the same criterion on validation loss
       "refusal": {"refused": bool, "message": str | None, "reason": "trainable" | "fingerprint" | "other" | None,
@@ -92,8 +93,9 @@ both halves); *refusal* when ``compose`` raised for the trainable-table experts;
 when the grown model's validation loss is at most 1.10 x the monolithic one in every seed and the
 upper end of the CI95 of the ratio is at most 1.10.
 
-Settings: :meth:`DockingSettings.full` (measured: about 535 CPU-seconds on one thread, i.e. about
-9 minutes on one core; two seeds side by side on two quiet cores take about half of that) and
+Every part runs in its own process when ``jobs`` > 1 (:mod:`.parallel`), with the same numbers.
+Settings: :meth:`DockingSettings.full` (three seeds: about 10 CPU-minutes, see
+``benchmarks/2026-12-01-demo-configs.md``; about half of that in wall time with ``jobs=2``) and
 :meth:`DockingSettings.quick` (a smoke run: about 60 CPU-seconds for three seeds; too short for
 the effects), :meth:`DockingSettings.long` (longer training; for ``demo --long``);
 ``**overrides`` change any field (``steps=400``), and a bad key or value is a one-line
@@ -111,34 +113,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.folder import is_prepared, load_meta, load_stats
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_json, atomic_write_text
+from ..settings import SettingsEngine
+from .compact import build_tokenizer, compact_layout
 
 LANGS = ("en", "ru")
-SPLITS = {"entity": ("a", "b"), "lang": ("en", "ru")}
+SPLITS = {"entity": ("a", "b"), "category": ("a", "b"), "lang": ("en", "ru")}
+#: the categories of half A under the category split (B holds the others); relations inside a half:
+#: animal/plant -> city (A), tool -> person, person -> person (B); person -> city and food -> plant cross
+CATEGORY_HALF_A = ("animal", "plant", "city")
 LABELS = {"a": "entity half A", "b": "entity half B", "en": "English", "ru": "Russian"}
+
+
+def _labels(split: str | None) -> dict[str, str]:
+    if split == "category":
+        from ..world.ontology import CATEGORIES
+
+        rest = [c for c in CATEGORIES if c not in CATEGORY_HALF_A]
+        return {**LABELS, "a": f"category half A ({', '.join(CATEGORY_HALF_A)})", "b": f"category half B ({', '.join(rest)})"}
+    return LABELS
 CHANCE = 25.0
 GROWTH_TOLERANCE = 0.10
 # characters of the world's templates outside the compact layout, and what they are written as
 TEXT_FIXES = {"\u2014": "-", "\u2013": "-", "\u2026": "...", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
 
 
-def _compact_layout():
-    from ..tokenizer.layout import VocabLayout
-
-    return VocabLayout(
-        name="bvv241-compact-en-ru",
-        vocab_size=0x800,
-        monogram_ranges=((0x0000, 0x04FF),),
-        special_range=(0x0500, 0x051F),
-        ngram_ranges=((0x0520, 0x07FF),),
-        ns=(2, 3),
-        top_k=150,
-    )
-
-
 #: the compact bvv241-style layout of the docking experiment (see the module docstring)
-COMPACT_LAYOUT = _compact_layout()
+COMPACT_LAYOUT = compact_layout(0x04FF, top_k=150, ngram_ids=0x800 - 0x0500 - 32, name="bvv241-compact-en-ru")
 
 
 @dataclass
@@ -157,8 +160,9 @@ class DockingSettings:
     data_seed: int = 0
     """Seed of the world (shared by every seed of the experiment)."""
     split: str = "entity"
-    """How the world is halved: ``entity`` (two disjoint entity sets, both languages in each half)
-    or ``lang`` (English facts vs Russian facts)."""
+    """How the world is halved: ``entity`` (alternate entities of every category, both languages in
+    each half), ``category`` (disjoint categories: :data:`CATEGORY_HALF_A` vs the rest) or ``lang``
+    (English facts vs Russian facts)."""
     tokenizer: str = "compact"
     """``compact`` (:data:`COMPACT_LAYOUT`, 2,048 ids) or ``bvv241`` (the published 65,536 ids)."""
     d_model: int = 64
@@ -179,8 +183,15 @@ class DockingSettings:
     grow_layers: int = 2
     """Depth of the grown model (one block per stage) and of its monolithic baseline."""
     grow_steps: int = 200
-    """Steps of each growth stage; the monolithic model trains grow_layers x grow_steps steps."""
+    """Steps of each growth stage (see grow_first_steps)."""
     grow_lr: float = 1e-2
+    grow_first_layers: int = 1
+    """Blocks of the first growth stage's model (trained from scratch); one block per later stage."""
+    grow_first_steps: int = 0
+    """Steps of the first growth stage (0: grow_steps); the monolithic model trains as many steps as all
+    stages together."""
+    grow_lora_rank: int = 0
+    """LoRA rank on the frozen lower blocks in later growth stages, merged at each stage's end (0: off)."""
     eval_batches: int = 8
     """Validation batches (batch_size x seq_len tokens each) for the validation losses."""
 
@@ -191,7 +202,9 @@ class DockingSettings:
 
     @classmethod
     def full(cls) -> "DockingSettings":
-        return cls()
+        # growth: a 2-block first stage (600 steps), then a third block on top (100 steps) against a
+        # 3-block monolithic model (700 steps); benchmarks/2026-12-01-demo-configs.md
+        return cls(grow_layers=3, grow_first_layers=2, grow_first_steps=600, grow_steps=100)
 
     @classmethod
     def long(cls) -> "DockingSettings":
@@ -200,32 +213,14 @@ class DockingSettings:
         return cls(steps=1000, grow_steps=500, warmup=50)
 
     def apply(self, overrides: dict) -> "DockingSettings":
-        """Change fields from ``{"steps": 400}`` (strings are converted); one-line errors."""
-        names = {f.name: f for f in dataclasses.fields(self)}
-        for key, value in overrides.items():
-            if key not in names:
-                raise SubstrateError(f"unknown docking setting {key!r}; valid: {', '.join(sorted(names))}")
-            default = getattr(self, key)
-            try:
-                if isinstance(default, bool):
-                    raise TypeError
-                if isinstance(default, int):
-                    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                        raise ValueError
-                    value = int(value)
-                elif isinstance(default, float):
-                    if isinstance(value, bool):
-                        raise ValueError
-                    value = float(value)
-                else:
-                    if not isinstance(value, str):
-                        raise ValueError
-            except (TypeError, ValueError):
-                raise SubstrateError(
-                    f"docking setting {key}={value!r} must be a {type(default).__name__} (e.g. {key}={default!r})"
-                ) from None
-            setattr(self, key, value)
-        self.validate()
+        """Change fields from ``{"steps": 400}`` (bare names or ``docking.`` keys; text is read by
+        the field's type) through the settings engine; one-line errors. Returns ``self``."""
+        items = {(k if str(k).startswith("docking.") else f"docking.{k}"): v for k, v in overrides.items()}
+        new = DOCKING_ENGINE.apply(self, items) if items else self
+        if not items:
+            self.validate()
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(new, f.name))
         return self
 
     def validate(self) -> None:
@@ -235,7 +230,7 @@ class DockingSettings:
             if getattr(self, name) < 1:
                 raise SubstrateError(f"docking setting {name} must be >= 1, got {getattr(self, name)}")
         if self.split not in SPLITS:
-            raise SubstrateError(f"docking setting split must be entity or lang, got {self.split!r}")
+            raise SubstrateError(f"docking setting split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.tokenizer not in ("compact", "bvv241"):
             raise SubstrateError(f"docking setting tokenizer must be compact or bvv241, got {self.tokenizer!r}")
         if self.precision not in ("fp32", "bf16"):
@@ -246,6 +241,12 @@ class DockingSettings:
             raise SubstrateError(f"docking setting d_model {self.d_model} is not a multiple of n_head {self.n_head}")
         if self.grow_layers < 2:
             raise SubstrateError("docking setting grow_layers must be >= 2 (growth needs at least two stages)")
+        if not 1 <= self.grow_first_layers < self.grow_layers:
+            raise SubstrateError(f"docking setting grow_first_layers must be in 1..grow_layers-1 ({self.grow_layers - 1}), "
+                                 f"got {self.grow_first_layers}")
+        if self.grow_first_steps < 0 or self.grow_lora_rank < 0:
+            raise SubstrateError(f"docking settings grow_first_steps and grow_lora_rank must be >= 0 (got "
+                                 f"{self.grow_first_steps}, {self.grow_lora_rank})")
         if not (self.lr > 0 and self.grow_lr > 0 and 0 <= self.min_lr <= self.lr):
             raise SubstrateError(f"docking settings need lr, grow_lr > 0 and 0 <= min_lr <= lr (got {self.lr}, "
                                  f"{self.grow_lr}, {self.min_lr})")
@@ -255,19 +256,27 @@ class DockingSettings:
             raise SubstrateError(f"docking setting warmup must be in [0, steps), got {self.warmup}")
 
 
+#: the settings engine of the docking experiment (flat: ``docking.KEY``)
+DOCKING_ENGINE: SettingsEngine[DockingSettings] = SettingsEngine(DockingSettings, name="docking",
+                                                                 check=lambda s: s.validate())
+
+
 # ----------------------------------------------------------------------------------------------
 # small helpers
 
 
 def summarize(values: list[float]) -> dict:
-    """Mean, sample sd and CI95 = 1.96 sd / sqrt(n) of per-seed values."""
+    """Mean, sample sd and CI95 = t(0.975, n-1) sd / sqrt(n) (Student t, as every figure of the demo)
+    of per-seed values; with one value the CI95 is 0 (no interval)."""
+    from .findings import t975
+
     vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
     n = len(vals)
     if n == 0:
         return {"mean": None, "sd": None, "ci95": None, "n": 0}
     mean = sum(vals) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "sd": sd, "ci95": 1.96 * sd / math.sqrt(n), "n": n}
+    return {"mean": mean, "sd": sd, "ci95": t975(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0, "n": n}
 
 
 def _read(path: Path) -> Any:
@@ -314,12 +323,17 @@ def _fix_text(text: str) -> str:
     return text
 
 
-def entity_halves(world: dict) -> dict[str, str]:
-    """``{entity id: "a" | "b"}``: alternate entities of each category (so both halves hold every
-    category and half of its entities)."""
+def entity_halves(world: dict, split: str = "entity") -> dict[str, str]:
+    """``{entity id: "a" | "b"}``: with ``split="entity"`` alternate entities of each category (so
+    both halves hold every category and half of its entities); with ``split="category"`` the
+    entities of :data:`CATEGORY_HALF_A` go to A and all others to B (disjoint categories, so
+    disjoint attribute values apart from the universal size)."""
     side: dict[str, str] = {}
     count: dict[str, int] = {}
     for e in world["entities"]:
+        if split == "category":
+            side[e["id"]] = "a" if e["category"] in CATEGORY_HALF_A else "b"
+            continue
         k = count.get(e["category"], 0)
         side[e["id"]] = "ab"[k % 2]
         count[e["category"]] = k + 1
@@ -330,10 +344,10 @@ class _EntitySplitter:
     """Assigns each sentence / question-answer item of a document to the entity half of every
     entity it names (None when it names entities of both halves: such units are dropped)."""
 
-    def __init__(self, world: dict):
+    def __init__(self, world: dict, split: str = "entity"):
         import re
 
-        self.side = entity_halves(world)
+        self.side = entity_halves(world, split)
         names = {}
         for e in world["entities"]:
             for lang in LANGS:
@@ -364,8 +378,8 @@ class _EntitySplitter:
 
 def _write_halves(world: Path, halves: Path, s: DockingSettings) -> None:
     parts = SPLITS[s.split]
-    splitter = _EntitySplitter(json.loads((world / "world.json").read_text(encoding="utf-8"))) \
-        if s.split == "entity" else None
+    splitter = _EntitySplitter(json.loads((world / "world.json").read_text(encoding="utf-8")), s.split) \
+        if s.split != "lang" else None
     for part in (*parts, "all"):
         d = halves / part
         if (d / "val.jsonl").is_file() and (d / "train.jsonl").is_file():
@@ -414,20 +428,17 @@ def prepare_docking_data(out: Path, s: DockingSettings, log: Callable[[str], Non
     _write_halves(world, halves, s)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
-        from ..tokenizer import build_from_corpus, save_tokenizer
-
         log(f"docking: building the shared {s.tokenizer} tokenizer")
-        kw = {"layout": COMPACT_LAYOUT} if s.tokenizer == "compact" else {}
-        save_tokenizer(build_from_corpus([halves / "all" / "train.jsonl"], langs=list(LANGS), **kw), tok_dir,
-                       overwrite=True)
+        build_tokenizer([halves / "all" / "train.jsonl"], list(LANGS), tok_dir,
+                        COMPACT_LAYOUT if s.tokenizer == "compact" else None)
     data = {}
     stats = {}
     for part in (*parts, "all"):
         d = out / "data" / part
-        if not (d / "stats.json").is_file():
+        if not is_prepared(d):
             prepare_data([f"world:{halves / part}"], str(tok_dir.resolve()), d, seed=s.data_seed, progress=False)
         data[part] = d
-        stats[part] = json.loads((d / "stats.json").read_text(encoding="utf-8"))
+        stats[part] = load_stats(d)
     wj = json.loads((world / "world.json").read_text(encoding="utf-8"))
     questions: dict[str, int] = {}
     for line in (world / "questions" / "mc.jsonl").read_text(encoding="utf-8").splitlines():
@@ -442,14 +453,13 @@ def prepare_docking_data(out: Path, s: DockingSettings, log: Callable[[str], Non
         "entities": len(wj["entities"]),
         "split": s.split,
         "parts": list(parts),
-        "entity_halves": entity_halves(wj) if s.split == "entity" else None,
+        "entity_halves": entity_halves(wj, s.split) if s.split != "lang" else None,
         "langs": list(LANGS),
         "questions": questions,
         "tokens": {p: {"train": split_stat(st, "train", "tokens"), "val": split_stat(st, "val", "tokens")}
                    for p, st in stats.items()},
         "unk_share": {p: split_stat(st, "train", "unk_share") for p, st in stats.items()},
-        "vocab_size": (json.loads((data["all"] / "meta.json").read_text(encoding="utf-8")).get("tokenizer") or {})
-        .get("vocab_size"),
+        "vocab_size": (load_meta(data["all"]).get("tokenizer") or {}).get("vocab_size"),
     }
     return {"world": world, "tokenizer": tok_dir.resolve(), "data": data, "info": info, "parts": parts}
 
@@ -491,16 +501,18 @@ def train_expert(out: Path, s: DockingSettings, prep: dict, seed: int, lang: str
                  steps: int | None = None, log: Callable[[str], None] = print):
     """Train (or reload) one expert on the half ``lang`` (``a``/``b`` or ``en``/``ru``); returns
     ``(model, tokenizer, info)``."""
-    from ..cli.model_cmds import load_model_dir, load_tokenizer_for
     from ..export import export_model
+    from ..loading import load_model_and_tokenizer
     from ..training import Trainer
 
     name = f"expert-{lang}" if substrate == "bits" else f"trainable-{lang}"
     d = out / f"seed{seed}" / name
     done = _read(d / "result.json")
     if done is not None and (d / "model" / "config.json").is_file():
-        return load_model_dir(d / "model").eval(), load_tokenizer_for(d / "model"), done
+        model, tok = load_model_and_tokenizer(d / "model")
+        return model.eval(), tok, done
     steps = steps or s.steps
+    w0, c0 = time.perf_counter(), time.process_time()
     log(f"docking: seed {seed}: training {name} ({substrate} table) for {steps} steps on the {lang} half")
     cfg = _run_config(s, d / "run", prep["data"][lang], prep["tokenizer"], seed, substrate, steps)
     res = Trainer(cfg, resume=True).fit()
@@ -513,6 +525,7 @@ def train_expert(out: Path, s: DockingSettings, prep: dict, seed: int, lang: str
         "substrate_frozen": bool(model.config.substrate_frozen),
         "fingerprint": _table_fingerprint(model), "steps": res.step,
         "train_loss": res.train_loss, "val_loss": (res.val or {}).get("val_loss"),
+        "timing": {"wall_s": round(time.perf_counter() - w0, 2), "cpu_s": round(time.process_time() - c0, 2)},
     }
     atomic_write_json(d / "result.json", info)
     return model, tok, info
@@ -545,7 +558,7 @@ def load_union_questions(world_dir: Path, per_lang: int | None = None, split: st
     if split == "lang":
         half = {it.id: it.meta.get("lang") for it in items}
     else:
-        side = entity_halves(json.loads((world_dir / "world.json").read_text(encoding="utf-8")))
+        side = entity_halves(json.loads((world_dir / "world.json").read_text(encoding="utf-8")), split)
         rows = {}
         for line in (world_dir / "questions" / "mc.jsonl").read_text(encoding="utf-8").splitlines():
             if line.strip():
@@ -565,7 +578,7 @@ def score_model(model, tok, questions: dict, val: dict, s: DockingSettings) -> d
     """Log-likelihood accuracy per half and on the union, and validation loss per half."""
     import torch
 
-    from ..docking.loop import evaluate
+    from ..docking import evaluate
     from ..evaluation.loglik import run_loglik
 
     acc, acc_norm = {}, {}
@@ -660,7 +673,7 @@ def run_refusal(out: Path, s: DockingSettings, prep: dict, seed: int, log: Calla
         "experts": [experts[part][2] for part in parts],
         "timing": {"wall_s": round(time.perf_counter() - w0, 2), "cpu_s": round(time.process_time() - c0, 2)},
     }
-    log(f"docking: compose on two trainable-table experts: "
+    log("docking: compose on two trainable-table experts: "
         + (f"refused ({message})" if refused else "ACCEPTED (no check refuses trainable tables)"))
     atomic_write_json(path, result)
     return result
@@ -691,14 +704,17 @@ def growth_config(out: Path, s: DockingSettings, prep: dict, seed: int):
         "model": {"preset": "tiny", "substrate": "bits", "substrate_seed": seed, "tokenizer": str(prep["tokenizer"]),
                   "overrides": {"d_model": s.d_model, "n_head": s.n_head, "block_size": s.block_size}},
         "data": {"path": str(prep["data"]["all"]), "mode": "random"},
-        "grow": {"n_layer": s.grow_layers, "first_layers": 1, "layers_per_stage": 1, "train_head": True},
-        "train": {"steps": s.grow_steps, "batch_size": s.batch_size, "seq_len": s.seq_len, "lr": s.grow_lr,
+        "grow": {"n_layer": s.grow_layers, "first_layers": s.grow_first_layers, "layers_per_stage": 1,
+                 "train_head": True},
+        **({"lora": {"enabled": True, "r": s.grow_lora_rank, "alpha": 2.0 * s.grow_lora_rank}} if s.grow_lora_rank else {}),
+        "train": {"steps": s.grow_steps, "first_steps": s.grow_first_steps, "batch_size": s.batch_size,
+                  "seq_len": s.seq_len, "lr": s.grow_lr,
                   "min_lr": min(s.min_lr, s.grow_lr), "warmup": min(s.warmup, max(0, s.grow_steps - 1)),
                   "weight_decay": s.weight_decay, "seed": seed, "precision": s.precision},
-        "eval": {"batches": s.eval_batches},
+        "eval": {"steps": s.eval_batches},
         "baseline": {"enabled": True},
         "checkpoint": {"interval": max(1, s.grow_steps // 2)},
-        "log": {"interval": max(1, s.grow_steps // 2)},
+        "log": {"interval": max(1, s.grow_steps // 2), "progress": False},
     })
 
 
@@ -712,8 +728,10 @@ def run_growth_seed(out: Path, s: DockingSettings, prep: dict, seed: int, log: C
         return done
     w0, c0 = time.perf_counter(), time.process_time()
     cfg = growth_config(out, s, prep, seed)
-    log(f"docking: seed {seed}: growing to {s.grow_layers} blocks ({s.grow_steps} steps per block) and the "
-        f"monolithic baseline ({s.grow_layers * s.grow_steps} steps)")
+    first = s.grow_first_steps or s.grow_steps
+    total = first + (s.grow_layers - s.grow_first_layers) * s.grow_steps
+    log(f"docking: seed {seed}: growing to {s.grow_layers} blocks (first stage {s.grow_first_layers} block(s), "
+        f"{first} steps; then {s.grow_steps} steps per block) and the monolithic baseline ({total} steps)")
     res = run_growth(cfg, resume=True, log=lambda m: None)
     row = growth_row(seed, res["stages"], res["baseline"])
     row["same_substrate"] = bool(res["info"].get("same_substrate"))
@@ -785,6 +803,7 @@ def findings(result: dict) -> list[str]:
         n = len(rows)
         parts = _parts_of(rows)
         p0, p1 = parts
+        LABELS = _labels((result.get("world") or {}).get("split"))  # noqa: N806
         e0, e1 = f"expert-{p0}", f"expert-{p1}"
         x0, x1 = f"the {LABELS[p0]} expert", f"the {LABELS[p1]} expert"
         a = {name: agg[f"{name}/acc/union"] for name in (e0, e1, "composed")}
@@ -848,7 +867,8 @@ def findings(result: dict) -> list[str]:
         tokens = rows[0]["tokens_grown"]
         equal = all(x["tokens_grown"] == x["tokens_monolithic"] for x in rows)
         out.append(
-            f"Growth: grown block by block to {len(rows[0]['stages'])} blocks, the model's validation loss is "
+            f"Growth: grown block by block to {rows[0]['stages'][-1]['depth']} blocks "
+            f"({len(rows[0]['stages'])} stages, the first of {rows[0]['stages'][0]['depth']}), the model's validation loss is "
             f"{_fmt_ci(agg['grown_val_loss'], 3)} against {_fmt_ci(agg['monolithic_val_loss'], 3)} for the monolithic "
             f"model at {'equal' if equal else 'UNEQUAL'} tokens ({tokens:,}); ratio {_fmt_ci(r, 3)}, within "
             f"{100 * GROWTH_TOLERANCE:.0f}% in {grow['within_seeds']}/{n} seeds; verdict: "
@@ -866,8 +886,39 @@ def findings(result: dict) -> list[str]:
 # the experiment
 
 
+def _load_eval_data(prep: dict, s: DockingSettings):
+    """The union's questions by half, the number left out, and each half's validation shards."""
+    from ..data import TokenShards
+
+    questions, n_cross = load_union_questions(prep["world"], s.n_questions, s.split)
+    val = {part: TokenShards(prep["data"][part], split="val") for part in prep["parts"]}
+    return questions, n_cross, val
+
+
+def _task(out: str, settings: dict, kind: str, seed: int, part: str | None, verbose: bool,
+          log: Callable[[str], None] | None = None) -> None:
+    """One independent part of the experiment (run in a worker process by ``jobs`` > 1): ``expert``
+    (train one half's expert), ``growth``, ``refusal`` or ``composition`` (compose and score the
+    trained experts). Each writes its result file; the parent reads them back."""
+    if log is None:
+        log = (lambda m: print(m, flush=True)) if verbose else (lambda m: None)
+    o, st = Path(out), DockingSettings(**settings)
+    prep = prepare_docking_data(o, st, log)  # done by the parent: only reads
+    if kind == "expert":
+        train_expert(o, st, prep, seed, part, "bits", log=log)
+    elif kind == "growth":
+        run_growth_seed(o, st, prep, seed, log)
+    elif kind == "refusal":
+        run_refusal(o, st, prep, seed, log)
+    elif kind == "composition":
+        questions, n_cross, val = _load_eval_data(prep, st)
+        run_composition(o, st, prep, seed, questions, val, log, n_cross)
+    else:
+        raise ValueError(f"unknown docking task {kind!r}")
+
+
 def run_docking_experiment(out_dir, *, quick: bool = False, seeds=(0, 1, 2), log: Callable[[str], None] = print,
-                           long: bool = False, **overrides) -> dict:
+                           long: bool = False, jobs: int = 1, **overrides) -> dict:
     """Run (or resume) the docking experiment; returns the result dict of the module docstring.
 
     Args:
@@ -876,6 +927,9 @@ def run_docking_experiment(out_dir, *, quick: bool = False, seeds=(0, 1, 2), log
         long: the long settings (:meth:`DockingSettings.long`) instead of the full ones.
         seeds: training seeds (backbone init, the shared table, batches); the world is shared.
         log: receives progress lines.
+        jobs: independent parts (each expert, each growth run, the refusal, each seed's scoring) run
+            this many at a time, one process and one torch thread each; the results do not depend
+            on it (every part seeds what it uses and is scored from its exported model).
         **overrides: :class:`DockingSettings` fields to change.
 
     Raises:
@@ -883,8 +937,11 @@ def run_docking_experiment(out_dir, *, quick: bool = False, seeds=(0, 1, 2), log
     """
     import torch
 
+    from .parallel import check_jobs, run_tasks
+
     if quick and long:
         raise SubstrateError("choose quick or long for the docking experiment, not both")
+    jobs = check_jobs(jobs)
     base = DockingSettings.quick() if quick else DockingSettings.long() if long else DockingSettings.full()
     s = base.apply(overrides)
     try:
@@ -913,18 +970,30 @@ def run_docking_experiment(out_dir, *, quick: bool = False, seeds=(0, 1, 2), log
         f"{torch.get_num_threads()} CPU threads -> {out}")
     with clock.part("data"):
         prep = prepare_docking_data(out, s, log)
-        questions, n_cross = load_union_questions(prep["world"], s.n_questions, s.split)
-        from ..data import TokenShards
-
-        val = {part: TokenShards(prep["data"][part], split="val") for part in prep["parts"]}
-    comp_rows, grow_rows = [], []
+        questions, n_cross, val = _load_eval_data(prep, s)
+    # training first (the longest parts first, for an even load), then each seed's scoring
+    verbose = log is print
+    train, score = [], []
     for seed in seeds:
-        with clock.part("composition"):
-            comp_rows.append(run_composition(out, s, prep, seed, questions, val, log, n_cross))
-        with clock.part("growth"):
-            grow_rows.append(run_growth_seed(out, s, prep, seed, log))
-    with clock.part("refusal"):
-        refusal = run_refusal(out, s, prep, seeds[0], log)
+        if _read(out / f"seed{seed}" / "growth.json") is None:
+            train.insert(0, (str(out), settings, "growth", seed, None, verbose))
+        if _read(out / f"seed{seed}" / "composition.json") is None:
+            train += [(str(out), settings, "expert", seed, part, verbose) for part in prep["parts"]]
+            score.append((str(out), settings, "composition", seed, None, verbose))
+    if _read(out / "refusal.json") is None:
+        train.append((str(out), settings, "refusal", seeds[0], None, verbose))
+    if jobs > 1 and len(train) > 1:
+        log(f"docking: {len(train)} training parts, {jobs} at a time (one process and thread each)")
+    for name, tasks in (("training", train), ("composition", score)):
+        with clock.part(name):
+            if jobs > 1:
+                run_tasks(_task, tasks, jobs=jobs, threads=1)
+            else:
+                for t in tasks:
+                    _task(*t, log=log)
+    comp_rows = [run_composition(out, s, prep, seed, questions, val, log, n_cross) for seed in seeds]
+    grow_rows = [run_growth_seed(out, s, prep, seed, log) for seed in seeds]
+    refusal = run_refusal(out, s, prep, seeds[0], log)
     result = {
         "claim": "docking",
         "quick": bool(quick),
@@ -948,6 +1017,7 @@ def run_docking_experiment(out_dir, *, quick: bool = False, seeds=(0, 1, 2), log
                                                "cpu_s": round(time.process_time() - c0, 2)}},
         "parts": computed,  # measured when each part was computed (a resumed part keeps its first timing)
         "threads": torch.get_num_threads(),
+        "jobs": jobs,
     }
     atomic_write_json(out / "docking.json", result)
     for line in result["findings"]:

@@ -11,9 +11,13 @@ A document is one of
 * *prose*: 2-5 distinct facts of one entity, then, half of the time, 1-2 facts of an entity related
   to it (its city, its maker, its friend...), so related facts co-occur;
 * *question-answer* (``qa_fraction`` of the documents): 2-4 questions on random facts in the
-  papers' formats (``Question: ...\\nAnswer: ...``, multiple choice with ``Options:``), phrased
-  with the training question templates only. This mirrors the papers' instruction infusion; the
-  held-out phrasings of ``questions/`` never occur.
+  papers' formats (``Question: ...\\nAnswer: ...``, multiple choice with ``Options:`` and the
+  answer letter), phrased with the training question templates only. This mirrors the papers'
+  instruction infusion; the held-out phrasings of ``questions/`` never occur. Each training
+  question has ``mc_variants`` multiple-choice renderings with freshly drawn distractors and
+  option order (so the letter must be read off the options, not memorised per question); with
+  ``mc_share`` set, that share of the items is multiple choice and the rest short answers
+  (default: every rendering equally likely).
 
 ``size`` counts the UTF-8 bytes of document text (the JSON-lines files are a few percent larger),
 split evenly between languages.
@@ -41,7 +45,7 @@ MAX_SIZE = 2_000_000_000
 _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "K": 1000, "M": 1000**2, "G": 1000**3,
           "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 _PREFIX = '{"text": "'
-_MC_VARIANTS = 2  # distinct option orders per training MC question
+MC_VARIANTS = 2  # default distinct option orders per training MC question
 _PERMS = 8  # fact orders precomputed per entity
 
 
@@ -77,7 +81,7 @@ class _Pool:
     fact_start: np.ndarray  # [F] first sentence of fact f
     fact_count: np.ndarray  # [F] its number of templates
     qa_start: np.ndarray  # [F] first question-answer item of fact f
-    qa_count: np.ndarray  # [F]
+    qa_count: np.ndarray  # [F] per template: one short answer, then mc_variants multiple choice
     ent_perm: np.ndarray  # [E, _PERMS, maxF] fact ids of entity e in random orders (cyclic beyond nf)
     ent_nfacts: np.ndarray  # [E]
     nbrs: np.ndarray  # [E, maxN] related entities (either direction), padded by repetition
@@ -86,7 +90,8 @@ class _Pool:
     sep_bytes: int
 
 
-def _build_pool(world: dict, lang: str, texts: list[str], nbytes: list[int], seed: int) -> _Pool:
+def _build_pool(world: dict, lang: str, texts: list[str], nbytes: list[int], seed: int,
+                mc_variants: int = MC_VARIANTS) -> _Pool:
     """Render every (fact, sentence template) and (fact, training question) of ``lang`` once.
 
     Appends JSON-escaped texts to ``texts`` and their raw UTF-8 sizes to ``nbytes`` (shared by all
@@ -124,7 +129,7 @@ def _build_pool(world: dict, lang: str, texts: list[str], nbytes: list[int], see
                 q = t.format(name=name)
                 add(format_short(q, answer))
                 n_qa += 1
-                for _ in range(_MC_VARIANTS):
+                for _ in range(mc_variants):
                     options, letter = book.mc_options(key, value, rng, subject=e["id"])
                     add(format_mc(q, options, letter))
                     n_qa += 1
@@ -201,8 +206,10 @@ def _profiles(pool: _Pool, sent_bytes: np.ndarray, rng: np.random.Generator) -> 
 
 
 def _random_docs(pool: _Pool, n: int, qa_fraction: float, sent_bytes: np.ndarray,
-                 rng: np.random.Generator) -> _Docs:
-    """``n`` prose / question-answer documents, drawn in bulk."""
+                 rng: np.random.Generator, mc: tuple[int, float] | None = None) -> _Docs:
+    """``n`` prose / question-answer documents, drawn in bulk; ``mc = (mc_variants, mc_share)``
+    draws a question-answer item as multiple choice with probability ``mc_share`` (else a
+    uniformly drawn rendering)."""
     n_ent, n_fact = len(pool.ent_nfacts), len(pool.fact_start)
     qa = rng.random(n) < qa_fraction
     a = rng.integers(n_ent, size=n)
@@ -226,7 +233,16 @@ def _random_docs(pool: _Pool, n: int, qa_fraction: float, sent_bytes: np.ndarray
     u = rng.random(total)
     prose_idx = pool.fact_start[fact] + (u * pool.fact_count[fact]).astype(np.int64)
     qfact = rng.integers(n_fact, size=total)
-    qa_idx = pool.qa_start[qfact] + (u * pool.qa_count[qfact]).astype(np.int64)
+    if mc is None:
+        qa_idx = pool.qa_start[qfact] + (u * pool.qa_count[qfact]).astype(np.int64)
+    else:
+        variants, share = mc
+        per = variants + 1  # one short answer, then the multiple-choice renderings, per template
+        n_tpl = pool.qa_count[qfact] // per
+        is_mc = rng.random(total) < share
+        m = (u * n_tpl * variants).astype(np.int64)  # (template, variant) of a multiple-choice item
+        offset = np.where(is_mc, (m // variants) * per + 1 + m % variants, (u * n_tpl).astype(np.int64) * per)
+        qa_idx = pool.qa_start[qfact] + offset
     idx = np.where(qa[doc], qa_idx, prose_idx)
     return _Docs(idx, k, qa, _doc_bytes(idx, k, qa, sent_bytes, pool.sep_bytes))
 
@@ -241,7 +257,7 @@ def _concat(parts: list[_Docs]) -> _Docs:
 
 
 def _lang_docs(pool: _Pool, target: int, qa_fraction: float, sent_bytes: np.ndarray,
-               rng: np.random.Generator) -> tuple[_Docs, int]:
+               rng: np.random.Generator, mc: tuple[int, float] | None = None) -> tuple[_Docs, int]:
     """Profiles plus random documents until ``target`` text bytes; returns (docs, n_profiles)."""
     prof = _profiles(pool, sent_bytes, rng)
     parts, have = [prof], int(prof.nbytes.sum())
@@ -249,7 +265,7 @@ def _lang_docs(pool: _Pool, target: int, qa_fraction: float, sent_bytes: np.ndar
     while have < target:
         need = target - have
         n = int(need / (prose_mean * 4.0) * 1.1) + 16
-        batch = _random_docs(pool, n, qa_fraction, sent_bytes, rng)
+        batch = _random_docs(pool, n, qa_fraction, sent_bytes, rng, mc)
         csum = np.cumsum(batch.nbytes)
         cut = int(np.searchsorted(csum, need)) + 1  # first prefix reaching the target
         batch = _take(batch, min(cut, n))
@@ -291,7 +307,8 @@ def _jsonl(rows: list[dict]) -> bytes:
 
 def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0, *,
                    n_questions: int = DEFAULT_QUESTIONS, val_fraction: float = 0.03, qa_fraction: float = 0.1,
-                   entities_per_cat: int | None = None) -> dict:
+                   entities_per_cat: int | None = None, mc_variants: int = MC_VARIANTS,
+                   mc_share: float | None = None) -> dict:
     """Generate a semantic world into ``out_dir``.
 
     Writes ``train.jsonl``, ``val.jsonl`` (one ``{"text", "lang"}`` document a line),
@@ -308,6 +325,10 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
         val_fraction: share of non-profile documents put into ``val.jsonl``.
         qa_fraction: share of documents that are training question-answer documents.
         entities_per_cat: override :func:`~substrate_lm.world.truth.entities_per_category`.
+        mc_variants: multiple-choice renderings (distractors and option order drawn afresh) per
+            training question template (1..64).
+        mc_share: share of question-answer items that are multiple choice (the rest are short
+            answers); None draws every rendering with equal probability, as older worlds did.
 
     Returns:
         A summary dict (files and sizes, counts, seconds, MB/s).
@@ -324,6 +345,11 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
         raise SubstrateError(f"qa_fraction {qa_fraction} must be in [0, 0.5]; the default is 0.1")
     if n_questions < 0:
         raise SubstrateError(f"n_questions {n_questions} must be >= 0")
+    if isinstance(mc_variants, bool) or not isinstance(mc_variants, (int, np.integer)) or not 1 <= mc_variants <= 64:
+        raise SubstrateError(f"mc_variants {mc_variants!r} must be an integer in 1..64; the default is {MC_VARIANTS}")
+    if mc_share is not None and not 0.0 <= mc_share <= 1.0:
+        raise SubstrateError(f"mc_share {mc_share} must be in [0, 1] (or None: every rendering equally likely)")
+    mc_mix = None if mc_share is None else (int(mc_variants), float(mc_share))
     per_cat = entities_per_cat or entities_per_category(size_b, len(langs))
     if per_cat < MIN_PER_CATEGORY or per_cat % 2 or per_cat > 500:
         raise SubstrateError(f"entities per category {per_cat} must be even and in {MIN_PER_CATEGORY}..500")
@@ -331,7 +357,7 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
 
     texts: list[str] = []
     nbytes: list[int] = []
-    pools = [_build_pool(world, lang, texts, nbytes, seed) for lang in langs]
+    pools = [_build_pool(world, lang, texts, nbytes, seed, int(mc_variants)) for lang in langs]
     text_arr = np.array(texts, dtype=object)
     sent_bytes = np.asarray(nbytes, dtype=np.int64)
 
@@ -339,7 +365,7 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
     all_docs, lang_of, is_val, is_profile = [], [], [], []
     for li, pool in enumerate(pools):
         rng = rng_for(seed, "docs", pool.lang, size_b)
-        docs, n_prof = _lang_docs(pool, per_lang, qa_fraction, sent_bytes, rng)
+        docs, n_prof = _lang_docs(pool, per_lang, qa_fraction, sent_bytes, rng, mc_mix)
         n = len(docs.k)
         val = np.zeros(n, dtype=bool)
         if val_fraction > 0 and n - n_prof >= 2:
@@ -390,6 +416,8 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
         "questions": {"mc": len(mc), "short": len(short),
                       "two_hop": sum(1 for r in mc if r["kind"] == "two_hop")},
     }
+    if mc_mix is not None or mc_variants != MC_VARIANTS:  # recorded when set (older corpus.json files stay identical)
+        stats.update(mc_variants=int(mc_variants), mc_share=mc_share)
     data = (json.dumps(stats, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     atomic_write_bytes(out / "corpus.json", data)
     files["corpus.json"] = len(data)
