@@ -33,7 +33,7 @@ __all__ = [
     "positive_int", "nonneg_int", "positive_float", "nonneg_float", "finite_float", "fraction",
     "unit_interval", "add_runtime_args", "apply_runtime", "resolve_device", "check_output_file",
     "check_output_dir", "check_input_file", "check_input_dir", "check_model_folder", "check_safetensors",
-    "is_local_path", "SettingsParser", "add_settings_args", "settings_overrides",
+    "is_local_path", "SettingsParser", "add_settings_args", "settings_overrides", "load_settings",
 ]
 
 
@@ -75,6 +75,19 @@ def settings_overrides(args: argparse.Namespace) -> list[str]:
         raise SubstrateError(f"--set is gone: every command takes settings as --section.key VALUE; "
                              f"write {new} (list them with --help-config)")
     return list(getattr(args, "overrides", None) or [])
+
+
+def load_settings(args: argparse.Namespace, engine, load, *, missing: str):
+    """A config-file command's settings: ``load(args.config, overrides)`` with the ``--section.key``
+    overrides given; with ``--help-config`` they (or the defaults) are printed and None returned;
+    no ``--config`` is the one-line error ``missing``."""
+    overrides = settings_overrides(args)
+    if args.help_config:
+        print(engine.describe(load(args.config, overrides) if args.config else None))
+        return None
+    if not args.config:
+        raise SubstrateError(missing)
+    return load(args.config, overrides)
 
 
 # -- argument types -------------------------------------------------------------------------------

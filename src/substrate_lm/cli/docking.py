@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import SubstrateError
-from .common import add_settings_args, nonneg_int, positive_float, positive_int, resolve_device, settings_overrides
+from .common import add_settings_args, load_settings, nonneg_int, positive_float, positive_int, resolve_device
 
 
 def register(sub) -> None:
@@ -171,14 +171,11 @@ def cmd_grow(args) -> int:
     from ..docking import load_grow_config, run_growth
     from ..docking.grow_config import ENGINE
 
-    overrides = settings_overrides(args)
-    if args.help_config:
-        print(ENGINE.describe(load_grow_config(args.config, overrides) if args.config else None))
+    cfg = load_settings(args, ENGINE, load_grow_config,
+                        missing="pass --config FILE|RECIPE (recipes: grow-tiny, grow-paper-9x3)")
+    if cfg is None:
         return 0
-    if not args.config:
-        raise SubstrateError("pass --config FILE|RECIPE (recipes: grow-tiny, grow-paper-9x3)")
     _quiet_transformers()
-    cfg = load_grow_config(args.config, overrides)
     result = run_growth(cfg, resume=args.resume)
     if os.environ.get("RANK", "0") != "0":
         return 0  # under torchrun rank 0 reports

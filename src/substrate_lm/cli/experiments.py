@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from .common import add_settings_args, positive_int, settings_overrides
+from .common import add_settings_args, load_settings, positive_int, settings_overrides
 
 
 def register(sub) -> None:
@@ -60,16 +60,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from ..errors import SubstrateError
     from ..experiments.ablate import ENGINE, load_ablation_config, markdown_table, run_ablation
 
-    overrides = settings_overrides(args)
-    if args.help_config:
-        print(ENGINE.describe(load_ablation_config(args.config, overrides) if args.config else None))
+    cfg = load_settings(args, ENGINE, load_ablation_config,
+                        missing="pass --config FILE: an ablation TOML file (see `substrate-lm ablate --help`)")
+    if cfg is None:
         return 0
-    if not args.config:
-        raise SubstrateError("pass --config FILE: an ablation TOML file (see `substrate-lm ablate --help`)")
-    cfg = load_ablation_config(args.config, overrides)
     summary = run_ablation(cfg, jobs=args.jobs)
     print(markdown_table(summary["groups"]))
     print(f"results: {cfg.out}/ablation.json, {cfg.out}/ablation.md")
