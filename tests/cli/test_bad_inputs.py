@@ -229,6 +229,8 @@ case("sub-dump-out-is-dir", "substrate", "dump", "{sub}", "--out", "{emptydir}",
 
 # corpus world
 case("world-size-non-numeric", "corpus", "world", "--size", "abc", "--out", "{new}")
+case("world-mc-share-out-of-range", "corpus", "world", "--size", "60KB", "--mc-share", "2", "--out", "{new}")
+case("world-mc-variants-zero", "corpus", "world", "--size", "60KB", "--mc-variants", "0", "--out", "{new}")
 case("world-size-zero", "corpus", "world", "--size", "0", "--out", "{new}")
 case("world-size-negative", "corpus", "world", "--size=-5MB", "--out", "{new}")
 case("world-size-nan", "corpus", "world", "--size", "nanMB", "--out", "{new}")
@@ -389,6 +391,7 @@ case("analyze-out-is-file", "analyze", "--model", "{model}", "--out", "{txt}")
 case("analyze-probe-style-unknown", "analyze", "--model", "{model}", "--probe-style", "nope", "--out", "{new}")
 
 # compose / grow
+case("compose-run-dir-nonempty", "compose", "--expert", "{model}", "--expert", "{model}", "--adapter-data", "{emptydir}", "--run-dir", "{nonempty}", "--out", "{new}")
 case("compose-one-expert", "compose", "--expert", "{model}", "--out", "{new}")
 case("compose-expert-missing", "compose", "--expert", "{missing}", "--expert", "{model}", "--out", "{new}")
 case("compose-expert-truncated", "compose", "--expert", "{m_truncweights}", "--expert", "{model}", "--out", "{new}")

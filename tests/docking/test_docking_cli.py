@@ -123,7 +123,7 @@ def test_compose_cli_keeps_the_adapter_run_in_run_dir_and_resumes_it(expert_dirs
     assert run_cli(base + ["--out", str(tmp_path / "a"), "--run-dir", str(runs)]) == 0
     first = json.loads(capsys.readouterr().out)["adapter"]
     assert (runs / "adapter" / "config.toml").is_file() and (runs / "adapter" / "checkpoints").is_dir()
-    with pytest.raises(SubstrateError, match="already holds checkpoints"):
+    with pytest.raises(SubstrateError, match="--run-dir .* is not empty"):
         run_cli(base + ["--out", str(tmp_path / "b"), "--run-dir", str(runs)])
     # the finished run resumes to the same adapter without training again
     assert run_cli(base + ["--out", str(tmp_path / "b"), "--run-dir", str(runs), "--resume"]) == 0

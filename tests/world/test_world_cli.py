@@ -51,3 +51,18 @@ def test_bad_input_is_a_substrate_error(tmp_path):
 def test_corpus_without_subcommand_prints_help(capsys):
     assert _run(["corpus"]) == 0
     assert "world" in capsys.readouterr().out
+
+
+def test_world_command_multiple_choice_renderings(tmp_path, capsys):
+    base = ["corpus", "world", "--size", "60KB", "--langs", "en", "--qa-fraction", "0.3", "--json"]
+    assert _run([*base, "--out", str(tmp_path / "a"), "--mc-variants", "8", "--mc-share", "0.5"]) == 0
+    capsys.readouterr()
+    assert _run([*base, "--out", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    text_a = (tmp_path / "a" / "train.jsonl").read_text(encoding="utf-8")
+    text_b = (tmp_path / "b" / "train.jsonl").read_text(encoding="utf-8")
+    assert text_a != text_b and "Options:" in text_a  # the flags reach the generator
+    with pytest.raises(SubstrateError, match="mc_share"):
+        _run([*base, "--out", str(tmp_path / "c"), "--mc-share", "1.5"])
+    with pytest.raises(SubstrateError, match="mc_variants"):
+        _run([*base, "--out", str(tmp_path / "d"), "--mc-variants", "65"])

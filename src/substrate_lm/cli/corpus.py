@@ -30,6 +30,12 @@ def register(sub) -> None:
                    help="share of training question-answer documents (default 0.1; 0 disables)")
     w.add_argument("--entities-per-category", type=positive_int, default=None,
                    help="override the size-aware number of entities per category (even, >= 6)")
+    w.add_argument("--mc-variants", type=positive_int, default=None,
+                   help="multiple-choice renderings (fresh distractors and option order) per training question "
+                        "(1..64; default 2)")
+    w.add_argument("--mc-share", type=finite_float, default=None,
+                   help="share of training question-answer items in the papers' multiple-choice format, in [0, 1] "
+                        "(default: every rendering equally likely, as older worlds)")
     w.add_argument("--verify", action="store_true",
                    help="read the text back and check every sentence against the ground truth")
     w.add_argument("--overwrite", action="store_true",
@@ -56,6 +62,8 @@ def cmd_world(args) -> int:
         n_questions=DEFAULT_QUESTIONS if args.questions is None else args.questions,
         val_fraction=args.val_fraction, qa_fraction=args.qa_fraction,
         entities_per_cat=args.entities_per_category,
+        **({"mc_variants": args.mc_variants} if args.mc_variants is not None else {}),
+        **({"mc_share": args.mc_share} if args.mc_share is not None else {}),
     )
     report = verify_world(args.out) if args.verify else None
     if args.json:

@@ -80,6 +80,13 @@ def cmd_compose(args) -> int:
 
     if args.resume and not args.run_dir:
         raise SubstrateError("--resume needs --run-dir DIR (the folder of the adapter run to continue)")
+    if args.run_dir and not args.resume:
+        from pathlib import Path
+
+        run_dir = Path(args.run_dir)
+        if run_dir.is_file() or (run_dir.is_dir() and any(run_dir.iterdir())):
+            raise SubstrateError(f"--run-dir {run_dir} is not empty; give a new or empty folder (or --resume "
+                                 f"to continue the adapter runs in it)")
     if args.finetune_steps and not args.adapter_data:
         raise SubstrateError("--finetune-steps needs --adapter-data DIR (the tokens to fine-tune on)")
     args.device = resolve_device(args.device)
