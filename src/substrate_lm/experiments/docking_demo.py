@@ -266,17 +266,17 @@ DOCKING_ENGINE: SettingsEngine[DockingSettings] = SettingsEngine(DockingSettings
 
 
 def summarize(values: list[float]) -> dict:
-    """Mean, sample sd and CI95 = t(0.975, n-1) sd / sqrt(n) (Student t, as every figure of the demo)
-    of per-seed values; with one value the CI95 is 0 (no interval)."""
-    from .findings import t975
+    """Mean, sample sd and CI95 = t(0.975, n-1) sd / sqrt(n) of per-seed values, from
+    :func:`~substrate_lm.experiments.findings.ci` (the demo's one interval); non-finite values are
+    dropped, and with one value the sd and CI95 are 0 (no interval)."""
+    from .findings import ci
 
-    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    n = len(vals)
-    if n == 0:
+    s = ci([float(v) for v in values if v is not None and math.isfinite(float(v))])
+    if s["n"] == 0:
         return {"mean": None, "sd": None, "ci95": None, "n": 0}
-    mean = sum(vals) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "sd": sd, "ci95": t975(n - 1) * sd / math.sqrt(n) if n > 1 else 0.0, "n": n}
+    if s["n"] == 1:
+        return {"mean": s["mean"], "sd": 0.0, "ci95": 0.0, "n": 1}
+    return {"mean": s["mean"], "sd": s["sd"], "ci95": s["ci95"], "n": s["n"]}
 
 
 def _read(path: Path) -> Any:
