@@ -193,3 +193,18 @@ def test_docking_verdicts_become_claim_3_findings():
     assert got["docking/growth"]["verdict"] == F.NOT_SHOWN and got["docking/growth"]["sentence"].startswith("Growth:")
     assert all(f["claim"] == "3" for f in got.values())
     assert F.docking_findings(None) == []
+
+
+def test_each_mode_runs_its_own_docking_settings(monkeypatch, tmp_path):
+    # demo --long must run the docking experiment's long settings (longer experts and growth) on
+    # its docking seeds, --quick the quick ones; the full demo neither
+    import substrate_lm.experiments.docking_demo as dd
+    from substrate_lm.experiments.demo import run_docking
+
+    calls = []
+    monkeypatch.setattr(dd, "run_docking_experiment", lambda out, **kw: calls.append(kw) or {"ok": True})
+    for mode in ("quick", "full", "long"):
+        assert run_docking(tmp_path, mode, [0, 1], print) == {"ok": True}
+    assert [(c["quick"], c["long"]) for c in calls] == [(True, False), (False, False), (False, True)]
+    assert DemoSettings.long().docking_seeds == 5 and DemoSettings.full().docking_seeds == 3
+    assert DemoSettings.long().docking_seeds <= DemoSettings.long().seeds

@@ -193,6 +193,12 @@ def test_refusal_reason_and_summarize():
 def test_settings_presets_validate():
     DockingSettings.full().validate()
     DockingSettings.quick().validate()
+    long, full = DockingSettings.long(), DockingSettings.full()
+    long.validate()
+    # --long trains experts and every growth stage longer, on the same growth plan's depths
+    assert long.steps > full.steps and long.grow_first_steps > full.grow_first_steps
+    assert long.grow_steps > full.grow_steps
+    assert (long.grow_layers, long.grow_first_layers) == (full.grow_layers, full.grow_first_layers)
     with pytest.raises(SubstrateError, match="seq_len"):
         DockingSettings().apply({"seq_len": 256})
 
@@ -221,6 +227,25 @@ def test_entity_split_of_sentences_and_questions():
     assert parts == {"a": "Kanive is huge.", "b": "Tumo sings."}
     assert question_half({"entity": "e1", "target": "e2", "chain": [["e1", "lives_in", "e2"],
                                                                     ["e2", "size", "tiny"]]}, side) is None
+
+
+def test_entity_halves_of_the_world_carry_the_same_values(run):
+    # the experiment's world is drawn with balanced_halves, and the halves the world balances are
+    # exactly the halves the experiment splits by (entity_halves): every attribute's values agree
+    from collections import Counter
+
+    out, result, _ = run
+    world = json.loads((out / "world" / "world.json").read_text(encoding="utf-8"))
+    assert world.get("balanced_halves") is True and result["settings"]["balanced_halves"] is True
+    side = entity_halves(world)
+    checked = 0
+    for cat in world["categories"]:
+        for attr in world["category_attributes"][cat]:
+            per_side = {h: Counter(e["attributes"][attr] for e in world["entities"]
+                                   if e["category"] == cat and side[e["id"]] == h) for h in "ab"}
+            assert per_side["a"] == per_side["b"], (cat, attr)
+            checked += 1
+    assert checked >= 18
 
 
 def test_lang_split_questions(run):

@@ -65,4 +65,4 @@ def test_world_command_multiple_choice_renderings(tmp_path, capsys):
     with pytest.raises(SubstrateError, match="mc_share"):
         _run([*base, "--out", str(tmp_path / "c"), "--mc-share", "1.5"])
     with pytest.raises(SubstrateError, match="mc_variants"):
-        _run([*base, "--out", str(tmp_path / "d"), "--mc-variants", "65"])
+        _run([*base, "--out", str(tmp_path / "d"), "--mc-variants", "4097"])

@@ -32,10 +32,13 @@ def register(sub) -> None:
                    help="override the size-aware number of entities per category (even, >= 6)")
     w.add_argument("--mc-variants", type=positive_int, default=None,
                    help="multiple-choice renderings (fresh distractors and option order) per training question "
-                        "(1..64; default 2)")
+                        "(1..4096; default 2)")
     w.add_argument("--mc-share", type=finite_float, default=None,
                    help="share of training question-answer items in the papers' multiple-choice format, in [0, 1] "
                         "(default: every rendering equally likely, as older worlds)")
+    w.add_argument("--balanced-halves", action="store_true",
+                   help="give the two alternating entity halves of each category the same attribute values "
+                        "(for experts trained on one half each, as in the docking experiment)")
     w.add_argument("--verify", action="store_true",
                    help="read the text back and check every sentence against the ground truth")
     w.add_argument("--overwrite", action="store_true",
@@ -64,6 +67,7 @@ def cmd_world(args) -> int:
         entities_per_cat=args.entities_per_category,
         **({"mc_variants": args.mc_variants} if args.mc_variants is not None else {}),
         **({"mc_share": args.mc_share} if args.mc_share is not None else {}),
+        balanced_halves=args.balanced_halves,
     )
     report = verify_world(args.out) if args.verify else None
     if args.json:

@@ -124,6 +124,7 @@ class DemoSettings:
     def long(cls) -> "DemoSettings":
         s = cls.full()
         s.steps, s.warmup, s.eval_interval = 1200, 60, 200
+        s.docking_seeds = 5  # the docking part runs DockingSettings.long (longer experts and growth)
         return s
 
     @classmethod
@@ -150,8 +151,8 @@ class DemoSettings:
         for key in positive:
             if getattr(self, key) < 1:
                 raise SubstrateError(f"demo.{key} must be >= 1, got {getattr(self, key)}")
-        if not 1 <= self.mc_variants <= 64:
-            raise SubstrateError(f"demo.mc_variants must be in 1..64, got {self.mc_variants}")
+        if not 1 <= self.mc_variants <= 4096:
+            raise SubstrateError(f"demo.mc_variants must be in 1..4096, got {self.mc_variants}")
         if not 0.0 <= self.mc_share <= 1.0:
             raise SubstrateError(f"demo.mc_share must be in [0, 1], got {self.mc_share}")
         if not 0.0 <= self.qa_fraction <= 0.5:
@@ -316,19 +317,13 @@ def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], n
     return {"per_model": per_model, "probes": probes, "findings": found, "summary": F.summary_line(found)}
 
 
-def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], None], jobs: int = 1) -> dict | None:
-    """Claim 3 (the docking port), from :mod:`.docking_demo` when that module is present.
+def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], None], jobs: int = 1) -> dict:
+    """Claim 3 (the docking port): :func:`.docking_demo.run_docking_experiment` with the settings
+    of ``mode`` (:meth:`~.docking_demo.DockingSettings.quick`, ``full`` or ``long``)."""
+    from .docking_demo import run_docking_experiment
 
-    HOOK: ``experiments/docking_demo.py`` (built separately) exposes
-    ``run_docking_experiment(out_dir, *, quick, seeds, log) -> dict``; until it exists the demo
-    reports the docking section as not run.
-    """
-    try:
-        from .docking_demo import run_docking_experiment
-    except ImportError:
-        log("note: the docking experiment (experiments/docking_demo.py) is not available; skipping claim 3")
-        return None
-    return run_docking_experiment(out / "docking", quick=mode == "quick", seeds=seeds, log=log, jobs=jobs)
+    return run_docking_experiment(out / "docking", quick=mode == "quick", long=mode == "long", seeds=seeds,
+                                  log=log, jobs=jobs)
 
 
 def run_demo(

@@ -163,6 +163,11 @@ class DockingSettings:
     """How the world is halved: ``entity`` (alternate entities of every category, both languages in
     each half), ``category`` (disjoint categories: :data:`CATEGORY_HALF_A` vs the rest) or ``lang``
     (English facts vs Russian facts)."""
+    balanced_halves: bool = True
+    """With the entity split: both halves of every category carry the same attribute values (each
+    half its own permutation), so an expert's ignorance of the other half's entities is not a bias
+    against their values (with values balanced over the whole category each expert ranks the
+    other half's values last and falls below chance there)."""
     tokenizer: str = "compact"
     """``compact`` (:data:`COMPACT_LAYOUT`, 2,048 ids) or ``bvv241`` (the published 65,536 ids)."""
     d_model: int = 64
@@ -208,9 +213,11 @@ class DockingSettings:
 
     @classmethod
     def long(cls) -> "DockingSettings":
-        """Longer training of experts and growth stages (for ``demo --long``; not yet measured:
-        run it with more seeds, e.g. ``seeds=range(6)``, to narrow the CI95 of the margin)."""
-        return cls(steps=1000, grow_steps=500, warmup=50)
+        """``demo --long``: experts train 1,000 steps; growth trains its 2-block first stage
+        1,500 steps and the third block 300 (the monolithic model 1,800), long enough for both to
+        reach the world's validation floor (benchmarks/2026-12-01-demo-configs-3.md)."""
+        return cls(steps=1000, warmup=50, grow_layers=3, grow_first_layers=2, grow_first_steps=1500,
+                   grow_steps=300)
 
     def apply(self, overrides: dict) -> "DockingSettings":
         """Change fields from ``{"steps": 400}`` (bare names or ``docking.`` keys; text is read by
@@ -423,7 +430,8 @@ def prepare_docking_data(out: Path, s: DockingSettings, log: Callable[[str], Non
 
         log(f"docking: generating the world ({s.world_size}, {s.entities_per_cat} entities per category, en+ru)")
         generate_world(world, size=s.world_size, langs=LANGS, seed=s.data_seed, n_questions=s.n_questions,
-                       val_fraction=0.1, qa_fraction=s.qa_fraction, entities_per_cat=s.entities_per_cat)
+                       val_fraction=0.1, qa_fraction=s.qa_fraction, entities_per_cat=s.entities_per_cat,
+                       balanced_halves=s.balanced_halves and s.split == "entity")
     halves = out / "halves"
     _write_halves(world, halves, s)
     tok_dir = out / "tokenizer"

@@ -46,6 +46,7 @@ _UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "K": 1000, "M
           "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
 _PREFIX = '{"text": "'
 MC_VARIANTS = 2  # default distinct option orders per training MC question
+MAX_MC_VARIANTS = 4096  # enough that no rendering repeats in a multi-megabyte world
 _PERMS = 8  # fact orders precomputed per entity
 
 
@@ -308,7 +309,7 @@ def _jsonl(rows: list[dict]) -> bytes:
 def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0, *,
                    n_questions: int = DEFAULT_QUESTIONS, val_fraction: float = 0.03, qa_fraction: float = 0.1,
                    entities_per_cat: int | None = None, mc_variants: int = MC_VARIANTS,
-                   mc_share: float | None = None) -> dict:
+                   mc_share: float | None = None, balanced_halves: bool = False) -> dict:
     """Generate a semantic world into ``out_dir``.
 
     Writes ``train.jsonl``, ``val.jsonl`` (one ``{"text", "lang"}`` document a line),
@@ -326,9 +327,12 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
         qa_fraction: share of documents that are training question-answer documents.
         entities_per_cat: override :func:`~substrate_lm.world.truth.entities_per_category`.
         mc_variants: multiple-choice renderings (distractors and option order drawn afresh) per
-            training question template (1..64).
+            training question template (1..4096).
         mc_share: share of question-answer items that are multiple choice (the rest are short
             answers); None draws every rendering with equal probability, as older worlds did.
+        balanced_halves: the two alternating entity halves of each category carry the same
+            attribute values (see :func:`~substrate_lm.world.truth.build_world`); for experts
+            trained on one half each (the docking experiment's entity split).
 
     Returns:
         A summary dict (files and sizes, counts, seconds, MB/s).
@@ -345,15 +349,15 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
         raise SubstrateError(f"qa_fraction {qa_fraction} must be in [0, 0.5]; the default is 0.1")
     if n_questions < 0:
         raise SubstrateError(f"n_questions {n_questions} must be >= 0")
-    if isinstance(mc_variants, bool) or not isinstance(mc_variants, (int, np.integer)) or not 1 <= mc_variants <= 64:
-        raise SubstrateError(f"mc_variants {mc_variants!r} must be an integer in 1..64; the default is {MC_VARIANTS}")
+    if isinstance(mc_variants, bool) or not isinstance(mc_variants, (int, np.integer)) or not 1 <= mc_variants <= MAX_MC_VARIANTS:
+        raise SubstrateError(f"mc_variants {mc_variants!r} must be an integer in 1..{MAX_MC_VARIANTS}; the default is {MC_VARIANTS}")
     if mc_share is not None and not 0.0 <= mc_share <= 1.0:
         raise SubstrateError(f"mc_share {mc_share} must be in [0, 1] (or None: every rendering equally likely)")
     mc_mix = None if mc_share is None else (int(mc_variants), float(mc_share))
     per_cat = entities_per_cat or entities_per_category(size_b, len(langs))
     if per_cat < MIN_PER_CATEGORY or per_cat % 2 or per_cat > 500:
         raise SubstrateError(f"entities per category {per_cat} must be even and in {MIN_PER_CATEGORY}..500")
-    world = build_world(seed, langs, per_cat)
+    world = build_world(seed, langs, per_cat, balanced_halves=bool(balanced_halves))
 
     texts: list[str] = []
     nbytes: list[int] = []
@@ -418,6 +422,8 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
     }
     if mc_mix is not None or mc_variants != MC_VARIANTS:  # recorded when set (older corpus.json files stay identical)
         stats.update(mc_variants=int(mc_variants), mc_share=mc_share)
+    if balanced_halves:
+        stats["balanced_halves"] = True
     data = (json.dumps(stats, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     atomic_write_bytes(out / "corpus.json", data)
     files["corpus.json"] = len(data)

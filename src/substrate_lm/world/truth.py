@@ -47,13 +47,19 @@ def entities_per_category(size_bytes: int, n_langs: int) -> int:
     return n + (n % 2)
 
 
-def build_world(seed: int, langs, per_category: int) -> dict:
+def build_world(seed: int, langs, per_category: int, balanced_halves: bool = False) -> dict:
     """Draw a world: ``per_category`` entities in each category, with names in ``langs``.
 
     Args:
         seed: world seed.
         langs: language codes (each needs a template module).
         per_category: entities per category (even, >= 6).
+        balanced_halves: give the two alternating halves of every category (its entities 0, 2, 4..
+            and 1, 3, 5.., the docking experiment's entity split) the same attribute values: each
+            half draws its own permutation of the same ``per_category / 2`` values. A model that
+            learned one half then knows the values of the other half's entities but not which
+            entity has which, so its ignorance is not a bias against the other half's answers.
+            False (the default) balances values over the whole category, as older worlds did.
 
     Returns:
         The ground-truth dict written to ``world.json`` (schema in the developer brief), plus
@@ -75,15 +81,18 @@ def build_world(seed: int, langs, per_category: int) -> dict:
                              "attributes": {}, "relations": {}})
             by_cat.setdefault(cat, []).append(idx)
 
-    # attributes: balanced (every value used about equally often within a category), then shuffled
+    # attributes: balanced (every value used about equally often within a category), then shuffled;
+    # with balanced_halves each alternating half of the category gets the same values
     for cat in CATEGORIES:
         members = by_cat[cat]
+        groups = [members[0::2], members[1::2]] if balanced_halves else [members]
         for attr in CATEGORY_ATTRIBUTES[cat]:
             values = list(ATTRIBUTES[attr])
             order = rng.permutation(len(values))
-            tiled = [values[order[i % len(values)]] for i in range(len(members))]
-            for k, m in enumerate(rng.permutation(len(members))):
-                entities[members[m]]["attributes"][attr] = tiled[k]
+            tiled = [values[order[i % len(values)]] for i in range(len(groups[0]))]
+            for group in groups:
+                for k, m in enumerate(rng.permutation(len(group))):
+                    entities[group[m]]["attributes"][attr] = tiled[k]
 
     # relations: bijections between categories, friend_of a perfect matching
     for cat in CATEGORIES:
@@ -103,9 +112,11 @@ def build_world(seed: int, langs, per_category: int) -> dict:
     for code in langs:
         lang = get_lang(code)
         surface[code] = {attr: {v: forms[""] for v, forms in table.items()} for attr, table in lang.VALUES.items()}
+    extra = {"balanced_halves": True} if balanced_halves else {}  # older world.json files stay identical
     return {
         "version": WORLD_VERSION,
         "seed": int(seed),
+        **extra,
         "langs": list(langs),
         "entities_per_category": per_category,
         "categories": list(CATEGORIES),
