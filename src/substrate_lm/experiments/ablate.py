@@ -23,13 +23,12 @@ the same corpus, tokenizer and token shards, the same steps and schedule, the sa
 the same seed. A cell is finished when its ``result.json`` exists (written atomically after
 training, export and evaluation): a rerun never recomputes it, and an interrupted cell resumes
 from its last checkpoint. Across seeds each metric gets mean, sample standard deviation and
-CI95 = 1.96 sd / sqrt(n).
+CI95 = t(0.975, n-1) sd / sqrt(n) (Student t, as the demo's findings; 0 with one seed).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -41,6 +40,7 @@ from ..data.folder import is_prepared, load_meta
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_json
 from ..settings import SettingsEngine
+from .findings import summarize
 
 PROTOCOLS = ("paper", "loglik", "both")
 TOKENIZERS = ("bvv241", "compact")
@@ -341,13 +341,6 @@ def cell_metrics(result: dict) -> dict[str, float]:
                 if ll.get(k) is not None:
                     out[f"{bench}/loglik_{k}"] = float(ll[k])
     return out
-
-
-def summarize(values: list[float]) -> dict[str, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": mean, "sd": sd, "ci95": 1.96 * sd / math.sqrt(n), "n": n}
 
 
 def aggregate(results: list[dict]) -> list[dict]:

@@ -106,7 +106,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,6 +117,7 @@ from ..errors import SubstrateError
 from ..fsutil import atomic_write_json, atomic_write_text
 from ..settings import SettingsEngine
 from .compact import build_tokenizer, compact_layout
+from .findings import summarize
 
 LANGS = ("en", "ru")
 SPLITS = {"entity": ("a", "b"), "category": ("a", "b"), "lang": ("en", "ru")}
@@ -270,20 +270,6 @@ DOCKING_ENGINE: SettingsEngine[DockingSettings] = SettingsEngine(DockingSettings
 
 # ----------------------------------------------------------------------------------------------
 # small helpers
-
-
-def summarize(values: list[float]) -> dict:
-    """Mean, sample sd and CI95 = t(0.975, n-1) sd / sqrt(n) of per-seed values, from
-    :func:`~substrate_lm.experiments.findings.ci` (the demo's one interval); non-finite values are
-    dropped, and with one value the sd and CI95 are 0 (no interval)."""
-    from .findings import ci
-
-    s = ci([float(v) for v in values if v is not None and math.isfinite(float(v))])
-    if s["n"] == 0:
-        return {"mean": None, "sd": None, "ci95": None, "n": 0}
-    if s["n"] == 1:
-        return {"mean": s["mean"], "sd": 0.0, "ci95": 0.0, "n": 1}
-    return {"mean": s["mean"], "sd": s["sd"], "ci95": s["ci95"], "n": s["n"]}
 
 
 def _read(path: Path) -> Any:

@@ -45,6 +45,18 @@ def ci(values: Sequence[float]) -> dict:
     return {"mean": mean, "sd": sd, "n": n, "ci95": half, "lo": mean - half, "hi": mean + half, "values": vals}
 
 
+def summarize(values: Sequence[float]) -> dict:
+    """``{"mean", "sd", "ci95", "n"}`` of per-seed values for tables (the ablation's, the docking
+    experiment's): the interval of :func:`ci`, non-finite values dropped, and with one value sd and
+    CI95 0 (no interval) so that a one-seed table still prints."""
+    s = ci([float(v) for v in values if v is not None and math.isfinite(float(v))])
+    if s["n"] == 0:
+        return {"mean": None, "sd": None, "ci95": None, "n": 0}
+    if s["n"] == 1:
+        return {"mean": s["mean"], "sd": 0.0, "ci95": 0.0, "n": 1}
+    return {"mean": s["mean"], "sd": s["sd"], "ci95": s["ci95"], "n": s["n"]}
+
+
 def verdict_above(stat: dict, threshold: float) -> str:
     """``holds`` when the interval lies above ``threshold``, ``fails`` when it lies at or below,
     ``not shown`` when it straddles it or has fewer than two seeds."""
