@@ -102,7 +102,7 @@ BAD = [
     ("unknown-setting", ["--train.nope", "1"], "train.nope"),
     ("no-model", ["--model", ""], "pass --model DIR and --data SRC"),
     ("no-out", ["--out", ""], "pass --out RUN_DIR"),
-    ("shortcut-and-key", ["--lr", "1e-3", "--train.lr", "5e-3"], r"--lr and --train\.lr set the same value"),
+    ("shortcut-and-key", ["--lr", "1e-3", "--train.lr", "5e-3"], r"--lr and --train\.lr both set train\.lr"),
     ("lora-flag-and-key", ["--lora", "--lora-r", "4", "--lora.r", "8"], r"--lora-r and --lora\.r"),
     ("lora-key-without-lora", ["--lora.r", "4"], "needs --lora"),
     ("lora-unknown-key", ["--lora", "--lora.rank", "4"], r"unknown config key lora\.rank"),

@@ -77,6 +77,18 @@ def settings_overrides(args: argparse.Namespace) -> list[str]:
     return list(getattr(args, "overrides", None) or [])
 
 
+def refuse_shortcut_clash(shortcuts: dict[str, str], overrides: list[str]) -> None:
+    """One-line error when a shortcut flag and the ``--section.key`` it stands for are both given.
+
+    ``shortcuts``: ``{flag as typed: settings key}`` of the shortcut flags that were given, e.g.
+    ``{"--device": "run.device"}``; ``overrides``: the ``--section.key VALUE`` arguments."""
+    given = {o[2:].split("=", 1)[0] for o in overrides if o.startswith("--")}
+    both = [(flag, key) for flag, key in shortcuts.items() if key in given]
+    if both:
+        flag, key = both[0]
+        raise SubstrateError(f"{flag} and --{key} both set {key}; pass one of them")
+
+
 def load_settings(args: argparse.Namespace, engine, load, *, missing: str):
     """A config-file command's settings: ``load(args.config, overrides)`` with the ``--section.key``
     overrides given; with ``--help-config`` they (or the defaults) are printed and None returned;

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from .common import (add_settings_args, check_model_folder, fraction, nonneg_float, nonneg_int, positive_float,
-                     positive_int, settings_overrides)
+                     positive_int, refuse_shortcut_clash, settings_overrides)
 
 #: the [lora] keys (also as --lora-KEY shortcut flags)
 LORA_KEYS = ("r", "alpha", "dropout", "targets")
@@ -87,16 +87,14 @@ def _split_overrides(args) -> tuple[list[str], dict[str, str]]:
         SubstrateError: a shortcut flag given together with the key it sets (``--lr`` and
             ``--train.lr``, ``--lora-r`` and ``--lora.r``).
     """
-    from ..errors import SubstrateError
     from ..training.config import parse_override_args
 
-    given = parse_override_args(settings_overrides(args))
+    raw = settings_overrides(args)
+    shortcuts = {f"--{flag.replace('_', '-')}": key for flag, key in SHORTCUTS.items() if getattr(args, flag, None) is not None}
+    shortcuts.update({f"--lora-{k}": f"lora.{k}" for k in LORA_KEYS if getattr(args, f"lora_{k}") is not None})
+    refuse_shortcut_clash(shortcuts, raw)
+    given = parse_override_args(raw)
     lora = {k.partition(".")[2]: v for k, v in given.items() if k.startswith("lora.")}
-    both = [f"--{flag.replace('_', '-')} and --{key}" for flag, key in SHORTCUTS.items()
-            if getattr(args, flag, None) is not None and key in given]
-    both += [f"--lora-{k} and --lora.{k}" for k in LORA_KEYS if getattr(args, f"lora_{k}") is not None and k in lora]
-    if both:
-        raise SubstrateError(f"{both[0]} set the same value; give one of them")
     overrides = [f"--{k}={v}" for k, v in given.items() if not k.startswith("lora.")]
     for flag, key in SHORTCUTS.items():
         value = getattr(args, flag, None)

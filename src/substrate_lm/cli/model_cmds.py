@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SubstrateError
-from .common import add_runtime_args, add_settings_args, apply_runtime, settings_overrides
+from .common import add_runtime_args, add_settings_args, apply_runtime, refuse_shortcut_clash, settings_overrides
 
 
 def register(sub) -> None:
@@ -173,10 +173,8 @@ def init_settings(args):
         raise SubstrateError(f"init takes only [model] settings (--model.KEY VALUE); got {bad[0]}")
     flags = {f"model.{k}": v for k, v in (("preset", args.preset), ("substrate", args.substrate),
                                            ("tokenizer", args.tokenizer)) if v is not None}
+    refuse_shortcut_clash({f"--{k.split('.', 1)[1]}": k for k in flags}, overrides)
     given = {o[2:].split("=", 1)[0] for o in overrides if o.startswith("--")}
-    both = sorted(k for k in flags if k in given)
-    if both:
-        raise SubstrateError(f"--{both[0].split('.', 1)[1]} and --{both[0]} both given; pass one of them")
     if "model.init_from" in given:
         raise SubstrateError("init writes an untrained model; model.init_from is for train "
                              "(or use finetune to start from a trained model)")

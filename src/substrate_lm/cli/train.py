@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_settings_args, settings_overrides
+from .common import add_settings_args, refuse_shortcut_clash, settings_overrides
 
 
 def register(subparsers) -> None:
@@ -101,6 +101,10 @@ def cmd_train(args) -> int:
     if not args.config:
         raise SubstrateError("pass --config RECIPE|FILE|RUN_DIR (recipes: tiny, small, paper-1024-bit, ...)")
     source = _resolve_source(args.config)
+    shortcuts = {flag: key for flag, key, value in (("--device", "run.device", getattr(args, "device", None)),
+                                                   ("--threads", "run.threads", getattr(args, "threads", None)))
+                 if value is not None}
+    refuse_shortcut_clash(shortcuts, args.overrides)
     if getattr(args, "device", None) is not None:
         args.overrides += ["--run.device", args.device]
     if getattr(args, "threads", None) is not None:
