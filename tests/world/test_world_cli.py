@@ -66,3 +66,12 @@ def test_world_command_multiple_choice_renderings(tmp_path, capsys):
         _run([*base, "--out", str(tmp_path / "c"), "--mc-share", "1.5"])
     with pytest.raises(SubstrateError, match="mc_variants"):
         _run([*base, "--out", str(tmp_path / "d"), "--mc-variants", "4097"])
+
+
+def test_world_command_balanced_halves(tmp_path, capsys):
+    base = ["corpus", "world", "--size", "30KB", "--langs", "en", "--json"]
+    assert _run([*base, "--out", str(tmp_path / "a"), "--balanced-halves"]) == 0
+    capsys.readouterr()
+    corpus = json.loads((tmp_path / "a" / "corpus.json").read_text(encoding="utf-8"))
+    world = json.loads((tmp_path / "a" / "world.json").read_text(encoding="utf-8"))
+    assert corpus["balanced_halves"] is True and world["balanced_halves"] is True  # the flag reaches the generator
