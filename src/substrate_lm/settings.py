@@ -179,6 +179,14 @@ class SettingsEngine(Generic[T]):
             values[name] = self._from_text(value, tp, f"{sec}.{name}") if isinstance(value, str) else value
         return self._validate(data)
 
+    def update(self, obj: T, overrides: list[str] | dict[str, Any]) -> T:
+        """:meth:`apply` in place: ``obj`` takes the new values (and the checks' normalisations,
+        also when ``overrides`` is empty); returns ``obj``."""
+        new = self.apply(obj, overrides)
+        for f in dataclasses.fields(obj):
+            setattr(obj, f.name, getattr(new, f.name))
+        return obj
+
     def _from_text(self, text: str, tp: Any, name: str) -> Any:
         """A command-line string read as a value of type ``tp`` (lax: ``"3"`` -> 3)."""
         origin = typing.get_origin(tp)

@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import SubstrateError
 from ..settings import SettingsEngine
@@ -181,10 +181,7 @@ def config_from_dict(raw: dict) -> GrowConfig:
 def apply_overrides(cfg: GrowConfig, overrides: list[str] | dict[str, Any]) -> GrowConfig:
     """Apply ``["--train.steps", "10", "--model.overrides.block_size=64"]`` (or a dict of dotted keys)
     in place and re-validate; returns ``cfg``."""
-    new = ENGINE.apply(cfg, overrides)
-    for f in dataclasses.fields(cfg):
-        setattr(cfg, f.name, getattr(new, f.name))
-    return cfg
+    return ENGINE.update(cfg, overrides)
 
 
 def validate(cfg: GrowConfig) -> None:

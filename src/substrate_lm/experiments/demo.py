@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -139,11 +139,7 @@ class DemoSettings:
         engine; a bad key or value raises a one-line error."""
         if isinstance(overrides, dict):
             overrides = {(k if str(k).startswith("demo.") else f"demo.{k}"): v for k, v in overrides.items()}
-        if not overrides:
-            return self.validate()
-        new = ENGINE.apply(self, overrides)
-        for f in fields(self):
-            setattr(self, f.name, getattr(new, f.name))
+        ENGINE.update(self, overrides)
 
     def validate(self) -> None:
         positive = ("threads", "entities_per_cat", "d_model", "n_layer", "n_head", "block_size", "steps", "batch_size",
@@ -151,8 +147,10 @@ class DemoSettings:
         for key in positive:
             if getattr(self, key) < 1:
                 raise SubstrateError(f"demo.{key} must be >= 1, got {getattr(self, key)}")
-        if not 1 <= self.mc_variants <= 4096:
-            raise SubstrateError(f"demo.mc_variants must be in 1..4096, got {self.mc_variants}")
+        from ..world.generator import MAX_MC_VARIANTS
+
+        if not 1 <= self.mc_variants <= MAX_MC_VARIANTS:
+            raise SubstrateError(f"demo.mc_variants must be in 1..{MAX_MC_VARIANTS}, got {self.mc_variants}")
         if not 0.0 <= self.mc_share <= 1.0:
             raise SubstrateError(f"demo.mc_share must be in [0, 1], got {self.mc_share}")
         if not 0.0 <= self.qa_fraction <= 0.5:

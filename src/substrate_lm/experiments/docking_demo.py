@@ -126,18 +126,20 @@ SPLITS = {"entity": ("a", "b"), "category": ("a", "b"), "lang": ("en", "ru")}
 CATEGORY_HALF_A = ("animal", "plant", "city")
 LABELS = {"a": "entity half A", "b": "entity half B", "en": "English", "ru": "Russian"}
 
+CHANCE = 25.0
+GROWTH_TOLERANCE = 0.10
+# characters of the world's templates outside the compact layout, and what they are written as
+TEXT_FIXES = {"\u2014": "-", "\u2013": "-", "\u2026": "...", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+
 
 def _labels(split: str | None) -> dict[str, str]:
+    """:data:`LABELS`, with the category split's halves named by their categories."""
     if split == "category":
         from ..world.ontology import CATEGORIES
 
         rest = [c for c in CATEGORIES if c not in CATEGORY_HALF_A]
         return {**LABELS, "a": f"category half A ({', '.join(CATEGORY_HALF_A)})", "b": f"category half B ({', '.join(rest)})"}
     return LABELS
-CHANCE = 25.0
-GROWTH_TOLERANCE = 0.10
-# characters of the world's templates outside the compact layout, and what they are written as
-TEXT_FIXES = {"\u2014": "-", "\u2013": "-", "\u2026": "...", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
 
 
 #: the compact bvv241-style layout of the docking experiment (see the module docstring)
@@ -223,12 +225,7 @@ class DockingSettings:
         """Change fields from ``{"steps": 400}`` (bare names or ``docking.`` keys; text is read by
         the field's type) through the settings engine; one-line errors. Returns ``self``."""
         items = {(k if str(k).startswith("docking.") else f"docking.{k}"): v for k, v in overrides.items()}
-        new = DOCKING_ENGINE.apply(self, items) if items else self
-        if not items:
-            self.validate()
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, getattr(new, f.name))
-        return self
+        return DOCKING_ENGINE.update(self, items)
 
     def validate(self) -> None:
         positive = ("entities_per_cat", "n_questions", "d_model", "n_layer", "n_head", "block_size", "steps",

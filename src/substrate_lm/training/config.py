@@ -305,10 +305,7 @@ def parse_override_args(argv: list[str]) -> dict[str, str]:
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
     """Apply dotted overrides in place (strings are read by the field's type) and re-validate."""
-    new = ENGINE.apply(cfg, overrides)
-    for f in dataclasses.fields(cfg):
-        setattr(cfg, f.name, getattr(new, f.name))
-    return cfg
+    return ENGINE.update(cfg, overrides)
 
 
 def validate(cfg: RunConfig) -> None:
