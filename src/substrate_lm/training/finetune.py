@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from ..docking.lora import LoraAdapter, check_lora
 from ..errors import SubstrateError
+from ..settings import SettingsEngine
 
 RECORD = "finetune.json"
 EXPORT_DIR = "model"
@@ -60,8 +62,8 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 #: ... and with LoRA on top of those (adapters start at zero and need a larger step).
 LORA_DEFAULTS: dict[str, Any] = {"train.lr": 1e-3, "train.min_lr": 1e-4}
-#: the LoRA settings a fine-tune starts from (:class:`substrate_lm.docking.lora.LoraAdapter`)
-LORA_SETTINGS: dict[str, Any] = {"r": 8, "alpha": 16.0, "dropout": 0.0, "targets": ["qkv", "proj", "fc"]}
+#: the LoRA settings a fine-tune starts from: the defaults of :class:`~substrate_lm.docking.lora.LoraAdapter`
+LORA_SETTINGS: dict[str, Any] = dataclasses.asdict(LoraAdapter())
 #: Keys --model / --data / --out set; an override may not change them.
 _FIXED = ("model.", "data.path", "data.sources", "data.world", "run.dir")
 #: Keys that decide the data split or the batches: a resumed run must keep them.
@@ -83,9 +85,6 @@ class FinetuneResult:
 
 def lora_engine():
     """The settings engine of the ``[lora]`` section (:class:`~substrate_lm.docking.lora.LoraAdapter`)."""
-    from ..docking.lora import LoraAdapter, check_lora
-    from ..settings import SettingsEngine
-
     return SettingsEngine(LoraAdapter, name="lora", check=check_lora)
 
 
