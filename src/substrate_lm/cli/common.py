@@ -34,6 +34,7 @@ __all__ = [
     "unit_interval", "add_runtime_args", "apply_runtime", "resolve_device", "check_output_file",
     "check_output_dir", "check_input_file", "check_input_dir", "check_model_folder", "check_safetensors",
     "is_local_path", "SettingsParser", "add_settings_args", "settings_overrides", "load_settings",
+    "override_keys", "refuse_shortcut_clash",
 ]
 
 
@@ -77,12 +78,17 @@ def settings_overrides(args: argparse.Namespace) -> list[str]:
     return list(getattr(args, "overrides", None) or [])
 
 
+def override_keys(overrides: list[str]) -> set[str]:
+    """The dotted keys of ``--section.key VALUE`` / ``--section.key=VALUE`` arguments."""
+    return {o[2:].split("=", 1)[0] for o in overrides if o.startswith("--")}
+
+
 def refuse_shortcut_clash(shortcuts: dict[str, str], overrides: list[str]) -> None:
     """One-line error when a shortcut flag and the ``--section.key`` it stands for are both given.
 
     ``shortcuts``: ``{flag as typed: settings key}`` of the shortcut flags that were given, e.g.
     ``{"--device": "run.device"}``; ``overrides``: the ``--section.key VALUE`` arguments."""
-    given = {o[2:].split("=", 1)[0] for o in overrides if o.startswith("--")}
+    given = override_keys(overrides)
     both = [(flag, key) for flag, key in shortcuts.items() if key in given]
     if both:
         flag, key = both[0]
@@ -213,11 +219,13 @@ def check_output_file(path, what: str = "--out") -> None:
         raise SubstrateError(f"{what} {p}: {probe} is a file, not a folder; choose another path")
 
 
-def check_output_dir(path, what: str = "--out", *, overwrite: bool = False, ours: tuple[str, ...] = ()) -> None:
+def check_output_dir(path, what: str = "--out", *, overwrite: bool = False, ours: tuple[str, ...] = (),
+                     remedy: str = "or pass --overwrite") -> None:
     """An output folder: not a file; if it exists and is not empty, only with ``overwrite``.
 
     ``ours``: files whose presence marks the folder as one this command wrote (the error then says
-    so); any other non-empty folder is refused unless ``overwrite``.
+    so); any other non-empty folder is refused unless ``overwrite``. ``remedy``: the way out the
+    non-empty error offers besides a new folder (a command without ``--overwrite`` names its own).
     """
     p = os.fspath(path)
     if os.path.exists(p) and not os.path.isdir(p):
@@ -236,7 +244,7 @@ def check_output_dir(path, what: str = "--out", *, overwrite: bool = False, ours
         raise SubstrateError(f"{what} {p} already holds output ({', '.join(n for n in ours if n in entries)}); "
                              "pass --overwrite to replace it or choose another folder")
     raise SubstrateError(f"{what} {p} is not empty ({len(entries)} entries); choose a new or empty folder, "
-                         "or pass --overwrite")
+                         f"{remedy}")
 
 
 def is_local_path(path: str) -> bool:

@@ -7,7 +7,8 @@ import os
 import sys
 
 from ..errors import SubstrateError
-from .common import add_settings_args, load_settings, nonneg_int, positive_float, positive_int, resolve_device
+from .common import (add_settings_args, check_output_dir, load_settings, nonneg_int, positive_float, positive_int,
+                     resolve_device)
 
 
 def register(sub) -> None:
@@ -81,12 +82,7 @@ def cmd_compose(args) -> int:
     if args.resume and not args.run_dir:
         raise SubstrateError("--resume needs --run-dir DIR (the folder of the adapter run to continue)")
     if args.run_dir and not args.resume:
-        from pathlib import Path
-
-        run_dir = Path(args.run_dir)
-        if run_dir.is_file() or (run_dir.is_dir() and any(run_dir.iterdir())):
-            raise SubstrateError(f"--run-dir {run_dir} is not empty; give a new or empty folder (or --resume "
-                                 f"to continue the adapter runs in it)")
+        check_output_dir(args.run_dir, "--run-dir", remedy="or --resume to continue the adapter runs in it")
     if args.finetune_steps and not args.adapter_data:
         raise SubstrateError("--finetune-steps needs --adapter-data DIR (the tokens to fine-tune on)")
     args.device = resolve_device(args.device)
@@ -95,8 +91,6 @@ def cmd_compose(args) -> int:
         raise SubstrateError(f"composition needs at least two experts, got {len(args.expert)}; pass --expert DIR twice or more")
     if weights is not None and len(weights) != len(args.expert):
         raise SubstrateError(f"--weights gives {len(weights)} weights for {len(args.expert)} experts; give one weight per expert")
-    from .common import check_output_dir
-
     check_output_dir(args.out, overwrite=args.overwrite)
     fusion = "adapter" if (args.adapter or args.adapter_data) else "mean"
     model, tok = compose(args.expert, weights=weights, fusion=fusion,

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import SubstrateError
-from .common import add_runtime_args, add_settings_args, apply_runtime, refuse_shortcut_clash, settings_overrides
+from .common import (add_runtime_args, add_settings_args, apply_runtime, override_keys, refuse_shortcut_clash,
+                     settings_overrides)
 
 
 def register(sub) -> None:
@@ -174,8 +175,7 @@ def init_settings(args):
     flags = {f"model.{k}": v for k, v in (("preset", args.preset), ("substrate", args.substrate),
                                            ("tokenizer", args.tokenizer)) if v is not None}
     refuse_shortcut_clash({f"--{k.split('.', 1)[1]}": k for k in flags}, overrides)
-    given = {o[2:].split("=", 1)[0] for o in overrides if o.startswith("--")}
-    if "model.init_from" in given:
+    if "model.init_from" in override_keys(overrides):
         raise SubstrateError("init writes an untrained model; model.init_from is for train "
                              "(or use finetune to start from a trained model)")
     engine = init_engine()

@@ -101,14 +101,12 @@ def cmd_train(args) -> int:
     if not args.config:
         raise SubstrateError("pass --config RECIPE|FILE|RUN_DIR (recipes: tiny, small, paper-1024-bit, ...)")
     source = _resolve_source(args.config)
-    shortcuts = {flag: key for flag, key, value in (("--device", "run.device", getattr(args, "device", None)),
-                                                   ("--threads", "run.threads", getattr(args, "threads", None)))
-                 if value is not None}
-    refuse_shortcut_clash(shortcuts, args.overrides)
-    if getattr(args, "device", None) is not None:
-        args.overrides += ["--run.device", args.device]
-    if getattr(args, "threads", None) is not None:
-        args.overrides += ["--run.threads", str(args.threads)]
+    shortcuts = {flag: (key, value) for flag, key, value in (
+        ("--device", "run.device", getattr(args, "device", None)),
+        ("--threads", "run.threads", getattr(args, "threads", None))) if value is not None}
+    refuse_shortcut_clash({flag: key for flag, (key, _) in shortcuts.items()}, args.overrides)
+    for key, value in shortcuts.values():
+        args.overrides += [f"--{key}", str(value)]
     cfg = load_config(source, args.overrides)
     if args.print_config:
         print(cfg.to_toml())
