@@ -18,7 +18,8 @@ published (tied head, learned positions, its ``configure_optimizers``).
 * peak memory: peak RSS growth of one training step, a fresh subprocess per configuration.
 
 nanoGPT is never vendored: ``--nanogpt-source`` names its ``model.py`` (a path or a URL; default
-the file at a pinned commit of karpathy/nanoGPT, downloaded once into ``~/.cache/substrate-lm/``)
+the file on karpathy/nanoGPT's master branch, which is archived, downloaded once into
+``~/.cache/substrate-lm/``; the sha256 of the file measured is printed)
 and the module is imported from that file at run time. Without it the nanoGPT column is skipped
 with a note.
 
