@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from substrate_lm.export import export_model
-from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM, record_weight_hashes
+from substrate_lm.modeling import HF_FILES, SubstrateConfig, SubstrateForCausalLM, record_weight_hashes
 
 V = 260
 
@@ -55,7 +55,7 @@ def test_export_then_reload_in_fresh_offline_process(tmp_path, pinned_env):
     assert cfg["substrate_fingerprint"] == model.config.substrate_fingerprint
     assert json.loads((out / "generation_config.json").read_text())["do_sample"] is True
     # the exported code must not depend on the substrate_lm package
-    for f in ("configuration_substrate.py", "modeling_substrate.py"):
+    for f in HF_FILES[cfg["model_type"]]:
         src = (out / f).read_text()
         assert not re.search(r"^\s*(from|import)\s+substrate_lm", src, re.M), f
         imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)", src, re.M)
@@ -72,6 +72,74 @@ def test_export_then_reload_in_fresh_offline_process(tmp_path, pinned_env):
     with torch.no_grad():
         expect = model(x).logits
     assert torch.equal(torch.load(tmp_path / "y.pt"), expect)
+
+
+ISOLATED = r"""
+import os, shutil, sys
+# only the exported files may provide the model code: drop every path entry that holds substrate_lm
+sys.path[:] = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "substrate_lm"))]
+try:
+    import substrate_lm  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("substrate_lm is importable in the isolated process")
+import torch
+from transformers import AutoModelForCausalLM
+path, x_path, out_path = sys.argv[1:4]
+m = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+assert type(m).__module__.startswith("transformers_modules."), type(m).__module__
+x = torch.load(x_path)
+with torch.no_grad():
+    out = m(x, labels=x)
+    chunked = m(x, labels=x, return_logits=False).loss
+m.screen_min_head = 0  # the int8 head screen too, on this tiny head
+greedy = m.generate(x, 5, do_sample=False)
+assert not any(k == "substrate_lm" or k.startswith("substrate_lm.") for k in sys.modules)
+torch.save({"logits": out.logits, "loss": out.loss, "chunked": chunked, "greedy": greedy}, out_path)
+# a folder that lacks one sibling file must not load
+for name in sorted(os.listdir(path)):
+    if name.endswith(".py") and name != type(m).__module__.rsplit(".", 1)[-1] + ".py":
+        broken = path + "-without-" + name[:-3]
+        shutil.copytree(path, broken)
+        os.remove(os.path.join(broken, name))
+        try:
+            AutoModelForCausalLM.from_pretrained(broken, trust_remote_code=True)
+        except Exception:
+            continue
+        raise SystemExit(f"a folder without {name} loaded")
+"""
+
+
+def _composed(tmp_path):
+    from substrate_lm.docking import compose, save_composed
+
+    model = compose([token_id_model(3), token_id_model(4)], weights=[2, 1])
+    return model, save_composed(model, tmp_path / "composed")
+
+
+@pytest.mark.parametrize("kind", ["substrate", "composed"])
+def test_exported_folder_loads_without_substrate_lm(kind, tmp_path, pinned_env):
+    """Every sibling file is exported, and the folder runs (forward, both losses, greedy) with only them."""
+    if kind == "substrate":
+        model = token_id_model(2)
+        out = export_model(model, tmp_path / "m")
+    else:
+        model, out = _composed(tmp_path)
+    model_type = json.loads((out / "config.json").read_text())["model_type"]
+    assert sorted(p.name for p in out.glob("*.py")) == sorted(HF_FILES[model_type])
+    x = torch.randint(0, V, (2, 9))
+    torch.save(x, tmp_path / "x.pt")
+    env = pinned_env(HF_HUB_OFFLINE="1", PYTHONPATH="", HF_MODULES_CACHE=str(tmp_path / "hf-modules"))
+    subprocess.run([sys.executable, "-c", ISOLATED, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                   check=True, env=env, cwd=tmp_path)
+    got = torch.load(tmp_path / "y.pt")
+    with torch.no_grad():
+        want = model(x, labels=x)
+        torch.testing.assert_close(got["logits"], want.logits, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got["loss"], want.loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got["chunked"], want.loss, rtol=1e-4, atol=1e-5)
+    assert torch.equal(got["greedy"], model.generate(x, 5, do_sample=False))
 
 
 def test_reload_bit_for_bit_in_process(tmp_path):

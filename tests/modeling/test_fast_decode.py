@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
-from substrate_lm.modeling.modeling_substrate import HeadScreen
+from substrate_lm.modeling.generation_substrate import HeadScreen
 
 V = 2048
 

@@ -25,19 +25,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_composed import ComposedConfig
-from .modeling_substrate import (
-    CheckedWeightsMixin,
-    SubstrateForCausalLM,
-    _check_table,
-    chunked_cross_entropy,
-    crop_generation_inputs,
-)
+from .generation_substrate import SubstrateGenerationMixin
+from .integrity_substrate import CheckedWeightsMixin
+from .loss_substrate import causal_lm_loss, keep_positions, wants_loss
+from .modeling_substrate import SubstrateForCausalLM
 
 
 class ExpertCacheView:
@@ -110,8 +106,15 @@ class ComposedPreTrainedModel(PreTrainedModel):
                 nn.init.zeros_(module.bias)
 
 
-class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, GenerationMixin):
-    """N :class:`SubstrateForCausalLM` experts sharing one substrate table, mixed in logit space."""
+class ComposedForCausalLM(CheckedWeightsMixin, SubstrateGenerationMixin, ComposedPreTrainedModel, GenerationMixin):
+    """N :class:`SubstrateForCausalLM` experts sharing one substrate table, mixed in logit space.
+
+    Saving and loading check the shared table and the weight files as for one expert;
+    ``generate`` samples by default, accepts ``generate(ids, n)`` and crops to the context.
+    """
+
+    _table_name = "the shared frozen table"
+    _fingerprint_fix = _table_fix = "compose the experts again"
 
     def __init__(self, config: ComposedConfig):
         super().__init__(config)
@@ -132,20 +135,7 @@ class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, Generati
             self.adapter = None
         self.post_init()
         self.token_embeddings.weight.requires_grad_(not config.substrate_frozen)
-        if self.generation_config is not None:  # sample by default, as the base model family does
-            self.generation_config.do_sample = True
-            self.generation_config.temperature = 1.0
-            self.generation_config.top_k = 0
-            self.generation_config.top_p = 1.0
-
-    def generate(self, inputs=None, generation_config=None, *args, **kwargs):
-        """HF ``generate``; also accepts the published call form ``generate(input_ids, n)``."""
-        if isinstance(generation_config, int) and not isinstance(generation_config, bool):
-            if "max_new_tokens" in kwargs:
-                raise TypeError("generate(ids, n) got max_new_tokens twice")
-            kwargs["max_new_tokens"] = generation_config
-            generation_config = None
-        return super().generate(inputs, generation_config, *args, **kwargs)
+        self._sample_by_default()
 
     # -- HF plumbing -----------------------------------------------------------------------------
     def get_input_embeddings(self):
@@ -157,24 +147,7 @@ class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, Generati
     def get_output_embeddings(self):
         return None  # N heads; resizing the vocabulary of a composed model is not supported
 
-    # -- substrate -------------------------------------------------------------------------------
-    def verify_substrate(self) -> None:
-        """Raise ValueError when the shared frozen table has no fingerprint or does not match it."""
-        if not self.config.substrate_frozen:
-            return
-        recorded = self.config.substrate_fingerprint
-        if not recorded:
-            raise ValueError(
-                "config.json records no substrate_fingerprint for the shared frozen table, so it cannot be "
-                "verified; compose the experts again"
-            )
-        _check_table(self.token_embeddings.weight, recorded, self.config.substrate_kind, "compose the experts again")
-
-    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
-        """HF's, with inputs longer than the context cropped to their last ``block_size`` tokens."""
-        inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
-        return crop_generation_inputs(inputs, self.config.block_size)
-
+    # -- mixing --------------------------------------------------------------------------------
     def mixing_prior(self, device=None) -> torch.Tensor:
         """The normalised weights as a float32 tensor (N,)."""
         return torch.tensor(self.config.weights, dtype=torch.float32, device=device)
@@ -219,15 +192,8 @@ class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, Generati
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
 
-        if targets is not None:
-            aligned = targets
-        elif labels is not None:
-            aligned = labels[:, 1:]
-        else:
-            aligned = None
-        chunked = aligned is not None and not return_logits
-        if aligned is not None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
-            raise ValueError("a loss needs the logits of every position: leave logits_to_keep at 0")
+        scored = wants_loss(labels, targets, logits_to_keep)
+        chunked = scored and not return_logits
         need_h = output_hidden_states or self.adapter is not None or chunked
         # the chunked loss needs only the final hidden states: ask the experts for no logits at all
         device = self.token_embeddings.weight.device
@@ -253,28 +219,19 @@ class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, Generati
         finals = [o.hidden_states[-1] for o in outs] if need_h else None  # N x (B, T, C_i)
         gates = None  # (B, T', N) per-position weights, or None for the fixed prior
         if self.adapter is not None:
-            if chunked:
-                h = finals
-            elif isinstance(keep, int):
-                h = [f[:, -keep:] if keep > 0 else f for f in finals]
-            else:
-                h = [f[:, keep] for f in finals]
+            h = finals if chunked else [keep_positions(f, keep) for f in finals]
             gates = self.adapter(torch.cat(h, dim=-1), torch.log(self.mixing_prior(device=h[0].device)))
 
         loss = logits = None
         if chunked:
             # sum_i g_i (h_i @ W_i^T) == concat_i(g_i h_i) @ concat_i(W_i)^T: one fused chunked CE
-            scored = finals if targets is not None else [f[:, :-1] for f in finals]
             if gates is None:
-                parts = [w * s for w, s in zip(self.config.weights, scored)]
+                parts = [w * f for w, f in zip(self.config.weights, finals)]
             else:
-                g = gates if targets is not None else gates[:, :-1]
-                parts = [g[..., i : i + 1] * s for i, s in enumerate(scored)]
+                parts = [gates[..., i : i + 1] * f for i, f in enumerate(finals)]
             hcat = torch.cat(parts, dim=-1)  # (B, T, sum C_i)
             wcat = torch.cat([e.lm_head.weight for e in self.experts], dim=1)  # (V, sum C_i)
-            loss = chunked_cross_entropy(
-                hcat.reshape(-1, hcat.shape[-1]), wcat, aligned.reshape(-1), chunk=self.config.loss_chunk_size
-            )
+            loss = causal_lm_loss(hcat, labels, targets, head_weight=wcat, chunk=self.config.loss_chunk_size)
         else:
             if gates is None:
                 logits = outs[0].logits * self.config.weights[0]
@@ -284,9 +241,8 @@ class ComposedForCausalLM(CheckedWeightsMixin, ComposedPreTrainedModel, Generati
                 logits = gates[..., 0:1] * outs[0].logits
                 for i, o in enumerate(outs[1:], start=1):
                     logits = logits + gates[..., i : i + 1] * o.logits
-            if aligned is not None:
-                scored = logits if targets is not None else logits[:, :-1]
-                loss = F.cross_entropy(scored.float().reshape(-1, scored.shape[-1]), aligned.reshape(-1), ignore_index=-100)
+            if scored:
+                loss = causal_lm_loss(logits, labels, targets)
 
         hidden_states = None
         if output_hidden_states:
