@@ -94,7 +94,7 @@ def build(args, config: str, device: torch.device):
 
 def run_config(args, config: str, device: torch.device) -> dict:
     from substrate_lm.training.metrics import flops_per_token, peak_flops
-    from substrate_lm.training.trainer import causal_lm_loss
+    from substrate_lm.components.loss import causal_lm_loss
 
     torch.manual_seed(0)
     model, train_model, opt = build(args, config, device)

@@ -39,9 +39,9 @@ def test_bad_preset_is_a_user_error():
 
 
 def test_unknown_substrate_spec_names_both_trainable_aliases():
-    from substrate_lm.presets import parse_substrate_spec
+    from substrate_lm.substrates.registry import parse_spec
 
-    assert parse_substrate_spec("unfrozen", 64) == parse_substrate_spec("trainable", 64) == ("trainable", 64)
-    with pytest.raises(ValueError, match="unknown substrate spec") as exc:
-        parse_substrate_spec("frozen-ish", 64)
+    assert parse_spec("unfrozen", 64) == parse_spec("trainable", 64) == ("trainable", 64)
+    with pytest.raises(SubstrateError, match="unknown substrate spec") as exc:
+        parse_spec("frozen-ish", 64)
     assert "unfrozen" in str(exc.value) and "trainable" in str(exc.value)

@@ -15,7 +15,7 @@ from substrate_lm import fsutil
 from substrate_lm.errors import SubstrateError
 from substrate_lm.fsutil import (TMP_PREFIX, atomic_write_bytes,
                                  atomic_write_json, atomic_write_text, disk_error, fsync_dir,
-                                 sha256_file)
+                                 read_json, sha256_file)
 
 
 def test_round_trips(tmp_path):
@@ -148,3 +148,50 @@ def test_folder_lock_takes_over_the_file_of_a_dead_process(tmp_path):
         assert (folder / fsutil.LOCK_NAME).read_text().split()[0] == str(os.getpid())
     finally:
         lock.release()
+
+
+# -- read_json: the one JSON reader -----------------------------------------------------------
+
+
+def test_read_json_reads_a_document(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text('{"x": [1, 2]}', encoding="utf-8")
+    assert read_json(p) == {"x": [1, 2]}
+    assert read_json(p, kind=dict) == {"x": [1, 2]}
+
+
+def test_read_json_missing_raises_one_line_or_returns_the_given_value(tmp_path):
+    p = tmp_path / "absent.json"
+    with pytest.raises(SubstrateError) as err:
+        read_json(p, what="manifest", fix="run prepare first")
+    assert str(err.value) == f"manifest {p} not found; run prepare first"
+    assert read_json(p, missing=None) is None
+    assert read_json(p, missing={}) == {}
+
+
+@pytest.mark.parametrize("content", [b'{"x": 1', b"\xff\xfe not utf-8", b""])
+def test_read_json_corrupt_raises_one_line_or_returns_the_given_value(tmp_path, content):
+    p = tmp_path / "torn.json"
+    p.write_bytes(content)
+    with pytest.raises(SubstrateError) as err:
+        read_json(p, fix="prepare the data again")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{p} is unreadable (") and msg.endswith("; prepare the data again")
+    assert read_json(p, corrupt=None) is None
+    # a missing-file default does not swallow a corrupt file
+    with pytest.raises(SubstrateError):
+        read_json(p, missing=None)
+
+
+def test_read_json_wrong_kind_is_damaged(tmp_path):
+    p = tmp_path / "list.json"
+    p.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(SubstrateError, match=r"is damaged \(not a JSON object\); write it again"):
+        read_json(p, kind=dict)
+    assert read_json(p, kind=dict, corrupt="x") == "x"
+    assert read_json(p, kind=list) == [1, 2]
+
+
+def test_read_json_directory_is_unreadable(tmp_path):
+    with pytest.raises(SubstrateError, match="is unreadable"):
+        read_json(tmp_path)

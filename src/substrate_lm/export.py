@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
 from .errors import SubstrateError
+from .fsutil import _umask, atomic_write_json, fsync_dir, read_json, sha256_file
 from .modeling import SubstrateForCausalLM
 
 #: The file an export writes last, listing every file it wrote (name -> "sha256:<hex>").
@@ -185,11 +187,8 @@ def save_tokenizer(tokenizer, directory: Path, context_length: int | None) -> No
 
 def read_export_manifest(directory: str | os.PathLike) -> dict | None:
     """The export manifest of ``directory`` (``{"format", "files": {name: sha256}}``) or None if absent/invalid."""
-    try:
-        data = json.loads((Path(directory) / EXPORT_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+    data = read_json(Path(directory) / EXPORT_MANIFEST, missing=None, corrupt=None, kind=dict)
+    if data is None or data.get("format") != MANIFEST_FORMAT:
         return None
     files = data.get("files")
     if not isinstance(files, dict) or not files or not all(
@@ -273,8 +272,6 @@ def write_model_dir(out_dir: str | os.PathLike, write, overwrite: bool = True, p
     Raises:
         SubstrateError: ``out_dir`` may not be replaced (see :func:`check_out_dir`).
     """
-    from .fsutil import _umask, atomic_write_json, fsync_dir, sha256_file
-
     out = check_out_dir(out_dir, overwrite, protect)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -290,10 +287,8 @@ def write_model_dir(out_dir: str | os.PathLike, write, overwrite: bool = True, p
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
             files[f.name] = "sha256:" + sha256_file(f)
-        from . import __version__ as version
-
         atomic_write_json(tmp / EXPORT_MANIFEST, {"format": MANIFEST_FORMAT, "version": 1,
-                                                  "package_version": version, "files": files})
+                                                  "package_version": __version__, "files": files})
         old = None
         if out.exists() and any(out.iterdir()):
             check_out_dir(out, overwrite, protect)  # again, right before the swap

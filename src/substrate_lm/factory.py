@@ -3,18 +3,28 @@ tokenizer and substrate (used by ``init``, the trainer, the demo and growth)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from .errors import SubstrateError
+from .modeling import SubstrateForCausalLM
+from .presets import lookup_preset
+from .substrates import build_substrate, check_vocab, load_substrate
+from .substrates.registry import is_frozen, paper_options
+from .tokenizer import vocab_strings
 
 
 def build_model(
     preset: str,
     substrate: str | None = None,
-    tokenizer=None,
+    *,
+    tokenizer: Any = None,
     seed: int = 0,
-    font=None,
-    overrides=None,
-    substrate_file=None,
-):
+    font: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    substrate_file: str | None = None,
+) -> SubstrateForCausalLM:
     """A fresh model from a preset with its substrate installed (used by init, training and the demo).
 
     Args:
@@ -32,16 +42,10 @@ def build_model(
         SubstrateError: an unknown preset or spec, an inconsistent config, or a substrate that does
             not fit the tokenizer's vocabulary.
     """
-    from .modeling import SubstrateForCausalLM
-    from .presets import PRESETS, get_preset
-    from .substrates import build_substrate, check_vocab, load_substrate
-    from .substrates.registry import paper_options
-
+    spec = lookup_preset(preset)
     overrides = dict(overrides or {})
     vocab = None
     if tokenizer is not None:
-        from .tokenizer import vocab_strings
-
         vocab = vocab_strings(tokenizer)
         overrides.setdefault("vocab_size", len(vocab))
         for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
@@ -51,10 +55,10 @@ def build_model(
     if substrate_file is not None:
         sub = load_substrate(substrate_file)
         check_vocab(sub, vocab if vocab is not None else overrides.get("vocab_size", sub.vocab_size))
-        overrides.update(n_embed=sub.width, substrate_kind=sub.kind, substrate_frozen=sub.kind != "trainable")
+        overrides.update(n_embed=sub.width, substrate_kind=sub.kind)
         overrides.setdefault("vocab_size", sub.vocab_size)
     try:
-        cfg = get_preset(preset, substrate=substrate, **overrides)
+        cfg = spec.config(substrate, **overrides)
     except (ValueError, TypeError) as exc:
         raise SubstrateError(str(exc)) from None
     model = SubstrateForCausalLM(cfg)
@@ -63,23 +67,20 @@ def build_model(
         if vocab is None and cfg.substrate_kind == "glyph":
             raise SubstrateError("a glyph substrate renders the vocabulary's strings: pass --tokenizer DIR")
         # the paper presets reproduce the published artefacts (e.g. 512 random bits tiled to 1024)
-        options = paper_options(cfg.substrate_kind, cfg.n_embed) if PRESETS[preset][0] == "paper" else {}
-        sub = build_substrate(
-            cfg.substrate_kind, vocab if vocab is not None else cfg.vocab_size, cfg.n_embed, seed=seed, font=font, **options
-        )
-    model.set_substrate(sub.table, kind=sub.kind, frozen=cfg.substrate_kind != "trainable", meta=sub.meta)
+        options = paper_options(cfg.substrate_kind, cfg.n_embed) if spec.is_paper else {}
+        sub = build_substrate(cfg.substrate_kind, vocab if vocab is not None else cfg.vocab_size, cfg.n_embed,
+                              seed=seed, font=font, **options)
+    model.set_substrate(sub.table, kind=sub.kind, frozen=is_frozen(sub.kind), meta=sub.meta)
     return model
 
 
-def init_backbone(model, seed: int) -> None:
+def init_backbone(model: SubstrateForCausalLM, seed: int) -> None:
     """Initialise every weight but the substrate table from ``seed`` alone.
 
     The table's width differs across an ablation (16 to 1024 columns); initialising the blocks
     after it from one shared RNG stream would make the backbones differ too. Here the backbone of
     two models with the same seed and shape is bit-identical whatever their substrates.
     """
-    import torch
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in model.modules():

@@ -133,6 +133,48 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     return atomic_write_bytes(path, data)
 
 
+#: Marks :func:`read_json`'s ``missing``/``corrupt`` as "raise a one-line error" (the default).
+RAISE: Any = object()
+
+
+def read_json(path: str | os.PathLike, *, missing: Any = RAISE, corrupt: Any = RAISE,
+              fix: str = "write it again", what: str | None = None, kind: type | None = None) -> Any:
+    """The JSON document in ``path``: the one reader of the project's JSON files.
+
+    Args:
+        path: the file.
+        missing: returned when the file does not exist; by default a one-line
+            ``<what> <path> not found; <fix>`` error.
+        corrupt: returned when the file cannot be read, is not valid UTF-8 JSON, or is not a
+            ``kind``; by default a one-line ``<what> <path> is unreadable (...); <fix>`` error.
+            A torn write (a process killed mid-write) reads as corrupt.
+        fix: the remedy the error messages name.
+        what: how the messages name the file (e.g. ``"manifest"``); omitted, just the path.
+        kind: the type the document must have (e.g. ``dict``); None accepts any JSON value.
+    """
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing is not RAISE:
+            return missing
+        raise SubstrateError(f"{name} not found; {fix}") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        if corrupt is not RAISE:
+            return corrupt
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise SubstrateError(f"{name} is unreadable ({reason}); {fix}") from None
+    if kind is not None and not isinstance(data, kind):
+        if corrupt is not RAISE:
+            return corrupt
+        raise SubstrateError(f"{name} is damaged (not a JSON {_JSON_NAMES.get(kind, kind.__name__)}); {fix}")
+    return data
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string"}
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file, read in 4 MiB chunks."""
     h = hashlib.sha256()

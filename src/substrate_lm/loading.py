@@ -20,12 +20,18 @@ Every failure is a one-line :class:`~substrate_lm.errors.SubstrateError`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
+
 from .errors import SubstrateError
+from .fsutil import read_json
+from .export import EXPORT_MANIFEST, read_export_manifest
+from .modeling import MODEL_CLASSES, file_sha256
+from .tokenizer.load import load_tokenizer as _load_tokenizer
 
 #: Files of an export that change what the model computes; checked against the export manifest.
 CHECKED_EXPORT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -50,14 +56,7 @@ def read_model_config(path: str | os.PathLike) -> dict:
     cfg = p / "config.json"
     if not cfg.is_file():
         raise SubstrateError(f"{path} is not a model directory (no config.json); pass a directory written by init/export")
-    try:
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SubstrateError(f"{path}: config.json is unreadable or truncated ({type(exc).__name__}); "
-                             f"re-export the model") from None
-    if not isinstance(data, dict):
-        raise SubstrateError(f"{path}: config.json does not hold a JSON object; re-export the model")
-    return data
+    return read_json(cfg, kind=dict, fix="re-export the model")
 
 
 def check_export_files(path: str | os.PathLike) -> bool:
@@ -69,9 +68,6 @@ def check_export_files(path: str | os.PathLike) -> bool:
     Raises:
         SubstrateError: a listed file is missing or differs from its recorded sha256.
     """
-    from .export import EXPORT_MANIFEST, read_export_manifest
-    from .modeling import file_sha256
-
     p = Path(path)
     if not (p / EXPORT_MANIFEST).exists():
         return False
@@ -93,16 +89,12 @@ def check_export_files(path: str | os.PathLike) -> bool:
 
 def model_class_for(model_type: str | None):
     """Our class for a ``config.json`` model_type, or None for a foreign model."""
-    from .modeling import MODEL_CLASSES
-
     return MODEL_CLASSES.get(model_type or "")
 
 
 def _dtype(dtype):
     if dtype is None:
         return None
-    import torch
-
     if isinstance(dtype, str):
         if dtype == "auto":
             return "auto"
@@ -161,11 +153,7 @@ def load_model_dir(
 
 def _load_foreign(path: str, cfg: dict, kwargs: dict, trust_remote_code: bool):
     """A non-substrate-lm folder through ``AutoModelForCausalLM``, remote code only when allowed."""
-    from transformers import AutoModelForCausalLM
-
     if cfg.get("auto_map") and not trust_remote_code:
-        from transformers import CONFIG_MAPPING
-
         if cfg.get("model_type") not in CONFIG_MAPPING:
             raise SubstrateError(
                 f"{path} is a {cfg.get('model_type')!r} model that needs the code in its own folder "
@@ -180,10 +168,6 @@ def _load_foreign(path: str, cfg: dict, kwargs: dict, trust_remote_code: bool):
 
 def _load_hub(repo: str, kwargs: dict, trust_remote_code: bool):
     """A hub id: our class when its config names our model type, else ``AutoModelForCausalLM``."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    import substrate_lm.modeling  # noqa: F401  - registers our model types with AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(repo, trust_remote_code=trust_remote_code)
         cls = model_class_for(getattr(config, "model_type", None))
@@ -207,9 +191,7 @@ def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False):
     Raises:
         SubstrateError: one line when nothing loadable is there.
     """
-    from .tokenizer.load import load_tokenizer as _load
-
-    return _load(path, trust_remote_code=trust_remote_code)
+    return _load_tokenizer(path, trust_remote_code=trust_remote_code)
 
 
 def load_model_and_tokenizer(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,

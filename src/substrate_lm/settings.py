@@ -1,8 +1,9 @@
 """The one typed settings engine: dataclass sections validated by pydantic, one override syntax.
 
 Every command that takes settings describes them as a *root* dataclass. A sectioned root (the
-training :class:`~substrate_lm.training.config.RunConfig`) has one dataclass per section; a flat
-root (the demo's settings) is a single section whose name the command chooses (``demo``). Each
+training :class:`~substrate_lm.training.config.RunConfig`, the demo's settings) has one dataclass
+per section; a flat root (an ablation grid) is a single section whose name the command chooses
+(``ablation``). Each
 field has a type and an attribute docstring, which is also its ``--help-config`` text.
 
 One override syntax everywhere: ``--<section>.<key> VALUE`` or ``--<section>.<key>=VALUE`` (a bare
@@ -57,7 +58,7 @@ class SettingsEngine(Generic[T]):
 
     Args:
         root: the root dataclass (sectioned: every field a dataclass; or flat).
-        name: the section name of a flat root in overrides and help (``demo`` -> ``--demo.steps``).
+        name: the section name of a flat root in overrides and help (``ablation`` -> ``--ablation.seeds``).
         check: cross-field checks run after every load/override; raise SubstrateError.
     """
 
@@ -178,14 +179,6 @@ class SettingsEngine(Generic[T]):
                 continue
             values[name] = self._from_text(value, tp, f"{sec}.{name}") if isinstance(value, str) else value
         return self._validate(data)
-
-    def update(self, obj: T, overrides: list[str] | dict[str, Any]) -> T:
-        """:meth:`apply` in place: ``obj`` takes the new values (and the checks' normalisations,
-        also when ``overrides`` is empty); returns ``obj``."""
-        new = self.apply(obj, overrides)
-        for f in dataclasses.fields(obj):
-            setattr(obj, f.name, getattr(new, f.name))
-        return obj
 
     def _from_text(self, text: str, tp: Any, name: str) -> Any:
         """A command-line string read as a value of type ``tp`` (lax: ``"3"`` -> 3)."""

@@ -7,6 +7,8 @@ import random
 
 import pytest
 
+from substrate_lm.analysis.wordgroups import TEMPLATES as WG_TEMPLATES, WORD_GROUPS
+
 CATEGORIES = ["animal", "plant", "city", "tool"]
 TEMPLATES = [
     "Yesterday {n} was seen near the river.",
@@ -48,8 +50,6 @@ def bpe_tokenizer():
     """A byte-level BPE PreTrainedTokenizerFast with a BOS template (offsets include the space)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from substrate_lm.analysis.wordgroups import TEMPLATES as WG_TEMPLATES, WORD_GROUPS
 
     corpus = [t.replace("{n}", n) for t in TEMPLATES for n in invented_names(60, 1)]
     corpus += [t.replace("{w}", w) for t in WG_TEMPLATES for ws in WORD_GROUPS.values() for w in ws]

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from substrate_lm.analysis import analyze, word_group_items
+from substrate_lm.analysis.items import normalize_items, subsample_items
 from substrate_lm.analysis.wordgroups import WORD_GROUPS
+from substrate_lm.cli import analyze as cli
 from substrate_lm.errors import SubstrateError
+from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
+from substrate_lm.world import generate_world
 
 
 def test_analyze_in_memory_with_compare(tmp_path, bpe_tokenizer, tiny_neox, neox_factory, items_factory):
@@ -71,8 +75,6 @@ def test_word_group_items_are_correct_spans():
 
 
 def test_cli_on_saved_model_with_word_groups(tmp_path, bpe_tokenizer, tiny_neox, capsys):
-    from substrate_lm.cli import analyze as cli
-
     model_dir = tmp_path / "model"
     tiny_neox.save_pretrained(model_dir)
     bpe_tokenizer.save_pretrained(model_dir)
@@ -93,8 +95,6 @@ def test_cli_on_saved_model_with_word_groups(tmp_path, bpe_tokenizer, tiny_neox,
 
 
 def test_cli_items_file_and_errors(tmp_path, bpe_tokenizer, tiny_neox, items_factory):
-    from substrate_lm.cli import analyze as cli
-
     model_dir = tmp_path / "model"
     tiny_neox.save_pretrained(model_dir)
     bpe_tokenizer.save_pretrained(model_dir)
@@ -119,8 +119,6 @@ def test_cli_items_file_and_errors(tmp_path, bpe_tokenizer, tiny_neox, items_fac
 
 
 def test_max_items_keeps_whole_entities(items_factory):
-    from substrate_lm.analysis.items import subsample_items
-
     items = [dict(it) for it in items_factory(n_entities=40, per_entity=4)]
     sub = subsample_items(items, 50, seed=0)
     assert len(sub) == 48  # 12 whole entities of 4 sentences
@@ -134,10 +132,7 @@ def test_max_items_keeps_whole_entities(items_factory):
 
 
 def test_analyze_on_a_generated_world(tmp_path, bpe_tokenizer, tiny_neox):
-    world = pytest.importorskip("substrate_lm.world")
-    if not (hasattr(world, "generate_world") and hasattr(world, "probe_items")):
-        pytest.skip("substrate_lm.world has no generate_world/probe_items yet")
-    world.generate_world(tmp_path / "world", size="100KB", langs=("en",), seed=0)
+    generate_world(tmp_path / "world", size="100KB", langs=("en",), seed=0)
     m = analyze(
         tiny_neox, bpe_tokenizer, world_dir=tmp_path / "world", out_dir=tmp_path / "out", max_items=200, maps=("pca",), n_splits=3,
         num_threads=1,
@@ -191,9 +186,8 @@ def test_substrate_layer_random_codes_at_chance_planted_codes_found(tmp_path, ne
             model = neox_factory(V, n_layer=1, hidden=width)
             model.get_input_embeddings().weight.data.copy_(table)
             return model
-        modeling = pytest.importorskip("substrate_lm.modeling", reason="SubstrateForCausalLM not in the tree yet")
-        cfg = modeling.SubstrateConfig(vocab_size=V, n_embed=width, d_model=width, n_layer=1, n_head=4, block_size=32)
-        model = modeling.SubstrateForCausalLM(cfg)
+        cfg = SubstrateConfig(vocab_size=V, n_embed=width, d_model=width, n_layer=1, n_head=4, block_size=32)
+        model = SubstrateForCausalLM(cfg)
         model.set_substrate(table, kind="bits", frozen=True)
         return model.eval()
 
@@ -224,8 +218,6 @@ def test_compare_folder_uses_its_own_tokenizer(tmp_path, bpe_tokenizer, tiny_neo
 
 
 def test_item_validation():
-    from substrate_lm.analysis.items import normalize_items
-
     out = normalize_items([{"text": "I met Zor today", "start": 6, "end": 9, "label": 3}])
     assert out[0]["entity"] == "Zor" and out[0]["label"] == "3"  # surface form is the default group
     with pytest.raises(SubstrateError, match="outside its text"):

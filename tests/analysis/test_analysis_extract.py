@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from substrate_lm.analysis.cka import linear_cka
 from substrate_lm.analysis.extract import SUBSTRATE, extract_representations, resolve_layers, span_token_mask
 from substrate_lm.errors import SubstrateError
+from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
 
 
 def test_span_token_mask_overlap_rules():
@@ -115,11 +117,8 @@ def test_slow_tokenizer_and_no_items_are_rejected(tiny_neox):
 
 
 def test_substrate_model_layer_count(bpe_tokenizer, items):
-    modeling = pytest.importorskip("substrate_lm.modeling", reason="the lead's SubstrateForCausalLM is not in the tree yet")
-    cfg = modeling.SubstrateConfig(
-        vocab_size=len(bpe_tokenizer), n_embed=16, d_model=32, n_layer=2, n_head=4, block_size=64
-    )
-    model = modeling.SubstrateForCausalLM(cfg).eval()
+    cfg = SubstrateConfig(vocab_size=len(bpe_tokenizer), n_embed=16, d_model=32, n_layer=2, n_head=4, block_size=64)
+    model = SubstrateForCausalLM(cfg).eval()
     reps = extract_representations(model, bpe_tokenizer, items[:8], batch_size=3)
     assert reps.names == [SUBSTRATE, "0", "1", "2"]
     assert reps[SUBSTRATE].shape[1] == 16 and reps["0"].shape[1] == 32
@@ -128,6 +127,4 @@ def test_substrate_model_layer_count(bpe_tokenizer, items):
         np.testing.assert_allclose(reps[SUBSTRATE][r], sub, atol=1e-6)
         np.testing.assert_allclose(reps["2"][r], per_layer[2], atol=1e-4, rtol=1e-4)
     # hidden state 0 is the expanded substrate (repeat_interleave): same linear geometry
-    from substrate_lm.analysis.cka import linear_cka
-
     assert linear_cka(reps[SUBSTRATE], reps["0"]) == pytest.approx(1.0, abs=1e-4)

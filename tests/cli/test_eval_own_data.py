@@ -125,7 +125,7 @@ def test_bad_task_file_is_one_line(model_dir, tmp_path, capsys, content, match, 
 ])
 @pytest.mark.parametrize("cmd", ["harness", "tasks"])
 def test_task_name_of_another_task_is_refused(model_dir, tmp_path, capsys, name, match, cmd):
-    pytest.importorskip("lm_eval")
+    pytest.importorskip("lm_eval", reason="lm-eval (the optional eval extra) is not installed")
     mc = write_jsonl(tmp_path / "mc.jsonl", [{"question": "q", "choices": ["a", "b"], "answer": 0}])
     argv = {"harness": ["eval", "harness", "--model", str(model_dir)], "tasks": ["eval", "tasks"]}[cmd]
     assert main(argv + ["--task-file", str(mc), "--task-name", name, "--out", str(tmp_path / "o")]) != 0

@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from test_bad_inputs import check_rejected, run_case  # noqa: E402
 from training_helpers import make_char_tokenizer, read_log  # noqa: E402
 
-from substrate_lm.cli.main import main  # noqa: E402
+from substrate_lm.cli.main import main
+from substrate_lm.export import export_model
+from substrate_lm.factory import build_model
 
 QUICK = ["--seq-len", "24", "--batch-size", "4", "--threads", "1", "--log.progress", "false",
          "--log.tensorboard", "false", "--log.interval", "1"]
@@ -22,9 +24,6 @@ QUICK = ["--seq-len", "24", "--batch-size", "4", "--threads", "1", "--log.progre
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A tiny exported model, a good instruction file and bad ones."""
-    from substrate_lm.export import export_model
-    from substrate_lm.factory import build_model
-
     root = tmp_path_factory.mktemp("ft_cli")
     tok = make_char_tokenizer()
     p = {"model": export_model(build_model("tiny", tokenizer=tok, seed=0), root / "m", tokenizer=tok)}

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from substrate_lm.cli.main import main
+from substrate_lm.modeling import SubstrateForCausalLM
 from substrate_lm.tokenizer import build_from_stats
 
 STATS = [
@@ -161,8 +162,6 @@ def test_generate_threads_device_and_control_strings_as_text(tmp_path, tok_dir, 
     """generate has --threads/--device like eval and train; a literal "</s>" or "[INST]" in a prompt is
     encoded as its characters (ids checked at the model), in the single and the batched path."""
     import torch
-
-    from substrate_lm.modeling import SubstrateForCausalLM
 
     out = tmp_path / "m"
     assert run_cli("init", "--preset", "tiny", "--tokenizer", tok_dir, "--out", out, "--model.overrides.n_layer", "1") == 0

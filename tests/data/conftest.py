@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from data_helpers import fallback_tokenizer, random_docs, write_jsonl
+from data_helpers import random_docs, write_jsonl
+
+from substrate_lm.tokenizer import build_from_stats
 
 # n-gram statistics of a tiny bvv241 vocabulary: "the" is one token, "he" and "th" too.
 TINY_STATS = [
@@ -14,11 +16,7 @@ TINY_STATS = [
 
 @pytest.fixture(scope="session")
 def tok():
-    """The real bvv241 builder on tiny statistics when it exists, else an equivalent fallback."""
-    try:
-        from substrate_lm.tokenizer import build_from_stats
-    except ImportError:
-        return fallback_tokenizer()
+    """The real bvv241 builder on tiny statistics."""
     return build_from_stats(TINY_STATS)
 
 

@@ -49,7 +49,8 @@ def write_jsonl(path, docs, field: str = "text") -> None:
 
 
 def fallback_tokenizer():
-    """A bvv241-layout BPE (id == code point, </s> 57346, <unk> 57347) without the real builder."""
+    """A second bvv241-layout BPE (id == code point, </s> 57346, <unk> 57347) built by hand, not by
+    the project's builder: the "other tokenizer" of the mismatch tests."""
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 

@@ -13,10 +13,8 @@ from substrate_lm.cli import main as cli_main
 
 
 @pytest.fixture
-def cli(monkeypatch):
-    """Run ``substrate-lm ARGS`` with the data group registered; returns the exit code."""
-    if "data" not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "data"])
+def cli():
+    """Run ``substrate-lm ARGS``; returns the exit code."""
     return cli_main.main
 
 

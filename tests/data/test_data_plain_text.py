@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from data_helpers import read_split, write_jsonl
 
-from substrate_lm.data import prepare_data
+from substrate_lm.data import prepare as P, prepare_data
 from substrate_lm.data.encoding import batch_encoder
+from substrate_lm.tokenizer.build import build_from_ngram_file
 
 CONTROL = ["</s>", "<s>", "[INST]", "[/INST]", "<unk>", "<pad>", "<think>"]
 
@@ -51,8 +52,6 @@ def test_control_strings_in_text_never_become_control_tokens(tok, tmp_path):
 
 
 def test_exact_bvv241_2_3_encodes_control_strings_as_text(shared_file, tmp_path):
-    from substrate_lm.tokenizer.build import build_from_ngram_file
-
     tok = build_from_ngram_file(shared_file("data", "bvv241", "ngrams-2-3.txt"))
     encode = check_plain(tok, tmp_path)
     assert encode(["<s>x"])[0] == [60, 115, 62, 120]
@@ -116,8 +115,6 @@ class Boom(KeyboardInterrupt):
 
 @pytest.mark.parametrize("stop_at", [2, 3])
 def test_the_guarantee_survives_an_interrupt(tok, tmp_path, monkeypatch, stop_at):
-    from substrate_lm.data import prepare as P
-
     docs = ["alpha one two", "beta two three", "gamma three four", "delta four five"] * 3
     write_jsonl(tmp_path / "d.jsonl", docs)
     kw = dict(val_fraction=0.001, seed=3, shard_tokens=30, progress=False, batch_chars=20)

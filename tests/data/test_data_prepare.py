@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 from data_helpers import encode, expected_stream, fallback_tokenizer, random_docs, read_split, write_jsonl
 
+import substrate_lm.world as world
 from substrate_lm.data import DataSource, document_split, prepare_data
+from substrate_lm.data.encoding import batch_encoder, cut_is_exact
+from substrate_lm.data.prepare import EXACT_PIECE_CHARS
+from substrate_lm.data.sources import PIECE_CHARS
 from substrate_lm.errors import SubstrateError
 
 
@@ -122,10 +126,6 @@ def test_piece_size_follows_whether_cutting_is_exact(tok, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from substrate_lm.data.encoding import batch_encoder, cut_is_exact
-    from substrate_lm.data.prepare import EXACT_PIECE_CHARS
-    from substrate_lm.data.sources import PIECE_CHARS
-
     write_jsonl(tmp_path / "d.jsonl", ["hello there", "the end"])
     prepare_data(str(tmp_path / "d.jsonl"), tok, tmp_path / "a", progress=False)
     meta = json.loads((tmp_path / "a" / "meta.json").read_text(encoding="utf-8"))
@@ -159,7 +159,6 @@ def test_world_corpus_keeps_its_split(tok, tmp_path):
 
 
 def test_generated_world_corpus(tok, tmp_path):
-    import substrate_lm.world as world
     world.generate_world(tmp_path / "w", size="60KB", seed=0)
 
     def docs(name):
@@ -176,7 +175,7 @@ def test_generated_world_corpus(tok, tmp_path):
 
 
 def test_hf_datasets_source(tok, tmp_path):
-    pytest.importorskip("datasets")
+    pytest.importorskip("datasets", reason="the datasets package (the optional train extra) is not installed")
     docs = random_docs(20, seed=6)
     write_jsonl(tmp_path / "d.jsonl", docs)
     out = tmp_path / "out"

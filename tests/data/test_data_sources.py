@@ -172,7 +172,7 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path):
 
 
 def test_hf_datasets_streaming_json_loader(tmp_path):
-    pytest.importorskip("datasets")
+    pytest.importorskip("datasets", reason="the datasets package (the optional train extra) is not installed")
     docs = random_docs(7, seed=9)
     write_jsonl(tmp_path / "d.jsonl", docs)
     src = DataSource.parse(f"hf:json?data_files={tmp_path / 'd.jsonl'}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from substrate_lm.cli import docking as docking_cli
+from substrate_lm.cli.main import main as cli_main
 from substrate_lm.errors import SubstrateError
 
 
@@ -18,15 +19,6 @@ def run_cli(argv):
     docking_cli.register(sub)
     args = p.parse_args(argv)
     return args.func(args)
-
-
-@pytest.fixture()
-def main_with_docking(monkeypatch):
-    from substrate_lm.cli import main as cli_main
-
-    if "docking" not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", cli_main.COMMAND_MODULES + ["docking"])
-    return cli_main.main
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +75,14 @@ def test_compose_cli_trains_an_adapter_on_prepared_data(expert_dirs, data_dir, t
     assert info["finetune"]["trainable"] > info["adapter"]["trainable"]
 
 
-def test_compose_cli_mismatch_is_one_line_through_main(expert_dirs, tmp_path, capsys, main_with_docking):
-    rc = main_with_docking(["compose", "--expert", str(expert_dirs[0]), "--expert", str(expert_dirs[2]),
+def test_compose_cli_mismatch_is_one_line_through_main(expert_dirs, tmp_path, capsys):
+    rc = cli_main(["compose", "--expert", str(expert_dirs[0]), "--expert", str(expert_dirs[2]),
                             "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and err.startswith("error: expert 2 substrate fingerprint sha256:")
     assert not (tmp_path / "bad").exists()
-    rc = main_with_docking(["compose", "--expert", str(expert_dirs[0]), "--expert", str(expert_dirs[1]),
+    rc = cli_main(["compose", "--expert", str(expert_dirs[0]), "--expert", str(expert_dirs[1]),
                             "--weights", "1,x", "--out", str(tmp_path / "bad")])
     assert rc == 2 and "--weights" in capsys.readouterr().err
 

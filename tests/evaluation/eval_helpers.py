@@ -14,6 +14,10 @@ from pathlib import Path
 
 import torch
 
+from substrate_lm.modeling import SubstrateForCausalLM
+from substrate_lm.presets import get_preset
+from substrate_lm.substrates import build_substrate
+
 CHARS = sorted(set(string.printable) - set("\t\r\x0b\x0c")) + list("абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ") + list("我你他的是不了人在有中")
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -101,17 +105,10 @@ def letter_model(tok, letter: str = "B", sample: bool = True):
 
 
 def substrate_model(tok, seed: int = 0, block_size: int = 512):
-    """The project's own tiny SubstrateForCausalLM for this tokenizer (None when not importable)."""
-    try:
-        from substrate_lm.modeling import SubstrateForCausalLM
-        from substrate_lm.presets import get_preset
-    except ImportError:
-        return None
+    """The project's own tiny SubstrateForCausalLM for this tokenizer."""
     torch.manual_seed(seed)
     model = SubstrateForCausalLM(get_preset("tiny", vocab_size=len(tok), block_size=block_size)).eval()
     # a frozen table must carry its fingerprint to be exported and loaded: install a real substrate
-    from substrate_lm.substrates import build_substrate
-
     cfg = model.config
     sub = build_substrate(cfg.substrate_kind, cfg.vocab_size, cfg.n_embed, seed=seed)
     model.set_substrate(sub.table, kind=sub.kind, meta=sub.meta)

@@ -9,6 +9,7 @@ import pytest
 from substrate_lm.errors import SubstrateError
 from substrate_lm.evaluation import datasets as ds
 from substrate_lm.evaluation.datasets import load_bench, parse_benches
+from substrate_lm.world import generate_world
 
 from eval_helpers import arc_rows, write_jsonl
 
@@ -168,10 +169,6 @@ def test_hub_failure_says_how_to_go_offline(monkeypatch):
 
 
 def test_generated_world_questions_load(tmp_path):
-    try:
-        from substrate_lm.world.generator import generate_world
-    except ImportError:
-        pytest.skip("the world generator is not importable")
     generate_world(tmp_path, size="100KB", langs=("en", "ru"), seed=0)
     for bench, fname in (("world-mc", "mc.jsonl"), ("world-short", "short.jsonl")):
         n_rows = sum(1 for line in (tmp_path / "questions" / fname).read_text().splitlines() if line.strip())

@@ -8,6 +8,7 @@ import pytest
 
 from substrate_lm.evaluation import load_bench, load_model, run_lm_eval, run_loglik, write_lm_eval_tasks
 from substrate_lm.evaluation.harness import process_gen_results
+from substrate_lm.export import export_model
 
 from eval_helpers import substrate_model
 
@@ -34,15 +35,9 @@ def test_task_yamls_use_absolute_paths_and_load_from_anywhere(bench_dir, tmp_pat
     assert process_gen_results({"id": "s", "task": "squad", "answer": "Tom1", "answers": ["Tom1"]}, [" tom1!"]) == {"score": 1.0}
 
 
-def test_exported_model_runs_under_lm_eval_and_agrees_with_loglik(char_tok, tiny_model_dir, bench_dir, tmp_path):
-    """The lead's SubstrateForCausalLM exported with export_model (GPT-NeoX if it is unavailable)."""
-    model = substrate_model(char_tok)
-    if model is not None:
-        from substrate_lm.export import export_model
-
-        model_dir = export_model(model, tmp_path / "exported", tokenizer=char_tok)
-    else:
-        model_dir = tiny_model_dir
+def test_exported_model_runs_under_lm_eval_and_agrees_with_loglik(char_tok, bench_dir, tmp_path):
+    """Our SubstrateForCausalLM, exported with export_model, under lm_eval."""
+    model_dir = export_model(substrate_model(char_tok), tmp_path / "exported", tokenizer=char_tok)
     res = run_lm_eval(str(model_dir), "arc-e,squad", bench_dir, tmp_path / "lm", batch_size=4, limit=6,
                       log_samples=True)
     assert set(res["tasks"]) == {"substrate_arc_e", "substrate_squad"}

@@ -86,8 +86,6 @@ def test_generative_benchmark_reports_bits_per_char(char_tok, bench_dir):
 @pytest.mark.parametrize("which", ["gpt-neox", "substrate"])
 def test_padding_sides_batch_sizes_and_shared_contexts_agree(char_tok, tiny_model, which):
     model = tiny_model if which == "gpt-neox" else substrate_model(char_tok)
-    if model is None:
-        pytest.skip("substrate model not importable")
     q1, q2 = "Question: a short one\nAnswer:", "Context: x y z\nQuestion: which?\nAnswer:"
     reqs = [(q1, " red"), ("Q?", " a much longer continuation here"), (q2, " Tom"), ("z", "z"),
             (q1, " blue sky"), (q2, " T"), (q1, " green"), (q2, " Tommy and friends")]

@@ -7,6 +7,7 @@ import pytest
 from substrate_lm.errors import SubstrateError
 from substrate_lm.evaluation import check_vocab, load_model
 from substrate_lm.evaluation.models import model_vocab_size, resolve_device
+from substrate_lm.export import export_model
 
 from eval_helpers import make_char_tokenizer, make_tiny_neox, substrate_model
 
@@ -50,10 +51,6 @@ def test_load_model_errors(tmp_path):
 
 def test_load_exported_substrate_model(tmp_path, char_tok):
     model = substrate_model(char_tok)
-    if model is None:
-        pytest.skip("substrate model not importable")
-    from substrate_lm.export import export_model
-
     export_model(model, tmp_path / "sub", tokenizer=char_tok)
     loaded, tok = load_model(tmp_path / "sub", device="auto")
     assert type(loaded).__name__ == "SubstrateForCausalLM"

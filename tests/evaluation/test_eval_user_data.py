@@ -226,7 +226,7 @@ def test_task_names_cannot_replace_another_task(tmp_path):
 
 
 def test_task_names_lm_eval_already_has_are_refused(tmp_path):
-    pytest.importorskip("lm_eval")
+    pytest.importorskip("lm_eval", reason="lm-eval (the optional eval extra) is not installed")
     from substrate_lm.evaluation.harness import lm_eval_task_names
 
     assert "hellaswag" in lm_eval_task_names() and "piqa" in lm_eval_task_names()

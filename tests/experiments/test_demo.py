@@ -15,7 +15,7 @@ from substrate_lm.modeling import substrate_fingerprint
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--demo.seeds", "2", "--demo.steps", "40", "--no-docking", "--substrates", "bits,16-bit"]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--demo.seeds", "2", "--train.steps", "40", "--no-docking", "--substrates", "bits,16-bit"]) == 0
     printed = capsys.readouterr().out
     report = out / "report.html"
     assert report.is_file() and str(report.resolve()) in printed  # the path is printed at the end
@@ -63,6 +63,6 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 
     # a rerun resumes: every finished cell is skipped, nothing retrains
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/result.json")}
-    assert main(["demo", "--quick", "--out", str(out), "--demo.seeds", "2", "--demo.steps", "40", "--no-docking", "--substrates", "bits,16-bit"]) == 0
+    assert main(["demo", "--quick", "--out", str(out), "--demo.seeds", "2", "--train.steps", "40", "--no-docking", "--substrates", "bits,16-bit"]) == 0
     assert "(done, skipped)" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -3,6 +3,7 @@ settings parser, and the compact tokenizer layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -91,23 +92,73 @@ def test_findings_can_fail():
 
 
 def test_settings_parse_and_reject():
-    s = DemoSettings.full()
-    s.apply({"steps": "800", "maps": "pca", "langs": "en,ru", "lr": "1e-3", "seeds": 5})
-    assert s.steps == 800 and s.maps == ("pca",) and s.langs == ("en", "ru") and s.lr == 1e-3 and s.seeds == 5
-    s.apply({"maps": "none"})
-    assert s.maps == ()
-    bad = [({"steps": "abc"}, "demo.steps must be an integer"), ({"steps": 2.5}, "demo.steps must be an integer"),
-           ({"maps": "pca,tnse"}, "unknown map"), ({"lr": "fast"}, "demo.lr must be a number"),
-           ({"lr": "nan"}, "demo.lr must be a finite number"),
-           ({"steps": 0}, "steps must be >= 1"), ({"warmup": 10_000}, "warmup"), ({"bogus": 1}, "unknown config key demo.bogus"),
-           ({"substrates": "bits"}, "demo.substrates must be a table"), ({"tokenizer": "gpt2"}, "tokenizer must be"),
-           ({"langs": "xx"}, "xx"), ({"world_size": "huge"}, "cannot read size"), ({"steps": True}, "demo.steps must be an integer"),
-           ({"n_head": 5}, "not divisible"), ({"mc_share": 1.5}, "mc_share must be"),
-           ({"mc_variants": 0}, "mc_variants must be"), ({"docking_seeds": 0}, "docking_seeds must be"),
-           ({"qa_fraction": 0.9}, "qa_fraction must be"), ({"precision": "fp16"}, "demo.precision must be one of fp32, bf16")]
+    full = DemoSettings.full()
+    s = full.apply({"train.steps": "800", "demo.maps": "pca", "demo.langs": "en,ru", "train.lr": "1e-2",
+             "demo.seeds": 5, "model.overrides.n_layer": "3", "docking.grow_steps": "50"})
+    assert s.train.steps == 800 and s.demo.maps == ("pca",) and s.demo.langs == ("en", "ru") and s.train.lr == 1e-2
+    assert s.demo.seeds == 5 and s.model.overrides["n_layer"] == 3 and s.docking.grow_steps == 50
+    assert full.train.steps == 600 and full.demo.langs == ("en",)  # apply returns new settings
+    s = s.apply({"demo.maps": "none"})
+    assert s.demo.maps == ()
+    bad = [({"train.steps": "abc"}, "train.steps must be an integer"), ({"train.steps": 2.5}, "train.steps must be an integer"),
+           ({"demo.maps": "pca,tnse"}, "unknown map"), ({"train.lr": "fast"}, "train.lr must be a number"),
+           ({"train.lr": "nan"}, "train.lr must be a finite number"),
+           ({"train.steps": 0}, "steps must be >= 1"), ({"train.warmup": 10_000}, "warmup"),
+           ({"demo.bogus": 1}, "unknown config key demo.bogus"), ({"bogus.steps": 1}, "unknown config section"),
+           ({"demo.substrates": "bits"}, "demo.substrates must be a table"), ({"demo.tokenizer": "gpt2"}, "tokenizer must be"),
+           ({"demo.langs": "xx"}, "xx"), ({"demo.world_size": "huge"}, "cannot read size"),
+           ({"train.steps": True}, "train.steps must be an integer"),
+           ({"model.overrides.n_head": 5}, "model.overrides"), ({"demo.mc_share": 1.5}, "mc_share must be"),
+           ({"demo.mc_variants": 0}, "mc_variants must be"), ({"demo.docking_seeds": 0}, "docking_seeds must be"),
+           ({"demo.qa_fraction": 0.9}, "qa_fraction must be"), ({"train.precision": "fp16"}, "train.precision must be one of fp32, bf16"),
+           ({"train.lr": 1e-4}, "train.min_lr must be between"), ({"train.seq_len": 256}, "seq_len 256 exceeds"),
+           ({"docking.grow_layers": 1}, "docking.grow_layers"), ({"model.substrate": "bits"}, "--substrates"),
+           ({"train.seed": 3}, "--seed"), ({"docking.split": "x"}, "docking.split must be one of"),
+           # the flat keys that became the trainer's name their new key
+           ({"demo.steps": 600}, "write --train.steps"), ({"demo.n_layer": 2}, "write --model.overrides.n_layer")]
     for overrides, message in bad:
         with pytest.raises(SubstrateError, match=message):
             DemoSettings.full().apply(overrides)
+
+
+def test_modes_keep_their_settings():
+    # the built-in modes: the demo's models, their schedule and the docking experiment's, per mode
+    model = {mode: DemoSettings.for_mode(mode).model.overrides for mode in ("quick", "full", "long")}
+    assert model["quick"] == {"d_model": 64, "n_layer": 2, "n_head": 4, "block_size": 128}
+    assert model["full"] == model["long"] == {"d_model": 64, "n_layer": 4, "n_head": 4, "block_size": 128}
+    train = {mode: DemoSettings.for_mode(mode).train for mode in ("quick", "full", "long")}
+    assert [(t.steps, t.warmup) for t in train.values()] == [(60, 6), (600, 30), (1200, 60)]
+    assert all((t.batch_size, t.seq_len, t.lr, t.min_lr, t.precision) == (16, 128, 1e-2, 1e-3, "fp32")
+               for t in train.values())
+    demo = {mode: DemoSettings.for_mode(mode).demo for mode in ("quick", "full", "long")}
+    assert [(d.seeds, d.docking_seeds, d.eval_interval, d.limit, d.per_entity) for d in demo.values()] == \
+        [(1, 1, 30, 60, 4), (5, 3, 100, 300, 8), (5, 5, 200, 300, 8)]
+
+
+def test_steps_reach_the_cells_and_the_experts_as_typed_objects(tmp_path):
+    # --train.steps is read once into the trainer's TrainSection; every cell's run config and every
+    # docking expert's hold that section (dataclasses.replace), never a rewritten string
+    from substrate_lm.experiments.ablate import Corpus, cell_run_config, cells
+    from substrate_lm.experiments.demo import demo_ablation, demo_run_config
+    from substrate_lm.experiments.docking import expert_run_config, expert_sections
+
+    s = DemoSettings.quick().apply(["--train.steps", "77", "--train.warmup", "7"])
+    base = demo_run_config(s)
+    assert base.train is s.train and base.model is s.model
+    corpus = Corpus("world:150KB", tmp_path / "data", str(tmp_path / "tok"), None)
+    for cell in cells(demo_ablation(s, tmp_path, [0, 1])):
+        run = cell_run_config(base, cell, corpus, tmp_path / cell.key)
+        assert (run.train.steps, run.train.warmup, run.train.seed) == (77, 7, cell.seed)
+        assert run.model.substrate == cell.substrate and run.model.overrides == s.model.overrides
+    assert base.train.seed == 0 and base.model.substrate == ""  # the cells did not change the base
+    ds = s.docking_settings()
+    model, train = expert_sections(ds)
+    assert train.steps == 77 and train.warmup == 5 and model.overrides["n_layer"] == 2  # quick: warmup 5 of its own
+    exp = expert_run_config(ds, tmp_path / "seed0" / "expert-a" / "run", tmp_path, tmp_path, 3, "bits", train.steps)
+    assert (exp.train.steps, exp.train.seed, exp.train.lr) == (77, 3, s.train.lr)
+    # docking.steps sets the experts apart from the demo's models
+    s = s.apply({"docking.steps": 20})
+    assert expert_sections(s.docking_settings())[1].steps == 20 and s.train.steps == 77
 
 
 def test_demo_cli_bad_setting_is_one_line_error(capsys, tmp_path):
@@ -118,11 +169,21 @@ def test_demo_cli_bad_setting_is_one_line_error(capsys, tmp_path):
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
     assert main(["demo", "--quick", "--long", "--out", str(tmp_path / "d")]) == 2
     assert not (tmp_path / "d").exists()  # nothing ran
-    assert main(["demo", "--set", "steps=600"]) == 2
-    assert "write --demo.steps 600" in capsys.readouterr().err
-    assert main(["demo", "--quick", "--help-config", "--demo.steps", "77"]) == 0
+    assert main(["demo", "--set", "seeds=6"]) == 2
+    assert "write --demo.seeds 6" in capsys.readouterr().err
+    assert main(["demo", "--demo.steps", "600"]) == 2
+    assert "write --train.steps VALUE" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--help-config", "--train.steps", "77", "--docking.grow_steps", "9"]) == 0
     out = capsys.readouterr().out
-    assert "--demo.steps = 77" in out and "--demo.mc_variants = 8" in out
+    assert "--train.steps = 77" in out and "--demo.mc_variants = 8" in out and "--docking.grow_steps = 9" in out
+    # every key of every section is listed, each docking key with its meaning
+    from substrate_lm.experiments.docking import DockingSection
+    from substrate_lm.settings import field_docs
+
+    docs = field_docs(DockingSection)
+    for f in dataclasses.fields(DockingSection):
+        assert f"--docking.{f.name} = " in out and docs.get(f.name), f.name
+    assert "[model]" in out and "[train]" in out and "--model.overrides = {d_model = 64, n_layer = 2" in out
 
 
 def test_ablate_settings_are_typed(tmp_path, capsys):
@@ -155,7 +216,7 @@ def test_ablate_settings_are_typed(tmp_path, capsys):
 
 def test_compact_layout_keeps_the_tokens(tmp_path):
     from substrate_lm.experiments.compact import corpus_layout as compact_layout
-    from substrate_lm.experiments.docking_demo import COMPACT_LAYOUT
+    from substrate_lm.experiments.docking import COMPACT_LAYOUT
     from substrate_lm.tokenizer import build_from_corpus
     from substrate_lm.world import generate_world
 
@@ -197,14 +258,18 @@ def test_docking_verdicts_become_claim_3_findings():
 
 def test_each_mode_runs_its_own_docking_settings(monkeypatch, tmp_path):
     # demo --long must run the docking experiment's long settings (longer experts and growth) on
-    # its docking seeds, --quick the quick ones; the full demo neither
-    import substrate_lm.experiments.docking_demo as dd
-    from substrate_lm.experiments.demo import run_docking
+    # its docking seeds, --quick the quick ones; the experts take the demo's [model] and [train]
+    import substrate_lm.experiments.demo as demo
+    from substrate_lm.experiments.docking import DockingSection, expert_sections
 
     calls = []
-    monkeypatch.setattr(dd, "run_docking_experiment", lambda out, **kw: calls.append(kw) or {"ok": True})
+    monkeypatch.setattr(demo, "run_docking_experiment", lambda out, settings, **kw: calls.append((settings, kw)) or {"ok": True})
     for mode in ("quick", "full", "long"):
-        assert run_docking(tmp_path, mode, [0, 1], print) == {"ok": True}
-    assert [(c["quick"], c["long"]) for c in calls] == [(True, False), (False, False), (False, True)]
-    assert DemoSettings.long().docking_seeds == 5 and DemoSettings.full().docking_seeds == 3
-    assert DemoSettings.long().docking_seeds <= DemoSettings.long().seeds
+        assert demo.run_docking(tmp_path, DemoSettings.for_mode(mode), mode, [0, 1], print) == {"ok": True}
+    assert [kw["mode"] for _, kw in calls] == ["quick", "full", "long"]
+    assert [st.docking for st, _ in calls] == [DockingSection.quick(), DockingSection.full(), DockingSection.long()]
+    # the experts' schedule of each mode (as before the demo and the docking experiment shared sections)
+    experts = [expert_sections(st) for st, _ in calls]
+    assert [(t.steps, t.warmup, m.overrides["n_layer"]) for m, t in experts] == [(60, 5, 2), (600, 30, 2), (1000, 50, 2)]
+    assert DemoSettings.long().demo.docking_seeds == 5 and DemoSettings.full().demo.docking_seeds == 3
+    assert DemoSettings.long().demo.docking_seeds <= DemoSettings.long().demo.seeds

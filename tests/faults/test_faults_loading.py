@@ -18,7 +18,7 @@ from substrate_lm.cli.main import main
 from substrate_lm.errors import SubstrateError
 from substrate_lm.export import EXPORT_MANIFEST, export_model
 from substrate_lm.loading import load_model_dir, load_tokenizer
-from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM, substrate_fingerprint
+from substrate_lm.modeling import HF_FILES, ComposedConfig, SubstrateConfig, SubstrateForCausalLM, substrate_fingerprint
 
 V = 260
 
@@ -69,8 +69,7 @@ def one_line_error(capsys) -> str:
 
 def plant_evil_code(folder, marker):
     """Replace every .py of an export by code that writes ``marker`` when imported."""
-    for name in ("modeling_substrate.py", "configuration_substrate.py", "modeling_composed.py",
-                 "configuration_composed.py", "tokenization_evil.py"):
+    for name in (*HF_FILES[ComposedConfig.model_type], "tokenization_evil.py"):
         (folder / name).write_text(EVIL.format(marker=str(marker)))
 
 

@@ -69,7 +69,7 @@ def otf_font() -> str:
     path = unifont_otf()
     if path is None:
         pytest.skip("GNU Unifont OTF missing: apt-get install -y fonts-unifont")
-    pytest.importorskip("PIL")
+    pytest.importorskip("PIL", reason="Pillow (the optional glyph extra) is not installed")
     return path
 
 

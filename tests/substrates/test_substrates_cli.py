@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 
 import substrate_lm.cli.main as cli_main
-from substrate_lm.substrates import load_substrate, read_embeddings_txt
+import substrate_lm.tokenizer as tok_mod
+from substrate_lm.substrates import build_substrate, load_substrate, read_embeddings_txt, save_substrate
 
 
 @pytest.fixture
-def run(monkeypatch, capsys):
-    if "substrate" not in cli_main.COMMAND_MODULES:
-        monkeypatch.setattr(cli_main, "COMMAND_MODULES", [*cli_main.COMMAND_MODULES, "substrate"])
-
+def run(capsys):
     def _run(*argv):
         rc = cli_main.main(["substrate", *map(str, argv)])
         out = capsys.readouterr()
@@ -23,7 +21,6 @@ def run(monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    import substrate_lm.tokenizer as tok_mod
     stats = [{"lang": "en", "language_name": "English",
               "top_ngrams": {2: [("th", 9), ("he", 8)], 3: [("the", 7)]}}]
     path = tmp_path_factory.mktemp("tok") / "bvv"
@@ -83,8 +80,6 @@ def test_build_from_tokenizer_and_show(run, tmp_path, tokenizer_dir, otf_font):
 
 
 def test_show_glyph_nearest_rows(run, tmp_path, otf_font):
-    from substrate_lm.substrates import build_substrate, save_substrate
-
     vocab = [chr(i) for i in range(0x500)]  # bvv241 convention: id == code point
     path = save_substrate(build_substrate("glyph", vocab, 64, font=otf_font), tmp_path / "g.safetensors")
     rc, stdout, _ = run("show", "A", "--substrate", path, "--font", otf_font, "--top", 2)

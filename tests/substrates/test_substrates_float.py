@@ -7,6 +7,7 @@ import pytest
 
 from substrate_lm.errors import SubstrateError
 from substrate_lm.substrates import build_substrate, verify_substrate
+from substrate_lm.substrates.bits import random_bit_codes
 from substrate_lm.substrates.pca import pca_unit_rows
 
 
@@ -28,8 +29,6 @@ def test_float_rows_unit_norm_and_distinct(width):
 def test_float_full_width_pca_is_a_rotation_of_the_centred_codes():
     # width == source width: pairwise angles of the centred codes survive the PCA exactly
     sub = build_substrate("float", 512, 64, seed=1, source_width=64)
-    from substrate_lm.substrates.bits import random_bit_codes
-
     codes = random_bit_codes(512, 64, 1, stream="float").astype(np.float64)
     centred = codes - codes.mean(axis=0)
     centred /= np.linalg.norm(centred, axis=1, keepdims=True)
@@ -46,7 +45,7 @@ def test_float_determinism_seed_and_errors():
 
 
 def test_pca_matches_sklearn():
-    sk = pytest.importorskip("sklearn.decomposition")
+    sk = pytest.importorskip("sklearn.decomposition", reason="scikit-learn (the optional analysis extra) is not installed")
     from sklearn.preprocessing import normalize
 
     rng = np.random.default_rng(0)

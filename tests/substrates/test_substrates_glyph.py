@@ -9,15 +9,11 @@ import random
 import numpy as np
 import pytest
 
+import substrate_lm.substrates.glyph as glyph
 from substrate_lm.errors import SubstrateError
 from substrate_lm.substrates import build_substrate, verify_substrate
 from substrate_lm.substrates.glyph import (
-    glyph_bits,
-    glyph_images,
-    is_easy,
-    polar_order,
-    reference_glyph_bits,
-    resolve_font,
+    glyph_bits, glyph_images, is_easy, polar_order, reference_glyph_bits, resolve_font
 )
 
 # characters that exercise every branch: Latin/Greek/Cyrillic/Armenian (easy), CJK, Thai, Hebrew,
@@ -125,8 +121,6 @@ def test_glyph_errors(tmp_path, otf_font):
 
 
 def test_missing_default_font_gives_install_hint(monkeypatch):
-    import substrate_lm.substrates.glyph as glyph
-
     monkeypatch.delenv(glyph.FONT_ENV, raising=False)
     monkeypatch.setattr(glyph, "DEFAULT_FONT_PATHS", ("/nonexistent/unifont.otf",))
     with pytest.raises(SubstrateError, match="apt-get install -y fonts-unifont unifont"):

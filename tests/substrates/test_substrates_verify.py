@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from substrate_lm.substrates import build_substrate, format_report, save_substrate, verify_substrate
-from substrate_lm.substrates.verify import count_distinct_rows
+import substrate_lm.modeling as modeling
+from substrate_lm.substrates import build_substrate, fingerprint, format_report, save_substrate, verify_substrate
+from substrate_lm.substrates.verify import count_distinct_rows, verify_table
 
 
 def test_report_flags_each_broken_property():
@@ -85,7 +86,6 @@ def test_verify_substrate_file_and_shape_mismatch(tmp_path):
 
 
 def test_fingerprint_agrees_with_the_model_and_a_saved_model_verifies(tmp_path):
-    import substrate_lm.modeling as modeling
     cfg = modeling.SubstrateConfig(vocab_size=512, n_embed=16, d_model=32, n_layer=1, n_head=2, block_size=32,
                                    substrate_kind="bits")
     model = modeling.SubstrateForCausalLM(cfg)
@@ -100,8 +100,6 @@ def test_fingerprint_agrees_with_the_model_and_a_saved_model_verifies(tmp_path):
 
 
 def test_half_precision_model_table_keeps_unit_norm_within_its_rounding(tmp_path):
-    from substrate_lm.substrates import fingerprint
-
     table = build_substrate("float", 300, 64).table.to(torch.bfloat16)
     _write_model_dir(tmp_path / "m", table, "float", fingerprint(table))
     r = verify_substrate(tmp_path / "m")
@@ -110,6 +108,4 @@ def test_half_precision_model_table_keeps_unit_norm_within_its_rounding(tmp_path
 
 
 def verify_table_norm_strict(table):
-    from substrate_lm.substrates.verify import verify_table
-
     return verify_table(table, kind="float")["unit_norm"]

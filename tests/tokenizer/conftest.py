@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from substrate_lm.tokenizer import build_from_stats, read_ngram_file, save_tokenizer
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("SUBSTRATE_LM_SHARED", REPO.parent / "shared"))
 NGRAMS = SHARED / "data" / "bvv241" / "ngrams-2-3.txt"
@@ -39,29 +41,21 @@ def ngrams_path() -> Path:
 
 @pytest.fixture(scope="session")
 def published_stats(ngrams_path):
-    from substrate_lm.tokenizer import read_ngram_file
-
     return read_ngram_file(ngrams_path)
 
 
 @pytest.fixture(scope="session")
 def published_tok(published_stats):
-    from substrate_lm.tokenizer import build_from_stats
-
     return build_from_stats(published_stats)
 
 
 @pytest.fixture(scope="session")
 def published_dir(published_tok, tmp_path_factory) -> Path:
-    from substrate_lm.tokenizer import save_tokenizer
-
     return save_tokenizer(published_tok, tmp_path_factory.mktemp("bvv241-2-3"))
 
 
 @pytest.fixture(scope="session")
 def small_tok():
-    from substrate_lm.tokenizer import build_from_stats
-
     return build_from_stats(SMALL_STATS)
 
 

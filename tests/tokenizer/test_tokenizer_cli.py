@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from substrate_lm.cli import tokenizer as cli
+from substrate_lm.cli import main as main_mod, tokenizer as cli
 from substrate_lm.errors import SubstrateError
+from substrate_lm.tokenizer import save_tokenizer, write_ngram_file
 
 
 def run(*argv: str) -> int:
@@ -21,8 +22,6 @@ def run(*argv: str) -> int:
 
 @pytest.fixture(scope="module")
 def small_dir(small_tok, tmp_path_factory):
-    from substrate_lm.tokenizer import save_tokenizer
-
     return save_tokenizer(small_tok, tmp_path_factory.mktemp("tok"))
 
 
@@ -37,8 +36,6 @@ def test_build_published(ngrams_path, tmp_path, capsys):
 
 
 def test_build_overwrite_and_langs(small_stats, tmp_path, capsys):
-    from substrate_lm.tokenizer import write_ngram_file
-
     stats = write_ngram_file(small_stats, tmp_path / "stats.json")
     out = tmp_path / "tok"
     assert run("tokenizer", "build", "--ngrams", str(stats), "--out", str(out), "--langs", "ru") == 0
@@ -108,11 +105,7 @@ def test_inspect(small_dir, tmp_path, capsys):
         run("tokenizer", "inspect", "-t", str(tmp_path / "missing"))
 
 
-def test_main_prints_one_line_errors(tmp_path, capsys, monkeypatch):
-    from substrate_lm.cli import main as main_mod
-
-    if "tokenizer" not in main_mod.COMMAND_MODULES:
-        monkeypatch.setattr(main_mod, "COMMAND_MODULES", [*main_mod.COMMAND_MODULES, "tokenizer"])
+def test_main_prints_one_line_errors(tmp_path, capsys):
     rc = main_mod.main(["tokenizer", "build", "--ngrams", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and err.startswith("error: n-gram file") and "does not exist" in err

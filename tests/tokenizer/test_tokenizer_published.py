@@ -7,12 +7,8 @@ import json
 import pytest
 
 from substrate_lm.tokenizer import (
-    BVV241_2_3,
-    PUBLISHED_SPECIAL_TOKENS,
-    load_tokenizer,
-    select_ngrams,
-    plan_vocabulary,
-    vocab_strings,
+    BVV241_2_3, PUBLISHED_SPECIAL_TOKENS, detect_layout, load_tokenizer, plan_vocabulary, select_ngrams,
+    tokenizer_summary, vocab_strings
 )
 
 # One character per script: Latin, Latin-1, Greek, Cyrillic, Armenian, Hebrew, Arabic, Devanagari,
@@ -123,8 +119,6 @@ def test_saved_dir_reloads_identically(published_tok, published_dir):
 
 
 def test_layout_detection(published_tok, small_tok):
-    from substrate_lm.tokenizer import detect_layout, tokenizer_summary
-
     assert detect_layout(published_tok) is BVV241_2_3
     summary = tokenizer_summary(published_tok, ["hello the test"])
     assert summary["ranges"] == {"monogram": 57087, "special": 23, "reserved": 233, "ngram": 8177, "unused": 16}

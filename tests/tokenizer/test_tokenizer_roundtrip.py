@@ -6,13 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from substrate_lm.errors import SubstrateError
 from substrate_lm.tokenizer import (
-    BVV241_2_3,
-    encode_corpus,
-    sanitize_text,
-    unk_report,
-    unknown_characters,
-    vocab_strings,
+    BVV241_2_3, encode_corpus, load_tokenizer, sanitize_text, unk_report, unknown_characters, vocab_strings
 )
 
 UNK = 57347
@@ -65,8 +61,6 @@ def test_saved_roundtrip_matches(reloaded_tok, published_tok, text):
 
 @pytest.fixture(scope="module")
 def reloaded_tok(published_dir):
-    from substrate_lm.tokenizer import load_tokenizer
-
     return load_tokenizer(published_dir)
 
 
@@ -139,8 +133,6 @@ def test_encode_corpus_matches_single_calls(published_tok):
 
 
 def test_encode_corpus_rejects_non_strings(published_tok):
-    from substrate_lm.errors import SubstrateError
-
     with pytest.raises(SubstrateError, match=r"text #2 is a int"):
         list(encode_corpus(published_tok, ["a", "b", 3], batch_size=10))
     with pytest.raises(SubstrateError, match="batch_size"):

@@ -9,13 +9,8 @@ import pytest
 
 from substrate_lm.errors import SubstrateError
 from substrate_lm.tokenizer import (
-    BVV241_2_3,
-    build_from_corpus,
-    build_from_stats,
-    iter_corpus,
-    ngram_stats_from_texts,
-    read_ngram_file,
-    vocab_strings,
+    BVV241_2_3, build_from_corpus, build_from_ngram_file, build_from_stats, iter_corpus, ngram_stats_from_texts,
+    read_ngram_file, select_ngrams, vocab_strings
 )
 
 
@@ -90,8 +85,6 @@ def test_overflow_names_the_top_k_that_fits(small_stats):
 def test_filters(small_stats):
     small_stats[0]["top_ngrams"][2] += [("a\ue000", 1), ("😀x", 1), ("<s>", 1), ("<unused_5>", 1), ("x", 9)]
     small_stats[0]["top_ngrams"][3] = small_stats[0]["top_ngrams"][2]
-    from substrate_lm.tokenizer import select_ngrams
-
     grams, dropped = select_ngrams(small_stats, top_k=100)
     assert dropped == {"too_short": 1, "unreachable_char": 2, "reserved_string": 2}
     assert "<s>" not in grams and "x" not in grams
@@ -161,8 +154,6 @@ def test_build_from_corpus(tmp_path):
     assert tok.encode("你好") == [tok.convert_tokens_to_ids("你好")]
     assert tok.decode(tok.encode("привет, 你好 the theme")) == "привет, 你好 the theme"
     # A build from the saved statistics gives the same vocabulary.
-    from substrate_lm.tokenizer import build_from_ngram_file
-
     assert vocab_strings(build_from_ngram_file(out, top_k=3)) == vocab_strings(tok)
     with pytest.raises(SubstrateError, match="gave no n-grams"):
         build_from_corpus([root / "mixed.jsonl"], langs=["ja"])

@@ -13,7 +13,7 @@ from substrate_lm.data.instructions import IGNORE_INDEX, load_instructions
 from substrate_lm.errors import SubstrateError
 from substrate_lm.loading import load_model_dir
 from substrate_lm.training.finetune import apply_finetune_lora, finetune
-from substrate_lm.training.trainer import causal_lm_loss
+from substrate_lm.components.loss import causal_lm_loss
 
 QUIET = {"log.progress": False, "log.tensorboard": False, "log.interval": 1}
 

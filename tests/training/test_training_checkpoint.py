@@ -110,9 +110,9 @@ def test_full_disk_overwrites_nothing(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    from safetensors import torch as st
+    from substrate_lm.training import checkpoint as ckpt_module
 
-    monkeypatch.setattr(st, "save_file", no_space)
+    monkeypatch.setattr(ckpt_module, "save_file", no_space)
     with pytest.raises(SubstrateError) as exc:
         save(mgr, 2)
     msg = str(exc.value)

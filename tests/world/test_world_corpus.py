@@ -11,15 +11,10 @@ import pytest
 
 from substrate_lm.errors import SubstrateError
 from substrate_lm.world import (
-    CATEGORIES,
-    entities_per_category,
-    generate_world,
-    load_world,
-    parse_size,
-    verify_world,
+    CATEGORIES, entities_per_category, generate_world, load_world, parse_size, probe_items, verify_world
 )
 from substrate_lm.world.languages import LANGUAGES
-from substrate_lm.world.ontology import schema_facts, template_key
+from substrate_lm.world.ontology import ATTRIBUTES, all_chain_keys, schema_facts, template_key
 from substrate_lm.world.render import fixed_segments, placeholders
 from substrate_lm.world.verify import core_segment, heldout_leaks, heldout_templates, split_sentences
 
@@ -174,8 +169,6 @@ def test_leak_check_finds_a_planted_leak(world):
 
 
 def test_templates_cover_the_schema_and_render():
-    from substrate_lm.world.ontology import ATTRIBUTES, all_chain_keys
-
     for lang, mod in LANGUAGES.items():
         for cat, attr in schema_facts():
             for table in (mod.SENTENCES, mod.QA_TRAIN, mod.QUESTIONS):
@@ -269,8 +262,6 @@ def test_bad_arguments_raise_substrate_error(tmp_path):
 def test_category_predictable_from_context_not_from_names(tmp_path):
     """Naive Bayes on the words around the name (name masked) recovers the category of entities
     it never saw; on the names' characters alone it does no better than chance (1/6)."""
-    from substrate_lm.world import probe_items
-
     generate_world(tmp_path / "w", size="100KB", seed=0, n_questions=5, entities_per_cat=16)
     for lang in ("en", "ru", "zh"):
         items = [it for it in probe_items(tmp_path / "w", lang=lang, per_entity=30, seed=1)

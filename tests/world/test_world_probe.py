@@ -6,8 +6,10 @@ from collections import Counter
 
 import pytest
 
+from substrate_lm.analysis.items import world_items
 from substrate_lm.errors import SubstrateError
 from substrate_lm.world import probe_items
+from substrate_lm.world.verify import _Reader
 
 
 @pytest.mark.parametrize("lang", ["en", "ru", "zh"])
@@ -29,8 +31,6 @@ def test_spans_labels_and_counts(world_dir, world, lang):
 
 @pytest.mark.parametrize("lang", ["en", "ru", "zh"])
 def test_training_style_sentences_are_true_training_sentences(world_dir, train_docs, world, lang):
-    from substrate_lm.world.verify import _Reader
-
     reader = _Reader(world, lang)
     text = "\n".join(d["text"] for d in train_docs if d["lang"] == lang)
     items = probe_items(world_dir, lang=lang, per_entity=2, seed=3)
@@ -72,8 +72,7 @@ def test_errors(world_dir, tmp_path):
 
 
 def test_analysis_accepts_the_items(world_dir):
-    """The analysis package reads world items through this function (integration, if present)."""
-    items_mod = pytest.importorskip("substrate_lm.analysis.items")
-    items = items_mod.world_items(world_dir, lang="en", per_entity=2, seed=0)
+    """The analysis package reads world items through this function."""
+    items = world_items(world_dir, lang="en", per_entity=2, seed=0)
     assert len(items) == 2 * 36 and {it["label"] for it in items} == {
         "animal", "plant", "tool", "city", "person", "food"}

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from substrate_lm.world import generate_world
+from substrate_lm.world import generate_world, verify_world
 from substrate_lm.world.languages import LANGUAGES
 from substrate_lm.world.ontology import ATTRIBUTES, CATEGORIES
 from substrate_lm.world.render import template_regex
@@ -137,8 +137,6 @@ def test_two_hop_chains_are_unique_and_use_two_facts(mc, world):
 
 
 def test_questions_ask_only_facts_stated_in_training(mc, world_dir, world):
-    from substrate_lm.world import verify_world
-
     report = verify_world(world_dir, splits=("train",))
     assert all(c["stated"] == c["facts"] for c in report["coverage"].values())
     table = {(e["id"], k, v) for e in world["entities"]

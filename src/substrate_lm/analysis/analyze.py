@@ -20,12 +20,16 @@ import numpy as np
 
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_json
+from ..loading import load_model_and_tokenizer as _load
 from ._io import _clean, torch_threads
 from .cka import cka_matrix
 from .extract import SUBSTRATE, Representations, extract_representations
 from .items import normalize_items, subsample_items, world_items
+from .maps import group_means, pick_layers, plot_maps
 from .neighbors import purity_layers
+from .plots import plot_cka_heatmap, plot_layer_curves, plot_probe_curves
 from .probes import probe_layers
+from .report import write_report
 from .wordgroups import word_group_items
 
 METRICS_VERSION = 1
@@ -45,8 +49,6 @@ def load_model_and_tokenizer(path, device=None, trust_remote_code: bool = False)
         SubstrateError: when the folder is missing, damaged or needs code it may not run.
     """
     import torch
-
-    from ..loading import load_model_and_tokenizer as _load
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -293,17 +295,12 @@ def _analyze(
     metrics["report"] = "report.html" if report else None
     atomic_write_json(out_dir / "metrics.json", _clean(metrics))
     if report:
-        from .report import write_report
-
         write_report(metrics, out_dir)
     log(f"analysis of {mname} done in {metrics['seconds']:.1f} s")
     return metrics
 
 
 def _make_plots(metrics, reps, labels, groups, out_dir: Path, maps, seed, source, max_map_points=400) -> dict:
-    from .maps import group_means, pick_layers, plot_maps
-    from .plots import plot_cka_heatmap, plot_layer_curves, plot_probe_curves
-
     plots = {}
     mname = metrics["model"]["name"]
     layers = metrics["layers"]

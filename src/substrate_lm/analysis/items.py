@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import SubstrateError
+from ..world import probe_items
 
 
 def normalize_items(items: Iterable[dict]) -> list[dict]:
@@ -141,7 +142,8 @@ def world_items(
             ``"train"`` / ``"mixed"``: the world's other styles. ``None``: the world's default.
 
     Raises:
-        SubstrateError: when the folder is not a world or the world package is unavailable.
+        SubstrateError: when the folder is not a world (or :func:`~substrate_lm.world.probe_items`
+            refuses the language or style).
     """
     world_dir = Path(world_dir)
     if not (world_dir / "world.json").is_file():
@@ -149,14 +151,7 @@ def world_items(
             f"{world_dir} is not a semantic world (no world.json); create one with "
             "`substrate-lm corpus world --out DIR`"
         )
-    try:
-        from ..world import probe_items
-    except ImportError as exc:  # pragma: no cover - the world package ships with substrate-lm
-        raise SubstrateError(f"substrate_lm.world is unavailable ({exc}); reinstall substrate-lm") from None
     kwargs = {"lang": lang, "per_entity": per_entity, "seed": seed}
     if style is not None:
-        import inspect
-
-        if "style" in inspect.signature(probe_items).parameters:
-            kwargs["style"] = style
+        kwargs["style"] = style
     return normalize_items(probe_items(world_dir, **kwargs))

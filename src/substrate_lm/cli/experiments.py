@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from .common import add_settings_args, load_settings, positive_int, settings_overrides
 
 
@@ -24,9 +23,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed; the models train on seeds SEED .. SEED+seeds-1")
     p.add_argument("--font", help="Unifont file for the glyph model (default: the Debian unifont paths)")
     p.add_argument("--substrates", help="comma list of substrates to keep (bits,glyph,16-bit; unfrozen is always kept)")
-    p.description = ("The papers' central experiment on the built-in world. Any demo setting is changed as "
-                     "--demo.KEY VALUE (e.g. --demo.steps 1200 --demo.seeds 8 --demo.langs en,ru); "
-                     "--help-config lists them with the values of the chosen mode (--quick, --long).")
+    p.description = ("The papers' central experiment on the built-in world. Any setting is changed as "
+                     "--SECTION.KEY VALUE: the demo's own ([demo]: --demo.seeds 8 --demo.langs en,ru), the "
+                     "models' shape and schedule (the trainer's [model] and [train]: --train.steps 1200 "
+                     "--model.overrides.n_layer 2) and the docking experiment's ([docking]: --docking.grow_steps "
+                     "300); --help-config lists them all with the values of the chosen mode (--quick, --long).")
     add_settings_args(p, old_set="demo.")
     p.set_defaults(func=cmd_demo)
 
@@ -43,13 +44,13 @@ def register(sub) -> None:
 
 
 def cmd_demo(args) -> int:
+    # imported here, not at the top: ``substrate-lm --help`` must not import torch
     from ..experiments.demo import ENGINE, DemoSettings, run_demo
 
     overrides = settings_overrides(args)
     if args.help_config:
         settings = DemoSettings.for_mode("quick" if args.quick else "long" if args.long else "full")
-        settings.apply(overrides)
-        print(ENGINE.describe(settings))
+        print(ENGINE.describe(settings.apply(overrides)))
         return 0
     run_demo(
         args.out, quick=args.quick, long=args.long, seed=args.seed, font=args.font, overrides=overrides,
@@ -60,6 +61,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_ablate(args) -> int:
+    # imported here, not at the top: ``substrate-lm --help`` must not import torch
     from ..experiments.ablate import ENGINE, load_ablation_config, markdown_table, run_ablation
 
     cfg = load_settings(args, ENGINE, load_ablation_config,

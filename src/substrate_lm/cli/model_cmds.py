@@ -110,14 +110,14 @@ def cmd_info(args) -> int:
     import torch
 
     from ..modeling import SubstrateForCausalLM
-    from ..presets import describe_presets, get_preset
+    from ..presets import describe_presets
 
     if args.presets:
         rows = []
-        for row in describe_presets():
+        for preset in describe_presets():
             with torch.device("meta"):
-                counts = _count(SubstrateForCausalLM(get_preset(row["name"])))
-            rows.append({**row, **{f"params_{k}": v for k, v in counts.items()}})
+                counts = _count(SubstrateForCausalLM(preset.config()))
+            rows.append({**preset.row(), **{f"params_{k}": v for k, v in counts.items()}})
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -204,9 +204,8 @@ def cmd_init(args) -> int:
     from ..presets import check_override_keys
 
     check_override_keys(m.overrides)
-    model = build_model(
-        m.preset, m.substrate or None, tok, args.seed, args.font, dict(m.overrides), args.substrate_file
-    )
+    model = build_model(m.preset, m.substrate or None, tokenizer=tok, seed=args.seed, font=args.font,
+                        overrides=dict(m.overrides), substrate_file=args.substrate_file)
     out = export_model(model, args.out, tokenizer=tok, overwrite=args.overwrite)
     n = parameter_counts(model)
     c = model.config

@@ -16,6 +16,8 @@ from pathlib import Path
 from ..errors import SubstrateError
 from .common import check_output_file, nonneg_int, positive_float, positive_int
 
+#: The registry's :data:`~substrate_lm.substrates.registry.KINDS`, spelled out so that ``--help`` does not
+#: import torch (the registry does); tests/substrates/test_substrates_registry.py checks they agree.
 KIND_CHOICES = ("bits", "token-id", "float", "glyph", "trainable")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import SubstrateError
+from ..tokenizer import load_tokenizer
 
 #: uint16 shards hold ids 0..65535.
 MAX_VOCAB = 1 << 16
@@ -24,8 +25,7 @@ def load_tokenizer_any(tokenizer) -> tuple[object, str | None]:
 
     Args:
         tokenizer: a ``PreTrainedTokenizerFast``, a ``tokenizers.Tokenizer``, or a directory /
-            hub id (loaded with :func:`substrate_lm.tokenizer.load_tokenizer` when that package
-            is present, else ``AutoTokenizer``).
+            hub id (loaded with :func:`substrate_lm.tokenizer.load_tokenizer`).
 
     Raises:
         SubstrateError: the tokenizer cannot be loaded or is not a fast (Rust) tokenizer.
@@ -35,11 +35,9 @@ def load_tokenizer_any(tokenizer) -> tuple[object, str | None]:
         name = os.fspath(tokenizer)
         tokenizer = _load_by_name(name)
     else:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:  # pragma: no cover - a core dependency
-            Tokenizer = ()
-        if Tokenizer and isinstance(tokenizer, Tokenizer):
+        from tokenizers import Tokenizer
+
+        if isinstance(tokenizer, Tokenizer):
             from transformers import PreTrainedTokenizerFast
 
             tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer)
@@ -58,16 +56,8 @@ def _load_by_name(name: str):
     if looks_local and not p.exists():
         raise SubstrateError(f"tokenizer not found: {name} (no such folder)")
     try:
-        from ..tokenizer import load_tokenizer
-    except ImportError:
-        load_tokenizer = None
-    try:
-        if load_tokenizer is not None:
-            return load_tokenizer(str(p) if p.exists() else name)
-        from transformers import AutoTokenizer
-
         # never the folder's own code: a data or model folder is untrusted input
-        return AutoTokenizer.from_pretrained(str(p) if p.exists() else name, trust_remote_code=False)
+        return load_tokenizer(str(p) if p.exists() else name)
     except SubstrateError:
         raise
     except Exception as exc:  # hub / file errors come in many types

@@ -12,11 +12,11 @@ and ``stats.json`` (written last). Everything else that needs one of them asks h
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from ..errors import SubstrateError
+from ..fsutil import read_json
 
 __all__ = ["read_record", "is_prepared", "load_meta", "load_stats", "chars_per_token"]
 
@@ -24,18 +24,9 @@ __all__ = ["read_record", "is_prepared", "load_meta", "load_stats", "chars_per_t
 def read_record(path: str | os.PathLike, *, missing_ok: bool = True) -> dict:
     """One JSON object of a data folder; ``{}`` when missing (``missing_ok``); one-line errors
     for an unreadable or damaged file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if missing_ok:
-            return {}
-        raise SubstrateError(f"{path} not found; prepare the data with `substrate-lm data prepare`") from None
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(f"{path} is unreadable ({exc}); prepare the data again") from None
-    if not isinstance(data, dict):
-        raise SubstrateError(f"{path} is damaged (not a JSON object); prepare the data again")
-    return data
+    if not missing_ok and not Path(path).exists():
+        raise SubstrateError(f"{path} not found; prepare the data with `substrate-lm data prepare`")
+    return read_json(path, missing={}, kind=dict, fix="prepare the data again")
 
 
 def is_prepared(path: str | os.PathLike) -> bool:

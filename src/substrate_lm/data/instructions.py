@@ -43,6 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import SubstrateError
+from .encoding import batch_encoder, tokenizer_identity
 
 IGNORE_INDEX = -100
 """Label of a position the loss skips (PyTorch's and transformers' convention)."""
@@ -178,8 +179,6 @@ def encode_records(path: str | os.PathLike, tokenizer: Any, *, seed: int = 0) ->
     Raises:
         SubstrateError: see :func:`read_records` and :func:`record_parts`; a tokenizer without eos.
     """
-    from .encoding import batch_encoder, tokenizer_identity
-
     eos = tokenizer_identity(tokenizer)["eos_id"]
     encode, _ = batch_encoder(tokenizer)
     where = Path(os.fspath(path))
@@ -346,8 +345,6 @@ def load_instructions(path: str | os.PathLike, tokenizer: Any, *, seq_len: int, 
     val_idx, train_idx = _split(usable, val_fraction)
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
-        from .encoding import tokenizer_identity
-
         pad = tokenizer_identity(tokenizer)["eos_id"]
     stats = {
         "examples": n_all, "train": len(train_idx), "val": len(val_idx), "truncated": truncated,

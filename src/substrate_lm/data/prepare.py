@@ -46,7 +46,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import itertools
-import json
 import os
 import queue
 import re
@@ -59,7 +58,8 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import SubstrateError
-from ..fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_json
+from ..fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_json, read_json
+from ..tokenizer import unk_report
 from . import sources as _sources
 from .encoding import batch_encoder, cut_is_exact, load_tokenizer_any, tokenizer_identity
 from .sources import PIECE_CHARS, DataSource, parse_sources, split_long_text
@@ -80,6 +80,8 @@ COMMIT_SECONDS = 300.0
 UNK_SAMPLE_PIECES = 10_000
 #: Newest training items (documents or pieces) remembered for the non-empty validation guarantee.
 MAX_TRAIN_SEGMENTS = 256
+#: The remedy named when a record of an existing output folder cannot be read.
+_REDO = "pass --overwrite to redo the directory"
 
 _SHARD_RE = re.compile(r"^(train|val)-(\d{5,})\.bin$")
 _TAIL_RE = re.compile(r"^(train|val)\.tail-(\d+)\.bin$")
@@ -165,18 +167,6 @@ def _is_tail_name(name, split: str | None = None) -> bool:
     m = _TAIL_RE.fullmatch(name) if isinstance(name, str) else None
     return bool(m) and "/" not in name and "\\" not in name and (
         split is None or name.startswith(f"{split}."))
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(
-            f"{path} is unreadable ({exc}); pass --overwrite to redo the directory"
-        ) from None
 
 
 def _diff_keys(a: dict, b: dict) -> list[str]:
@@ -438,10 +428,6 @@ class _Preparer:
             return
         pieces = pieces[:room]
         self.unk_pieces_seen += len(pieces)
-        try:
-            from ..tokenizer import unk_report
-        except ImportError:
-            return
         rep = unk_report(self.backend, pieces, top=1 << 30)
         for entry in rep["unknown_chars"]:
             self.unknown_chars[entry["char"]] = self.unknown_chars.get(entry["char"], 0) + entry["count"]
@@ -902,7 +888,7 @@ def prepare_data(
             for p in _owned_files(out):
                 p.unlink()
         else:
-            old = _read_json(out / "meta.json")
+            old = read_json(out / "meta.json", missing=None, fix=_REDO)
             old_tok = old.get("tokenizer", {})
             if old_tok.get("fingerprint") != tok_info["fingerprint"]:
                 raise SubstrateError(
@@ -929,11 +915,11 @@ def prepare_data(
     out.mkdir(parents=True, exist_ok=True)
     prep = _Preparer(srcs, encoder, tok_info, out, config, progress, int(piece_chars),
                      int(batch_chars))
-    manifest = _read_json(out / "manifest.json") if old is not None else None
+    manifest = read_json(out / "manifest.json", missing=None, fix=_REDO) if old is not None else None
     if manifest is not None:
         if manifest.get("complete"):
             why = prep.load_manifest(manifest)
-            stats = _read_json(out / "stats.json")
+            stats = read_json(out / "stats.json", missing=None, fix=_REDO)
             if why is None and stats is not None:
                 log(f"{out} is already prepared; nothing to do")
                 return stats

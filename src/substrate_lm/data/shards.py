@@ -21,7 +21,6 @@ A window of ``T + 1`` tokens gives ``x = w[:-1]`` and ``y = w[1:]``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Iterator
@@ -29,24 +28,18 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import SubstrateError
+from ..fsutil import read_json
+from .encoding import load_tokenizer_any, tokenizer_identity
 
 MODES = ("random", "sequential")
 
 
 def _load_json(path: Path, what: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise SubstrateError(
-            f"{path.parent} is not a prepared data directory (no {path.name}); run "
-            "substrate-lm data prepare --out DIR first"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise SubstrateError(f"{what} {path} is unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise SubstrateError(f"{what} {path} is damaged (not a JSON object); re-run prepare with "
-                             f"--overwrite to rebuild {path.parent}")
+    data = read_json(path, missing=None, kind=dict, what=what,
+                     fix=f"re-run prepare with --overwrite to rebuild {path.parent}")
+    if data is None:
+        raise SubstrateError(f"{path.parent} is not a prepared data directory (no {path.name}); run "
+                             "substrate-lm data prepare --out DIR first")
     return data
 
 
@@ -227,8 +220,6 @@ class TokenShards:
                 f"has vocab_size {int(vocab_size):,}; use a matching model or re-prepare the data"
             )
         if tokenizer is not None:
-            from .encoding import load_tokenizer_any, tokenizer_identity
-
             fast, name = load_tokenizer_any(tokenizer)
             ident = tokenizer_identity(fast, name)
             if ident["fingerprint"] != tok.get("fingerprint"):

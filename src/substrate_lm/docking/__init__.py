@@ -16,11 +16,15 @@ print(result["table"])
 
 Growth stages, the baseline and fusion-adapter training are ordinary
 :class:`~substrate_lm.training.Trainer` runs (see :mod:`.grow_run` and :mod:`.fusion`);
-``evaluate`` is :func:`substrate_lm.training.evaluate_loss`, re-exported here.
+``evaluate`` is :func:`substrate_lm.training.evaluate_loss`, and ``apply_lora`` / ``merge_lora``
+are :mod:`substrate_lm.components.lora`'s, re-exported here.
 
 Heavy dependencies (peft for LoRA, matplotlib for the plot) are imported only when used.
 """
 
+from ..components.lora import apply_lora
+from ..components.lora import merge as merge_lora
+from ..training.evaluate import evaluate_loss as evaluate
 from .compose import (
     Expert,
     check_experts,
@@ -31,12 +35,10 @@ from .compose import (
     tokenizer_fingerprint,
     with_adapter,
 )
-from ..training.evaluate import evaluate_loss as evaluate
 from .fusion import fusion_run_config, mixing_weights, set_fusion_trainable, train_fusion
 from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
-from .grow_config import GrowConfig, apply_overrides, load_grow_config
-from .grow_run import phase_run_config, run_growth
-from .lora import apply_lora, merge as merge_lora
+from .grow_config import GrowConfig, apply_overrides, load_grow_config, phase_run_config
+from .grow_run import run_growth
 
 
 __all__ = [

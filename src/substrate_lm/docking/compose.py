@@ -28,6 +28,11 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import SubstrateError
+from ..export import check_out_dir, parameter_counts, save_tokenizer, tokenizer_description, write_model_dir
+from ..loading import load_model_dir, load_tokenizer, read_model_config
+from ..modeling import HF_FILES, SubstrateForCausalLM, substrate_fingerprint
+from ..modeling.configuration_composed import ComposedConfig, expert_config_dict, normalise_weights
+from ..modeling.modeling_composed import ComposedForCausalLM, FusionAdapter
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -63,8 +68,6 @@ def load_expert(path: str | os.PathLike, index: int = 1, with_tokenizer: bool = 
         SubstrateError: not a model directory, not a substrate-lm model, a damaged or altered
             file, a table that fails its fingerprint, an unreadable tokenizer.
     """
-    from ..loading import load_model_dir, load_tokenizer, read_model_config
-
     p = Path(path)
     try:
         model_type = read_model_config(p).get("model_type")
@@ -120,8 +123,6 @@ def check_experts(experts: Sequence[Expert]) -> dict:
     Raises:
         SubstrateError: fewer than two experts, or any mismatch.
     """
-    from ..modeling import substrate_fingerprint
-
     if len(experts) < 2:
         raise SubstrateError(f"composition needs at least two experts, got {len(experts)}; pass --expert DIR twice or more")
     prints = []
@@ -205,9 +206,6 @@ def compose(
     Raises:
         SubstrateError: the experts do not share vocabulary / table / tokenizer, bad weights.
     """
-    from ..modeling.configuration_composed import ComposedConfig, expert_config_dict, normalise_weights
-    from ..modeling.modeling_composed import ComposedForCausalLM
-
     loaded = [_as_expert(e, i) for i, e in enumerate(experts, start=1)]
     shared = check_experts(loaded)
     try:
@@ -251,8 +249,6 @@ def compose(
 
 def _fresh_adapter(cfg):
     """An adapter initialised as the composed model initialises it (output layer at zero)."""
-    from ..modeling.modeling_composed import FusionAdapter
-
     in_features = sum(int(d["d_model"]) for d in cfg.experts)
     adapter = FusionAdapter(in_features, cfg.n_experts, cfg.adapter_hidden)
     std = cfg.initializer_range
@@ -266,8 +262,6 @@ def _fresh_adapter(cfg):
 
 def with_adapter(model, adapter_hidden: int = 0):
     """A copy of a composed model with fusion ``"adapter"`` (a fresh gate at the current weights)."""
-    from ..modeling.modeling_composed import ComposedForCausalLM
-
     d = model.config.to_dict()
     d.update(fusion="adapter", adapter_hidden=int(adapter_hidden))
     cfg = type(model.config).from_dict(d)
@@ -283,8 +277,6 @@ def with_adapter(model, adapter_hidden: int = 0):
 
 def expert_model(model, i: int):
     """Expert ``i`` (0-based) of a composed model as a standalone :class:`SubstrateForCausalLM`."""
-    from ..modeling import SubstrateForCausalLM
-
     cfg = model.config.expert_config(i)
     with torch.device("meta"):
         out = SubstrateForCausalLM(cfg)
@@ -297,8 +289,6 @@ def expert_model(model, i: int):
 
 def composed_card(model, name: str, tokenizer=None) -> str:
     """A model card for a composed directory: the experts, the weights, the shared substrate."""
-    from ..export import parameter_counts, tokenizer_description
-
     c = model.config
     counts = parameter_counts(model)
     rows = []
@@ -359,8 +349,6 @@ def save_composed(model, out_dir: str | os.PathLike, tokenizer=None, name: str |
         SubstrateError: ``out_dir`` may not be replaced, the tokenizer's size differs from the
             vocabulary, or the shared frozen table fails its fingerprint.
     """
-    from ..export import check_out_dir, save_tokenizer, write_model_dir
-
     check_out_dir(out_dir, overwrite)
     out = Path(os.path.abspath(out_dir))
     if tokenizer is not None and len(tokenizer) != model.config.vocab_size:
@@ -374,8 +362,7 @@ def save_composed(model, out_dir: str | os.PathLike, tokenizer=None, name: str |
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
-        missing = [f for f in ("configuration_composed.py", "modeling_composed.py", "configuration_substrate.py",
-                               "modeling_substrate.py") if not (tmp / f).is_file()]
+        missing = [f for f in HF_FILES[model.config.model_type] if not (tmp / f).is_file()]
         if missing:  # pragma: no cover - guards a change in transformers' remote-code saving
             raise SubstrateError(f"save_pretrained did not copy {', '.join(missing)}; the directory would not load")
         if tokenizer is not None:
@@ -387,8 +374,6 @@ def save_composed(model, out_dir: str | os.PathLike, tokenizer=None, name: str |
 
 def summary(model, out: Path | None = None) -> dict:
     """What ``substrate-lm compose`` prints: experts, weights, substrate, parameters."""
-    from ..export import parameter_counts
-
     c = model.config
     return {
         "out": str(out) if out is not None else None,

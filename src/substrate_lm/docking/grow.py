@@ -13,18 +13,21 @@ Choices made here (configurable):
   (``train_head=True``): the papers train "only the new layer", but the head must learn to read
   the new top of the stack. ``train_head=False`` trains the new blocks alone.
 - The lower blocks are frozen and stay bit-identical, unless LoRA is on for that stage (see
-  :mod:`substrate_lm.docking.lora`), in which case their low-rank updates are merged at the end.
+  :mod:`substrate_lm.components.lora`), in which case their low-rank updates are merged at the end.
 - A trainable ("unfrozen") substrate trains in the first stage only, then is frozen, as in the
   controlled study.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import SubstrateError
+from ..modeling import SubstrateForCausalLM
+from ..modeling.configuration_composed import expert_config_dict
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,6 @@ def grow_model(model, n_new: int, seed: int | None = None):
     Returns:
         A new :class:`SubstrateForCausalLM` with ``n_layer + n_new`` blocks (``model`` is untouched).
     """
-    from ..modeling import SubstrateForCausalLM
-    from ..modeling.configuration_composed import expert_config_dict
-
     if n_new < 1:
         raise SubstrateError(f"grow needs at least one new block, got {n_new}")
     fields = expert_config_dict(model.config)
@@ -143,8 +143,6 @@ def _base(model):
 
 def block_fingerprints(model) -> list[str]:
     """sha256 of each block's parameters: a cheap check that frozen blocks did not move."""
-    import hashlib
-
     out = []
     for block in _base(model).blocks:
         h = hashlib.sha256()

@@ -5,7 +5,7 @@ overrides, loaded, validated and described by the project's one settings engine
 The [run], [data], [train], [eval], [checkpoint], [log] and [dist] sections ARE the trainer's (the
 same keys and meanings; growth changes a few defaults and adds ``train.first_steps``); [model] adds
 ``substrate_seed``; growth adds ``[grow]``, ``[lora]`` and ``[baseline]``. Every stage runs as one :class:`~substrate_lm.training.Trainer` run whose
-:class:`~substrate_lm.training.RunConfig` :func:`substrate_lm.docking.grow_run.phase_run_config`
+:class:`~substrate_lm.training.RunConfig` :func:`phase_run_config`
 derives from this config.
 Unknown sections or keys, wrong types and bad choices raise a one-line :class:`SubstrateError`;
 ``substrate-lm grow --help-config`` lists every key with its meaning.
@@ -24,14 +24,17 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..components.lora import LoraAdapter, check_lora
 from ..errors import SubstrateError
 from ..settings import SettingsEngine
-from .lora import LoraAdapter, check_lora
-from ..training.config import (CheckpointSection, DataSection, DistSection, EvalSection, LogSection, RunSection,
-                               TrainSection)
+from ..training.config import (CheckpointSection, DataSection, DistSection, EvalSection, LogSection, RunConfig,
+                               RunSection, TrainSection)
+from ..training.config import config_from_dict as run_config_from_dict
+from .grow import plan_stages
 
 
 @dataclass
@@ -179,14 +182,12 @@ def config_from_dict(raw: dict) -> GrowConfig:
 
 
 def apply_overrides(cfg: GrowConfig, overrides: list[str] | dict[str, Any]) -> GrowConfig:
-    """Apply ``["--train.steps", "10", "--model.overrides.block_size=64"]`` (or a dict of dotted keys)
-    in place and re-validate; returns ``cfg``."""
-    return ENGINE.update(cfg, overrides)
+    """A new config with ``["--train.steps", "10", "--model.overrides.block_size=64"]`` (or a dict of
+    dotted keys) applied and validated; ``cfg`` itself is not changed."""
+    return ENGINE.apply(cfg, overrides)
 
 
 def validate(cfg: GrowConfig) -> None:
-    from .grow import plan_stages
-
     plan_stages(cfg.grow.n_layer, cfg.grow.first_layers, cfg.grow.layers_per_stage)
     t = cfg.train
     if t.steps < 1 or t.first_steps < 0:
@@ -204,10 +205,41 @@ def validate(cfg: GrowConfig) -> None:
     if cfg.eval.steps < 1:
         raise SubstrateError(f"eval.steps must be >= 1, got {cfg.eval.steps}")
     # the shared sections are the trainer's: its checks apply to every phase as they would to a train run
-    from .grow_run import phase_run_config
-
     phase_run_config(cfg, "check", Path(cfg.run.dir or "."), depth=cfg.grow.n_layer,
                      steps=max(t.steps, t.first_steps), lr=t.lr)
+
+
+def run_device(name: str) -> str:
+    """``run.device`` of the growth config as a trainer device (``cuda:N`` -> ``cuda``)."""
+    return "cuda" if name.startswith("cuda") else name
+
+
+def phase_run_config(cfg: GrowConfig, label: str, run_dir: Path, *, depth: int, steps: int, lr: float) -> RunConfig:
+    """The trainer's :class:`RunConfig` of one phase: the one place growth settings become training settings.
+
+    The shared sections ([run], [data], [train], [eval], [checkpoint], [log], [dist]) carry over key
+    for key; the phase sets its folder, step count and peak learning rate (warmup capped below the
+    phase's steps, min_lr at most lr) and scores its validation batches sequentially. ``[model]`` only
+    documents the phase (the model itself is built by the growth run and passed in).
+    """
+    def shared(section, cls) -> dict:
+        return {f.name: getattr(section, f.name) for f in dataclasses.fields(cls)}
+
+    t = shared(cfg.train, TrainSection)
+    t.update(steps=steps, lr=lr, min_lr=min(cfg.train.min_lr, lr), warmup=min(cfg.train.warmup, max(0, steps - 1)))
+    raw = {
+        "run": {**shared(cfg.run, RunSection), "name": f"{cfg.run.name}-{label}", "dir": str(run_dir),
+                "device": run_device(cfg.run.device)},
+        "model": {"preset": cfg.model.preset, "substrate": cfg.model.substrate, "tokenizer": cfg.model.tokenizer,
+                  "overrides": {**cfg.model.overrides, "n_layer": depth}},
+        "data": shared(cfg.data, DataSection),
+        "train": t,
+        "eval": {**shared(cfg.eval, EvalSection), "mode": "sequential"},
+        "log": shared(cfg.log, LogSection),
+        "checkpoint": shared(cfg.checkpoint, CheckpointSection),
+        "dist": shared(cfg.dist, DistSection),
+    }
+    return run_config_from_dict(raw)
 
 
 #: the settings engine of ``substrate-lm grow``
@@ -227,8 +259,6 @@ def resolve_recipe(source: str | os.PathLike) -> Path:
     if p.is_file():
         return p
     if p.suffix == "" and p.parent == Path("."):
-        from importlib import resources
-
         recipe = Path(str(resources.files("substrate_lm") / "recipes" / f"{p.name}.toml"))
         if recipe.is_file():
             return recipe

@@ -2,10 +2,10 @@
 
 Every phase (a growth stage or the baseline) is an ordinary :class:`~substrate_lm.training.Trainer`
 run in its own sub-run folder, with the :class:`~substrate_lm.training.RunConfig` that
-:func:`phase_run_config` derives from the :class:`GrowConfig`: the same schedule, optimizer,
+:func:`~.grow_config.phase_run_config` derives from the :class:`GrowConfig`: the same schedule, optimizer,
 verified checkpoints, resume, DDP/FSDP2, compile and logs as ``substrate-lm train``. The model of a
 phase is built here (:mod:`.grow`: the previous stage's exported weights below, frozen, new blocks
-on top; optional LoRA from :mod:`.lora`) and handed to the trainer as ``model=``.
+on top; optional LoRA from :mod:`substrate_lm.components.lora`) and handed to the trainer as ``model=``.
 
 Run folder layout::
 
@@ -33,7 +33,6 @@ exports, metrics and the report, and the others wait for it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -45,17 +44,19 @@ from typing import Any, Callable
 
 import torch
 
+from ..components.lora import apply_lora, merge
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_json
-from ..training import (CheckpointManager, RunConfig, RunData, Trainer, evaluate_loss, load_checkpoint,
-                        load_run_data)
-from ..training.config import (CheckpointSection, DataSection, DistSection, EvalSection, LogSection, RunSection,
-                               TrainSection, config_from_dict)
+from ..export import export_model, parameter_counts
+from ..factory import build_model
+from ..fsutil import atomic_write_json, read_json
+from ..modeling import SubstrateForCausalLM
+from ..training import (CheckpointManager, RunData, Trainer, evaluate_loss, load_checkpoint, load_run_data,
+                        load_run_tokenizer)
 from ..training.distributed import (DistContext, barrier, broadcast_object, setup_distributed,
                                     teardown_distributed)
-from ._io import read_json
 from .grow import Stage, block_fingerprints, grow_model, plan_stages, set_stage_trainable
-from .grow_config import RESUMABLE_CHANGES, GrowConfig, diff_keys
+from .grow_config import RESUMABLE_CHANGES, GrowConfig, diff_keys, phase_run_config, run_device
+from .report import write_report
 
 
 def _stderr(msg: str) -> None:
@@ -98,16 +99,9 @@ class StepOffset:
 # setup
 
 
-def _run_device(name: str) -> str:
-    """``run.device`` of the growth config as a trainer device (``cuda:N`` -> ``cuda``)."""
-    return "cuda" if name.startswith("cuda") else name
-
-
 def prepare_context(cfg: GrowConfig, dist: DistContext, log: Callable[[str], None] = _stderr,
                     on_record=None) -> RunContext:
     """Open (or prepare) data and tokenizer, check vocabulary sizes."""
-    from ..training import load_run_tokenizer
-
     base = phase_run_config(cfg, "probe", cfg.run_dir(), depth=cfg.grow.n_layer, steps=1, lr=cfg.train.lr)
     data = load_run_data(base.data, tokenizer=cfg.model.tokenizer or None, seed=cfg.train.seed,
                          is_main=dist.is_main, barrier=lambda: barrier(dist), progress=False)
@@ -136,7 +130,7 @@ def prepare_context(cfg: GrowConfig, dist: DistContext, log: Callable[[str], Non
 
 
 def _check_run_dir(cfg: GrowConfig, run_dir: Path, resume: bool, log) -> None:
-    saved = read_json(run_dir / "grow.json")
+    saved = read_json(run_dir / "grow.json", missing=None, corrupt=None)
     current = cfg.to_dict()
     if saved is None:
         has_stages = (run_dir / "stages").is_dir() and any((run_dir / "stages").iterdir())
@@ -193,36 +187,8 @@ class Phase:
     """Returns (model ready to train, finalize(model) -> plain model, lower blocks that must not move)."""
 
 
-def phase_run_config(cfg: GrowConfig, label: str, run_dir: Path, *, depth: int, steps: int, lr: float) -> RunConfig:
-    """The trainer's :class:`RunConfig` of one phase: the one place growth settings become training settings.
-
-    The shared sections ([run], [data], [train], [eval], [checkpoint], [log], [dist]) carry over key
-    for key; the phase sets its folder, step count and peak learning rate (warmup capped below the
-    phase's steps, min_lr at most lr) and scores its validation batches sequentially. ``[model]`` only
-    documents the phase (the model itself is built by the growth run and passed in).
-    """
-    def shared(section, cls) -> dict:
-        return {f.name: getattr(section, f.name) for f in dataclasses.fields(cls)}
-
-    t = shared(cfg.train, TrainSection)
-    t.update(steps=steps, lr=lr, min_lr=min(cfg.train.min_lr, lr), warmup=min(cfg.train.warmup, max(0, steps - 1)))
-    raw = {
-        "run": {**shared(cfg.run, RunSection), "name": f"{cfg.run.name}-{label}", "dir": str(run_dir),
-                "device": _run_device(cfg.run.device)},
-        "model": {"preset": cfg.model.preset, "substrate": cfg.model.substrate, "tokenizer": cfg.model.tokenizer,
-                  "overrides": {**cfg.model.overrides, "n_layer": depth}},
-        "data": shared(cfg.data, DataSection),
-        "train": t,
-        "eval": {**shared(cfg.eval, EvalSection), "mode": "sequential"},
-        "log": shared(cfg.log, LogSection),
-        "checkpoint": shared(cfg.checkpoint, CheckpointSection),
-        "dist": shared(cfg.dist, DistSection),
-    }
-    return config_from_dict(raw)
-
-
 def _is_done(phase: Phase) -> dict | None:
-    metrics = read_json(phase.dir / "metrics.json")
+    metrics = read_json(phase.dir / "metrics.json", missing=None, corrupt=None)
     if metrics is not None and (phase.dir / "model" / "config.json").is_file():
         return metrics
     return None
@@ -287,8 +253,6 @@ def run_phase(ctx: RunContext, phase: Phase) -> dict:
 def _finish_phase(ctx: RunContext, phase: Phase, ckpt: Path, t, trainable: int, seconds: float, world: int) -> dict:
     """Rank 0: rebuild the phase's model from its final (verified) checkpoint, finalize (merge LoRA),
     export, evaluate, write ``metrics.json`` and drop the checkpoints."""
-    from ..export import export_model, parameter_counts
-
     cfg = ctx.cfg
     model, finalize, n_lower = phase.build()
     lower_before = block_fingerprints(model)[:n_lower]
@@ -347,8 +311,6 @@ def _finish_phase(ctx: RunContext, phase: Phase, ckpt: Path, t, trainable: int, 
 
 
 def _first_model(ctx: RunContext, depth: int):
-    from ..factory import build_model
-
     cfg = ctx.cfg
     overrides = dict(cfg.model.overrides)
     overrides["n_layer"] = depth
@@ -359,8 +321,6 @@ def _first_model(ctx: RunContext, depth: int):
 
 
 def _stage_phase(ctx: RunContext, stage: Stage, stages: list[Stage], steps: list[int], tokens_per_step: int) -> Phase:
-    from ..modeling import SubstrateForCausalLM
-
     cfg = ctx.cfg
     lora_on = cfg.lora.enabled and stage.index >= cfg.lora.from_stage and stage.n_lower > 0
     offset = sum(steps[: stage.index - 1])
@@ -386,8 +346,6 @@ def _stage_phase(ctx: RunContext, stage: Stage, stages: list[Stage], steps: list
             model = grow_model(base, stage.n_new, seed=cfg.train.seed * 1_000_003 + stage.index)
         finalize = lambda m: m  # noqa: E731
         if lora_on:
-            from .lora import apply_lora, merge
-
             torch.manual_seed(cfg.train.seed * 1_000_003 + 500 + stage.index)
             model = apply_lora(model, stage.n_lower, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout,
                                targets=cfg.lora.targets)
@@ -430,10 +388,8 @@ def run_growth(cfg: GrowConfig, resume: bool = False, log: Callable[[str], None]
         ``{"stages": [metrics...], "baseline": metrics | None, "paths": {...}, "table": markdown,
         "info": {...}}`` (the same on every rank).
     """
-    from .report import write_report
-
     run_dir = cfg.run_dir()
-    dist = setup_distributed(cfg.dist.strategy, _run_device(cfg.run.device), cfg.dist.backend)
+    dist = setup_distributed(cfg.dist.strategy, run_device(cfg.run.device), cfg.dist.backend)
     if not dist.is_main:
         log = lambda m: None  # noqa: E731
         on_record = None

@@ -227,11 +227,16 @@ def register_task_file(path: str | os.PathLike, name: str | None = None, kind: s
     return name
 
 
+def task_name(bench: str, gen: bool = False) -> str:
+    """lm-eval task name of a benchmark: ``substrate_arc_e``, ``substrate_arc_e_gen``; a user's file
+    task keeps its name (``my-mc``, ``my-mc_gen``)."""
+    name = bench if BENCHES[bench].file else "substrate_" + bench.replace("-", "_")
+    return name + "_gen" if gen and BENCHES[bench].multiple_choice else name
+
+
 def _check_task_name_free(name: str, kind: str) -> None:
     """Refuse a file task whose lm-eval task names (``name``, ``name_gen`` for multiple choice) are
     already another benchmark's (built-in or registered), so no YAML silently replaces another."""
-    from .harness import task_name  # lazy: harness imports this module
-
     own = {name, name + "_gen"} if kind == "mc" else {name}
     for b, spec in BENCHES.items():
         if b == name and spec.file is not None:

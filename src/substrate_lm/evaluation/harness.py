@@ -33,20 +33,14 @@ from pathlib import Path
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_text
 from ..logutil import drop_log_records
-from .datasets import BENCHES, BenchData, find_local_file, load_bench, parse_benches
+from .datasets import BENCHES, BenchData, Item, find_local_file, load_bench, parse_benches, task_name
+from .models import check_vocab, load_model
 from .paper import max_new_tokens_for, score_item
 from .prompts import loglik_request, paper_prompt
 
 _UTILS = '''"""lm-eval process_results hook for substrate-lm generation tasks (written by write_lm_eval_tasks)."""
 from substrate_lm.evaluation.harness import process_gen_results as process_results  # noqa: F401
 '''
-
-
-def task_name(bench: str, gen: bool = False) -> str:
-    """lm-eval task name of a benchmark: ``substrate_arc_e``, ``substrate_arc_e_gen``; a user's file
-    task keeps its name (``my-mc``, ``my-mc_gen``)."""
-    name = bench if BENCHES[bench].file else "substrate_" + bench.replace("-", "_")
-    return name + "_gen" if gen and BENCHES[bench].multiple_choice else name
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,8 +88,6 @@ def _doc(item, bench: str, mc_mode: str) -> dict:
 
 def process_gen_results(doc: dict, results: list[str]) -> dict:
     """Score one lm-eval generation with the published rule for the row's task."""
-    from .datasets import Item
-
     item = Item(id=doc["id"], task=doc["task"], question="", answer=doc["answer"], answers=list(doc["answers"]))
     return {"score": score_item(item, results[0])}
 
@@ -217,8 +209,6 @@ def run_lm_eval(
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-
-    from .models import check_vocab, load_model
 
     out = Path(out_dir)
     task_dir = out / "lm_eval_tasks"

@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .datasets import BenchData
 from .models import accepts, encode_text, max_context, model_device, pad_id
@@ -93,8 +94,6 @@ def score_tokens(
     ``progress``: a progress bar with ETA over the pairs on stderr (tqdm): None (default) when stderr
     is a terminal, True always, False never.
     """
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(pairs), unit="req", desc="log-likelihood", leave=False, dynamic_ncols=True,
                disable=None if progress is None else not progress)
     try:

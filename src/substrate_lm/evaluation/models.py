@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SubstrateError
+from ..loading import load_model_dir, load_tokenizer
 
 # Slack allowed between the model's vocabulary and the tokenizer's: many checkpoints pad the
 # embedding table to a multiple of 64/128 (Pythia: 50304 rows for 50277 ids; Qwen2: +271).
@@ -137,8 +138,6 @@ def load_model(
     Returns:
         ``(model, tokenizer)``.
     """
-    from ..loading import load_model_dir, load_tokenizer
-
     p = Path(path)
     if p.exists() and not (p / "config.json").is_file():
         raise SubstrateError(f"{p} is not a model directory (no config.json); pass a directory from export_model")

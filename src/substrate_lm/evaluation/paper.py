@@ -25,8 +25,11 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
 
-from .datasets import BenchData, BenchSpec, Item
+from .datasets import MMLU_SUBJECTS, BenchData, BenchSpec, Item
+from .models import generate_continuations
 from .prompts import paper_prompt
 
 # Scoring rules of the published script, by item task.
@@ -62,8 +65,6 @@ class HFGenerator:
         self.deterministic = greedy or not samples
 
     def __call__(self, prompts: list[str], max_new_tokens: list[int], run: int) -> list[str]:
-        from .models import generate_continuations
-
         return generate_continuations(
             self.model, self.tokenizer, prompts, max_new_tokens, batch_size=self.batch_size,
             greedy=self.greedy, generation_kwargs=self.generation_kwargs,
@@ -175,8 +176,6 @@ def run_paper(
         JSON-ready dict: mean, std, ci95, runs, line, per-item mean scores, per-subject (MMLU) or
         per-language/kind (world) statistics with their lines, settings.
     """
-    import torch
-
     if n_runs < 1:
         raise ValueError("n_runs must be at least 1")
     spec, items = data.spec, data.items
@@ -185,8 +184,6 @@ def run_paper(
     deterministic = bool(getattr(generator, "deterministic", False))
     bleu = spec.task == "translate"
     scale = 1.0 if bleu else 100.0
-
-    from tqdm.auto import tqdm
 
     per_run_scores: list[list[float]] = []
     examples: list[dict] = []
@@ -247,8 +244,6 @@ def run_paper(
 
 
 def _subject_order(groups: dict) -> list[str]:
-    from .datasets import MMLU_SUBJECTS
-
     known = [s for s in MMLU_SUBJECTS if s in groups]
     return known + sorted(set(groups) - set(known))
 

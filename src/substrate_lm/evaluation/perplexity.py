@@ -11,15 +11,18 @@ models whose tokenizers differ (perplexity per token does not). :func:`perplexit
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from ..data import TokenShards
 from ..errors import SubstrateError
-from .models import accepts, encode_text, max_context, model_device
+from .models import accepts, encode_text, max_context, model_device, model_vocab_size
 
 
 def _settings(model, window, stride, batch_size) -> tuple[int, int]:
@@ -56,8 +59,6 @@ def _spans(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
 
 
 def _progress_bar(total: int, progress: bool | None):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, unit="tok", desc="perplexity", disable=None if progress is None else not progress,
                 dynamic_ncols=True, smoothing=0.1)
 
@@ -180,9 +181,6 @@ def perplexity_shards(
         "perplexity", "bits_per_token", "bpc", "sources": [{"spec", "documents", ...same figures}]
         or None}``.
     """
-    from ..data import TokenShards
-    from .models import model_vocab_size
-
     window, stride = _settings(model, window, stride, batch_size)
     shards = TokenShards(data_dir, split)
     shards.check_compatible(vocab_size=model_vocab_size(model), tokenizer=tokenizer)
@@ -240,8 +238,6 @@ def read_text(path: str | os.PathLike, max_chars: int | None = None) -> str:
 
 
 def _read_text(p: Path, max_chars: int | None) -> str:
-    import json
-
     if p.suffix == ".jsonl":
         parts, total = [], 0
         with p.open(encoding="utf-8") as f:

@@ -19,6 +19,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from ..fsutil import atomic_write_text
 
 
@@ -110,7 +112,6 @@ def bar_chart(results: dict, path: str | os.PathLike, protocol: str = "paper") -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     models = list(results.get("models", {}))
     benches = []

@@ -18,6 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import torch
+import transformers
+
+from .. import __version__
 from ..errors import SubstrateError
 from .datasets import BenchData, load_bench, parse_benches
 from .loglik import run_loglik
@@ -49,11 +53,6 @@ def _named_models(models) -> dict:
 
 
 def _versions() -> dict:
-    import torch
-    import transformers
-
-    from .. import __version__
-
     return {"substrate_lm": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 

@@ -28,6 +28,8 @@ CI95 = t(0.975, n-1) sd / sqrt(n) (Student t, as the demo's findings; 0 with one
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import re
@@ -36,11 +38,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data import prepare_data
 from ..data.folder import is_prepared, load_meta
 from ..errors import SubstrateError
+from ..evaluation import evaluate_models
+from ..export import export_model
 from ..fsutil import atomic_write_json
-from ..settings import SettingsEngine
+from ..presets import PRESETS
+from ..settings import SettingsEngine, read_toml
+from ..substrates.registry import parse_spec
+from ..training import RunConfig, Trainer, load_config
+from ..world import generate_world
+from .compact import build_tokenizer, corpus_layout
 from .findings import summarize
+from .parallel import check_jobs, run_tasks
 
 PROTOCOLS = ("paper", "loglik", "both")
 TOKENIZERS = ("bvv241", "compact")
@@ -85,16 +96,11 @@ class AblationConfig:
             raise SubstrateError(
                 f"unknown ablation.world option(s) {', '.join(sorted(unknown))}; valid: {', '.join(WORLD_OPTIONS)}"
             )
-        from ..presets import PRESETS, parse_substrate_spec
-
         for p in self.presets:
             if p not in PRESETS:
                 raise SubstrateError(f"unknown preset {p!r} in ablation.presets; choose from {', '.join(PRESETS)}")
         for s in self.substrates:
-            try:
-                parse_substrate_spec(s, 64)
-            except ValueError as exc:
-                raise SubstrateError(str(exc)) from None
+            parse_spec(s, 64)
 
 
 #: the settings engine of ``substrate-lm ablate`` (flat: ``--ablation.KEY VALUE``)
@@ -106,8 +112,6 @@ def load_ablation_config(path: str | os.PathLike, overrides: list[str] | dict | 
     """Read an ablation TOML file ([ablation] keys, an optional [overrides] table of run-config keys)
     through the settings engine; ``overrides`` change [ablation] keys: ``["--ablation.seeds", "0,1"]``
     (the command line) or ``{"ablation.seeds": [0, 1]}``."""
-    from ..settings import read_toml
-
     p = Path(path)
     if not p.is_file():
         raise SubstrateError(f"ablation config {p} not found; give an ablation TOML file")
@@ -193,19 +197,13 @@ def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log:
         base = root / "corpora" / corpus_dir_name(spec, tokenizer, world)
         world_dir, tok_dir, data_dir = base / "world", base / "tokenizer", base / "data"
         if not (world_dir / "world.json").is_file():
-            from ..world import generate_world
-
             log(f"generating the semantic world ({size}, {','.join(langs)})")
             generate_world(world_dir, size=size, langs=tuple(langs), seed=data_seed, **(world or {}))
         if not (tok_dir / "tokenizer.json").is_file():
-            from .compact import build_tokenizer, corpus_layout
-
             layout = None if tokenizer == "bvv241" else corpus_layout(world_dir, langs)
             log(f"building its {layout.name if layout else 'bvv241'}-layout tokenizer from the corpus n-grams")
             build_tokenizer([world_dir / "train.jsonl"], langs, tok_dir, layout)
         if not is_prepared(data_dir):
-            from ..data import prepare_data
-
             log("tokenising into uint16 shards")
             prepare_data([f"world:{world_dir}"], str(tok_dir), data_dir, seed=data_seed, progress=False)
         return Corpus(spec, data_dir, str(tok_dir.resolve()), world_dir)
@@ -224,22 +222,24 @@ def prepare_corpus(spec: str, root: Path, data_seed: int, langs: list[str], log:
 # -- running -------------------------------------------------------------------------------------
 
 
-def cell_run_config(cfg: AblationConfig, cell: Cell, corpus: Corpus, cell_dir: Path):
-    """The training config of one cell: the recipe + overrides + the cell's four values."""
-    from ..training import load_config
+def base_run_config(cfg: AblationConfig) -> RunConfig:
+    """The run config every cell starts from: the recipe with the grid's ``[overrides]`` applied by
+    the settings engine (TOML values keep their types; text is read by each field's type)."""
+    return load_config(cfg.recipe, cfg.overrides)
 
-    flat = [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in cfg.overrides.items()]
-    run = load_config(cfg.recipe, flat)
-    run.run.name = cell.key
-    run.run.dir = str(cell_dir / "run")
-    run.model.preset = cell.preset
-    run.model.substrate = cell.substrate
-    run.model.tokenizer = corpus.tokenizer_dir
-    run.data.path = str(corpus.data_dir)
-    run.data.world = ""
-    run.data.sources = []
-    run.train.seed = cell.seed
-    return run
+
+def cell_run_config(base: RunConfig, cell: Cell, corpus: Corpus, cell_dir: Path) -> RunConfig:
+    """The training config of one cell: ``base`` (:func:`base_run_config`, or the demo's typed
+    config) with the cell's four values, its corpus and its folder; ``base`` is not changed."""
+    run = copy.deepcopy(base)
+    replace = dataclasses.replace
+    return replace(
+        run,
+        run=replace(run.run, name=cell.key, dir=str(cell_dir / "run")),
+        model=replace(run.model, preset=cell.preset, substrate=cell.substrate, tokenizer=corpus.tokenizer_dir),
+        data=replace(run.data, path=str(corpus.data_dir), world="", sources=[]),
+        train=replace(run.train, seed=cell.seed),
+    )
 
 
 def _first_last_loss(history: list[dict]) -> tuple[float | None, float | None]:
@@ -254,19 +254,17 @@ def run_cell(
     root: Path,
     log: Callable[[str], None] = print,
     keep_model: bool = False,
+    base: RunConfig | None = None,
 ) -> dict:
-    """Train, export and evaluate one cell; returns (and writes) its ``result.json``."""
-    from ..evaluation import evaluate_models
-    from ..export import export_model
-    from ..training import Trainer
-
+    """Train, export and evaluate one cell; returns (and writes) its ``result.json``. ``base``: the
+    run config the cell starts from (default: :func:`base_run_config` of ``cfg``)."""
     cell_dir = root / "cells" / cell.key
     result_path = cell_dir / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text(encoding="utf-8"))
     cell_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    run = cell_run_config(cfg, cell, corpus, cell_dir)
+    run = cell_run_config(base if base is not None else base_run_config(cfg), cell, corpus, cell_dir)
     log(f"[{cell.key}] training {run.train.steps} steps")
     res = Trainer(run, resume=True).fit()
     model, tok = res.model, res.tokenizer
@@ -385,20 +383,24 @@ def markdown_table(rows: list[dict], metrics: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell_task(cfg: dict, cell: dict, corpus: dict, root: str, verbose: bool) -> str:
+def _cell_task(cfg: dict, cell: dict, corpus: dict, root: str, verbose: bool, base: RunConfig) -> str:
     """One cell in a worker process (see :func:`run_ablation`); returns its key."""
     overrides = cfg.pop("overrides")
     c = Cell(**cell)
     corp = Corpus(corpus["spec"], Path(corpus["data_dir"]), corpus["tokenizer_dir"],
                   Path(corpus["world_dir"]) if corpus["world_dir"] else None)
     run_cell(AblationConfig(**cfg, overrides=overrides), c, corp, Path(root),
-             log=(lambda m: print(m, flush=True)) if verbose else (lambda m: None))
+             log=(lambda m: print(m, flush=True)) if verbose else (lambda m: None), base=base)
     return c.key
 
 
 def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_models: bool = False,
-                 jobs: int = 1, threads: int = 1) -> dict:
+                 jobs: int = 1, threads: int = 1, base: RunConfig | None = None) -> dict:
     """Run (or resume) every cell of the grid, then aggregate; writes ``ablation.json`` and ``.md``.
+
+    ``base``: the run config every cell starts from, typed (the demo passes its own); default
+    :func:`base_run_config` (the recipe with the grid's ``[overrides]``). It is recorded in
+    ``config.json`` and ``ablation.json`` as ``run_config``.
 
     ``jobs`` > 1 trains that many unfinished cells at a time, each in its own process with
     ``threads`` torch threads (:func:`~substrate_lm.experiments.parallel.run_tasks`); every cell
@@ -406,13 +408,12 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
     cells trained in a worker are not kept in memory (``keep_models``): reload them from
     ``model_dir``.
     """
-    from .parallel import check_jobs, run_tasks
-
     cfg.validate()
     jobs = check_jobs(jobs)
+    base = base if base is not None else base_run_config(cfg)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "config.json", asdict(cfg), default=str)
+    atomic_write_json(root / "config.json", {**asdict(cfg), "run_config": base.to_dict()}, default=str)
     corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log, tokenizer=cfg.tokenizer, world=cfg.world)
                for c in cfg.corpora}
     grid = cells(cfg)
@@ -421,15 +422,15 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
         log(f"training {len(pending)} cells, {jobs} at a time (one process each, {threads} thread(s))")
         corpus_of = {spec: {"spec": c.spec, "data_dir": str(c.data_dir), "tokenizer_dir": c.tokenizer_dir,
                             "world_dir": str(c.world_dir) if c.world_dir else None} for spec, c in corpora.items()}
-        run_tasks(_cell_task, [(asdict(cfg), asdict(c), corpus_of[c.corpus], str(root), log is print)
+        run_tasks(_cell_task, [(asdict(cfg), asdict(c), corpus_of[c.corpus], str(root), log is print, base)
                                for c in pending], jobs=jobs, threads=threads)
     results = []
     for i, cell in enumerate(grid, 1):
         done = (root / "cells" / cell.key / "result.json").is_file()
         log(f"cell {i}/{len(grid)}: {cell.key}" + (" (done, skipped)" if done else ""))
-        results.append(run_cell(cfg, cell, corpora[cell.corpus], root, log, keep_model=keep_models))
+        results.append(run_cell(cfg, cell, corpora[cell.corpus], root, log, keep_model=keep_models, base=base))
     rows = aggregate(results)
-    summary = dict(config=asdict(cfg), cells=[r["key"] for r in results], groups=rows)
+    summary = dict(config=asdict(cfg), run_config=base.to_dict(), cells=[r["key"] for r in results], groups=rows)
     atomic_write_json(root / "ablation.json", summary, default=str)
     (root / "ablation.md").write_text(markdown_table(rows), encoding="utf-8")
     return dict(summary, results=results, corpora=corpora)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import SubstrateError
+from ..tokenizer import build_from_corpus, save_tokenizer
+from ..tokenizer.layout import BVV241_2_3, VocabLayout
 
 N_SPECIAL = 32
 #: files of a world folder whose characters the tokenizer must cover
@@ -52,8 +54,6 @@ def compact_layout(top: int, n_langs: int = 1, top_k: int | None = None, *, ngra
         ngram_ids: n-gram ids to reserve instead of ``top_k x lengths x n_langs``.
         name: layout name (default ``compact-<n_langs>x<top_k>``).
     """
-    from ..tokenizer.layout import BVV241_2_3, VocabLayout
-
     k = BVV241_2_3.top_k if top_k is None else int(top_k)
     capacity = k * len(BVV241_2_3.ns) * max(1, n_langs) if ngram_ids is None else int(ngram_ids)
     first_special = top + 1
@@ -77,8 +77,6 @@ def corpus_layout(world_dir: Path, langs: list[str], top_k: int | None = None):
 def build_tokenizer(train_files: Iterable[Path], langs: list[str], out_dir: Path, layout=None) -> None:
     """Build the bvv241 construction from a corpus's n-grams (``layout``: None for the published
     65,536-id layout, else e.g. :func:`compact_layout`) and save it into ``out_dir``."""
-    from ..tokenizer import build_from_corpus, save_tokenizer
-
     kw = {} if layout is None else {"layout": layout}
     save_tokenizer(build_from_corpus([Path(f) for f in train_files], langs=list(langs), **kw), out_dir,
                    overwrite=True)

@@ -24,6 +24,13 @@ questions under both protocols -> layer-wise analysis (linear probes of the enti
 carrier sentences that do not reveal them, entity-held-out folds, control task; CKA against the
 trainable baseline) -> statistics and findings -> ``report.html`` and ``results.json``.
 
+Settings (:class:`DemoSettings`, one root of four sections, each key ``--<section>.<key> VALUE``):
+``[demo]`` the demo's own (world, seeds, evaluation, analysis); ``[model]`` and ``[train]`` the
+trainer's own sections with the demo's defaults, held by every cell's run config as they are
+(:func:`demo_run_config`, then ``dataclasses.replace`` per cell) and by the docking experiment's
+experts; ``[docking]`` the docking experiment's (:class:`~.docking.DockingSection`). ``--train.steps``
+is read once, into the ``TrainSection``, and that object is what the trainer reads.
+
 Independent trainings (the (substrate, seed) cells, the docking experiment's experts and growth runs)
 run ``jobs`` at a time, one process and one thread each (:mod:`.parallel`); the numbers are the same
 for any ``jobs``.
@@ -31,17 +38,30 @@ for any ``jobs``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
+import torch
+
+from ..analysis import analyze
 from ..errors import SubstrateError
+from ..loading import load_model_and_tokenizer
 from ..settings import SettingsEngine
+from ..substrates.glyph import resolve_font
+from ..training.config import ModelSection, RunConfig, TrainSection, load_config, validate as validate_run
+from ..world import parse_langs, parse_size
+from ..world.generator import MAX_MC_VARIANTS
 from . import findings as F
 from .ablate import TOKENIZERS, AblationConfig, run_ablation
+from .docking import DockingSection, DockingSettings, run_docking_experiment
+from .docking.settings import check as check_docking
+from .parallel import check_jobs, default_jobs
+from .report import write_demo_report
 
 # name shown in the report -> substrate spec
 FULL_SUBSTRATES = {
@@ -54,78 +74,109 @@ BASELINE = "unfrozen"
 # trained unless --substrates says otherwise: the two frozen tables the claims are about, and the baseline
 DEFAULT_SPECS = ("bits", "glyph", "unfrozen")
 MODES = ("quick", "full", "long")
+#: the flat demo keys that became the trainer's: ``--demo.KEY`` -> the key to write now
+MOVED = {
+    **{k: f"model.overrides.{k}" for k in ("d_model", "n_layer", "n_head", "block_size")},
+    **{k: f"train.{k}" for k in ("steps", "batch_size", "lr", "warmup", "precision")},
+}
 
 
 @dataclass
-class DemoSettings:
-    """Sizes of one demo run; ``quick()``, ``full()`` and ``long()`` are the built-in ones.
+class DemoSection:
+    """The demo's own settings: its world, seeds, evaluation and analysis. The models' shape is the
+    [model] section and their schedule the [train] section (the trainer's own); the docking
+    experiment's settings are the [docking] section."""
 
-    Every field can be changed on the command line as ``--demo.KEY VALUE`` (``langs`` and ``maps``
-    take comma lists: ``--demo.langs en,ru``); ``demo --help-config`` lists them with their values.
-    Loading and checking is the project's settings engine (:data:`ENGINE`).
-    """
-
-    world_size: str
-    langs: tuple[str, ...]
-    entities_per_cat: int
-    qa_fraction: float
-    mc_variants: int
+    world_size: str = "150KB"
+    """Text of the demo's world (e.g. 150KB, 2MB)."""
+    langs: tuple[str, ...] = ("en",)
+    """Languages of the world (comma list: en,ru); the analysis uses the first."""
+    entities_per_cat: int = 6
+    """Entities per category of the world (few, so that every fact is seen over many epochs)."""
+    qa_fraction: float = 0.3
+    """Share of training documents that are question-answer documents (0 to 0.5)."""
+    mc_variants: int = 8
     """Multiple-choice renderings (fresh distractors and option order) per training question."""
-    mc_share: float
+    mc_share: float = 0.5
     """Share of the training question-answer items in the papers' multiple-choice format."""
-    tokenizer: str
-    d_model: int
-    n_layer: int
-    n_head: int
-    block_size: int
-    steps: int
-    batch_size: int
-    lr: float
-    warmup: int
-    precision: Literal["fp32", "bf16"]
-    eval_interval: int
-    seeds: int
-    docking_seeds: int
-    """Seeds of the docking experiment (the first ones of ``seeds``)."""
-    n_runs: int
-    limit: int
-    per_entity: int
-    maps: tuple[str, ...]
+    tokenizer: str = "compact"
+    """compact (the bvv241 construction on a compact id layout, about 1,000 ids) or bvv241 (the
+    published 65,536 ids)."""
+    eval_interval: int = 100
+    """Validate every this many training steps (and at the end)."""
+    seeds: int = 5
+    """Seeds per model: the models train on seeds --seed .. --seed + seeds - 1 (figures are means
+    with a CI95 over them)."""
+    docking_seeds: int = 3
+    """Seeds of the docking experiment (the first ones of seeds)."""
+    n_runs: int = 1
+    """Repetitions of the papers' (sampled) generation protocol per seed."""
+    limit: int = 300
+    """Questions per benchmark."""
+    per_entity: int = 8
+    """Carrier sentences per entity for the layer-wise probes."""
+    maps: tuple[str, ...] = ("pca",)
+    """Maps of the representations in the analysis reports: comma list of pca, tsne, umap (or none)."""
     # tiny models are bound by per-op overhead: one thread trains them faster than two on a 2-core
     # machine (13k vs 4k tokens/s measured with other jobs running); the cores are used by training
     # independent models side by side instead (``run_demo(jobs=...)``, ``--jobs``)
     threads: int = 1
+    """Torch threads of each training process (the cores are used by --jobs instead)."""
     substrates: dict[str, str] = field(
         default_factory=lambda: {n: s for n, s in FULL_SUBSTRATES.items() if s in DEFAULT_SPECS})
+    """The models: {name in the report = substrate spec} (--substrates keeps a subset)."""
     prompts: tuple[str, ...] = ("Question: Where does ", "The old story begins with ")
+    """Prompts of the greedy samples in the report."""
+
+
+def demo_model(n_layer: int = 4) -> ModelSection:
+    """The demo's models: the tiny preset at d_model 64, 4 heads, context 128, ``n_layer`` blocks."""
+    return ModelSection(preset="tiny", overrides={"d_model": 64, "n_layer": n_layer, "n_head": 4, "block_size": 128})
+
+
+def demo_train(steps: int = 600, warmup: int = 30) -> TrainSection:
+    """The demo's schedule: ``steps`` of 16 x 128 tokens, lr 1e-2 to 1e-3 after ``warmup``, fp32."""
+    return TrainSection(steps=steps, batch_size=16, seq_len=128, lr=1e-2, min_lr=1e-3, warmup=warmup,
+                        precision="fp32")
+
+
+@dataclass
+class DemoSettings:
+    """Everything one demo run uses; :meth:`quick`, :meth:`full` and :meth:`long` are the built-in
+    ones (the defaults are ``full``'s).
+
+    Every key is changed on the command line as ``--<section>.<key> VALUE``: ``--demo.seeds 8``,
+    ``--train.steps 1200``, ``--model.overrides.n_layer 2``, ``--docking.grow_steps 300``;
+    ``demo --help-config`` lists them with their values. The [model] and [train] sections are the
+    trainer's own (:class:`~substrate_lm.training.config.ModelSection`,
+    :class:`~substrate_lm.training.config.TrainSection`): every cell's run config holds them as
+    they are (:func:`demo_run_config`), and so do the docking experiment's experts.
+    """
+
+    demo: DemoSection = field(default_factory=DemoSection)
+    model: ModelSection = field(default_factory=demo_model)
+    train: TrainSection = field(default_factory=demo_train)
+    docking: DockingSection = field(default_factory=DockingSection.full)
 
     @classmethod
     def quick(cls) -> "DemoSettings":
         return cls(
-            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, mc_variants=8, mc_share=0.5,
-            tokenizer="compact",
-            d_model=64, n_layer=2, n_head=4, block_size=128, steps=60, batch_size=16, lr=1e-2, warmup=6,
-            precision="fp32", eval_interval=30, seeds=1, docking_seeds=1, n_runs=1, limit=60,
-            per_entity=4, maps=("pca",),
+            demo=DemoSection(eval_interval=30, seeds=1, docking_seeds=1, limit=60, per_entity=4),
+            model=demo_model(n_layer=2),
+            train=demo_train(steps=60, warmup=6),
+            docking=DockingSection.quick(),
         )
 
     @classmethod
     def full(cls) -> "DemoSettings":
         # chosen by experiment: benchmarks/2026-11-30-demo-configs.md
-        return cls(
-            world_size="150KB", langs=("en",), entities_per_cat=6, qa_fraction=0.3, mc_variants=8, mc_share=0.5,
-            tokenizer="compact",
-            d_model=64, n_layer=4, n_head=4, block_size=128, steps=600, batch_size=16, lr=1e-2, warmup=30,
-            precision="fp32", eval_interval=100, seeds=5, docking_seeds=3, n_runs=1, limit=300,
-            per_entity=8, maps=("pca",),
-        )
+        return cls()
 
     @classmethod
     def long(cls) -> "DemoSettings":
-        s = cls.full()
-        s.steps, s.warmup, s.eval_interval = 1200, 60, 200
-        s.docking_seeds = 5  # the docking part runs DockingSettings.long (longer experts and growth)
-        return s
+        # the docking part runs DockingSection.long (longer experts and growth)
+        return cls(demo=DemoSection(eval_interval=200, docking_seeds=5), train=demo_train(steps=1200, warmup=60),
+                   docking=DockingSection.long())
 
     @classmethod
     def for_mode(cls, mode: str) -> "DemoSettings":
@@ -133,59 +184,64 @@ class DemoSettings:
             raise SubstrateError(f"unknown demo mode {mode!r}; choose from {', '.join(MODES)}")
         return getattr(cls, mode)()
 
-    def apply(self, overrides: dict | list[str]) -> None:
-        """Change fields in place: ``{"steps": 600, "langs": "en,ru"}`` (bare names or ``demo.``
-        keys) or ``["--demo.steps", "600"]`` (the command line), typed and checked by the settings
-        engine; a bad key or value raises a one-line error."""
-        if isinstance(overrides, dict):
-            overrides = {(k if str(k).startswith("demo.") else f"demo.{k}"): v for k, v in overrides.items()}
-        ENGINE.update(self, overrides)
+    def apply(self, overrides: dict | list[str]) -> "DemoSettings":
+        """New settings with keys changed: ``{"train.steps": 600, "demo.langs": "en,ru"}`` or
+        ``["--train.steps", "600"]`` (the command line), typed and checked by the settings engine;
+        a bad key or value raises a one-line error. ``self`` is not changed."""
+        items = ENGINE.parse_args(list(overrides)) if isinstance(overrides, list) else dict(overrides)
+        for key in items:
+            sec, _, name = str(key).partition(".")
+            if sec == "demo" and name in MOVED:
+                extra = " (train.min_lr is its own key now)" if name == "lr" else ""
+                raise SubstrateError(f"demo.{name} is the trainer's {MOVED[name]} now: write --{MOVED[name]} VALUE"
+                                     f"{extra}; demo --help-config lists every key")
+        return ENGINE.apply(self, items)
 
-    def validate(self) -> None:
-        positive = ("threads", "entities_per_cat", "d_model", "n_layer", "n_head", "block_size", "steps", "batch_size",
-                    "eval_interval", "seeds", "docking_seeds", "n_runs", "limit", "per_entity")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise SubstrateError(f"demo.{key} must be >= 1, got {getattr(self, key)}")
-        from ..world.generator import MAX_MC_VARIANTS
-
-        if not 1 <= self.mc_variants <= MAX_MC_VARIANTS:
-            raise SubstrateError(f"demo.mc_variants must be in 1..{MAX_MC_VARIANTS}, got {self.mc_variants}")
-        if not 0.0 <= self.mc_share <= 1.0:
-            raise SubstrateError(f"demo.mc_share must be in [0, 1], got {self.mc_share}")
-        if not 0.0 <= self.qa_fraction <= 0.5:
-            raise SubstrateError(f"demo.qa_fraction must be in [0, 0.5], got {self.qa_fraction}")
-        if not self.lr > 0:
-            raise SubstrateError(f"demo.lr must be > 0, got {self.lr}")
-        if self.warmup < 0 or self.warmup >= self.steps:
-            raise SubstrateError(f"demo.warmup must be in 0..steps-1 ({self.steps - 1}), got {self.warmup}")
-        if self.d_model % self.n_head:
-            raise SubstrateError(f"d_model {self.d_model} is not divisible by n_head {self.n_head}")
-        if self.tokenizer not in TOKENIZERS:
-            raise SubstrateError(f"demo.tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}")
-        self.maps = tuple(m for m in self.maps if m != "none")
-        bad = [m for m in self.maps if m not in ("pca", "tsne", "umap")]
-        if bad:
-            raise SubstrateError(f"unknown map(s) {', '.join(bad)}; use a comma list of pca, tsne, umap (or none)")
-        from ..world import parse_langs, parse_size
-
-        parse_size(self.world_size)
-        self.langs = tuple(parse_langs(self.langs))
+    def docking_settings(self) -> DockingSettings:
+        """The docking experiment's settings: the [docking] section with the demo's [model] and
+        [train] (the experts' depth, steps and warmup where [docking] sets them)."""
+        return DockingSettings(docking=self.docking, model=self.model, train=self.train)
 
 
-def _check(settings: DemoSettings) -> None:
-    settings.validate()
+def check(settings: DemoSettings) -> None:
+    """Cross-field checks of the demo's settings (the trainer's checks of [model] and [train], the
+    docking experiment's of [docking]); normalises ``demo.maps`` and ``demo.langs``."""
+    s, t = settings.demo, settings.train
+    positive = ("threads", "entities_per_cat", "eval_interval", "seeds", "docking_seeds", "n_runs", "limit",
+                "per_entity")
+    for key in positive:
+        if getattr(s, key) < 1:
+            raise SubstrateError(f"demo.{key} must be >= 1, got {getattr(s, key)}")
+    if not 1 <= s.mc_variants <= MAX_MC_VARIANTS:
+        raise SubstrateError(f"demo.mc_variants must be in 1..{MAX_MC_VARIANTS}, got {s.mc_variants}")
+    if not 0.0 <= s.mc_share <= 1.0:
+        raise SubstrateError(f"demo.mc_share must be in [0, 1], got {s.mc_share}")
+    if not 0.0 <= s.qa_fraction <= 0.5:
+        raise SubstrateError(f"demo.qa_fraction must be in [0, 0.5], got {s.qa_fraction}")
+    if s.tokenizer not in TOKENIZERS:
+        raise SubstrateError(f"demo.tokenizer must be one of {', '.join(TOKENIZERS)}, got {s.tokenizer!r}")
+    s.maps = tuple(m for m in s.maps if m != "none")
+    bad = [m for m in s.maps if m not in ("pca", "tsne", "umap")]
+    if bad:
+        raise SubstrateError(f"unknown map(s) {', '.join(bad)}; use a comma list of pca, tsne, umap (or none)")
+    parse_size(s.world_size)
+    s.langs = tuple(parse_langs(s.langs))
+    validate_run(RunConfig(model=settings.model, train=t))
+    if t.warmup >= t.steps:
+        raise SubstrateError(f"train.warmup must be in 0..train.steps-1 ({t.steps - 1}), got {t.warmup}")
+    block = settings.model.overrides.get("block_size")
+    if block is not None and t.seq_len > block:
+        raise SubstrateError(f"train.seq_len {t.seq_len} exceeds model.overrides.block_size {block}")
+    check_docking(settings.docking_settings())
 
 
-#: the settings engine of ``substrate-lm demo`` (flat: ``--demo.KEY VALUE``)
-ENGINE: SettingsEngine[DemoSettings] = SettingsEngine(DemoSettings, name="demo", check=_check)
+#: the settings engine of ``substrate-lm demo`` (sections ``demo``, ``model``, ``train``, ``docking``)
+ENGINE: SettingsEngine[DemoSettings] = SettingsEngine(DemoSettings, check=check)
 
 
 def unifont_available(font: str | None = None) -> bool:
     """Whether the glyph table can be built: :func:`substrate_lm.substrates.glyph.resolve_font` (the
     one owner of where Unifont is looked for) finds a usable file."""
-    from ..substrates.glyph import resolve_font
-
     try:
         resolve_font(font)
     except SubstrateError:
@@ -194,18 +250,19 @@ def unifont_available(font: str | None = None) -> bool:
 
 
 def demo_ablation(settings: DemoSettings, out: Path, seeds: list[int]) -> AblationConfig:
-    """The demo as an ablation grid: one preset, one corpus, several substrates and seeds.
+    """The demo as an ablation grid: one preset, one corpus, several substrates and seeds (each
+    cell's run config: :func:`demo_run_config`).
 
     The world (``data_seed``) is the same for every seed: seeds vary the backbone init and the
     order of the training batches, so the spread over seeds is the spread of training itself.
     """
-    s = settings
+    s = settings.demo
     return AblationConfig(
         out=str(out),
         recipe="tiny",
         substrates=list(s.substrates.values()),
         seeds=list(seeds),
-        presets=["tiny"],
+        presets=[settings.model.preset],
         corpora=[f"world:{s.world_size}"],
         benches=["world-mc", "world-short"],
         protocol="both",
@@ -216,33 +273,31 @@ def demo_ablation(settings: DemoSettings, out: Path, seeds: list[int]) -> Ablati
         tokenizer=s.tokenizer,
         world={"entities_per_cat": s.entities_per_cat, "qa_fraction": s.qa_fraction,
                "mc_variants": s.mc_variants, "mc_share": s.mc_share},
-        overrides={
-            "model.overrides.d_model": s.d_model,
-            "model.overrides.n_layer": s.n_layer,
-            "model.overrides.n_head": s.n_head,
-            "model.overrides.block_size": s.block_size,
-            "train.steps": s.steps,
-            "train.batch_size": s.batch_size,
-            "train.seq_len": s.block_size,
-            "train.lr": s.lr,
-            "train.min_lr": s.lr / 10,
-            "train.warmup": s.warmup,
-            "train.precision": s.precision,
-            "eval.interval": s.eval_interval,
-            "eval.steps": 8,
-            "log.interval": max(1, s.steps // 20),
-            "log.sample_interval": 0,
-            "log.tensorboard": False,
-            "checkpoint.interval": max(10, s.steps // 2),
-            "checkpoint.keep_last": 1,
-        },
     )
+
+
+def demo_run_config(settings: DemoSettings) -> RunConfig:
+    """The run config every cell starts from: the ``tiny`` recipe with the demo's [model] and [train]
+    sections in place (the objects themselves, never rewritten as text) and the demo's evaluation,
+    logging and checkpoint cadence; each cell then sets its substrate, data and seed
+    (:func:`~.ablate.cell_run_config`)."""
+    base = load_config("tiny")
+    steps = settings.train.steps
+    replace = dataclasses.replace
+    run = replace(
+        base,
+        model=settings.model,
+        train=settings.train,
+        eval=replace(base.eval, interval=settings.demo.eval_interval, steps=8),
+        log=replace(base.log, interval=max(1, steps // 20), sample_interval=0, tensorboard=False),
+        checkpoint=replace(base.checkpoint, interval=max(10, steps // 2), keep_last=1),
+    )
+    validate_run(run)
+    return run
 
 
 def generations(model, tokenizer, prompts, max_new_tokens: int = 32) -> list[dict]:
     """Greedy continuations of a few prompts (what the model learned to say)."""
-    import torch
-
     out = []
     for p in prompts:
         ids = torch.tensor([tokenizer.encode(p, add_special_tokens=False)])
@@ -315,13 +370,12 @@ def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], n
     return {"per_model": per_model, "probes": probes, "findings": found, "summary": F.summary_line(found)}
 
 
-def run_docking(out: Path, mode: str, seeds: list[int], log: Callable[[str], None], jobs: int = 1) -> dict:
-    """Claim 3 (the docking port): :func:`.docking_demo.run_docking_experiment` with the settings
-    of ``mode`` (:meth:`~.docking_demo.DockingSettings.quick`, ``full`` or ``long``)."""
-    from .docking_demo import run_docking_experiment
-
-    return run_docking_experiment(out / "docking", quick=mode == "quick", long=mode == "long", seeds=seeds,
-                                  log=log, jobs=jobs)
+def run_docking(out: Path, settings: DemoSettings, mode: str, seeds: list[int], log: Callable[[str], None],
+                jobs: int = 1) -> dict:
+    """Claim 3 (the docking port): :func:`.docking.run_docking_experiment` with the demo's
+    [docking], [model] and [train] sections (:meth:`DemoSettings.docking_settings`)."""
+    return run_docking_experiment(out / "docking", settings.docking_settings(), mode=mode, seeds=seeds, log=log,
+                                  jobs=jobs)
 
 
 def run_demo(
@@ -340,21 +394,17 @@ def run_demo(
 
     Args:
         quick: the ~2-minute smoke version (one seed: figures without confidence intervals).
-        seed: first seed; the models are trained on seeds ``seed .. seed + settings.seeds - 1``.
+        seed: first seed; the models are trained on seeds ``seed .. seed + demo.seeds - 1``.
         long: the longer schedule (see :meth:`DemoSettings.long`).
-        overrides: :class:`DemoSettings` fields to change (``{"steps": 600, "seeds": 5}``, or the
-            command line's ``["--demo.steps", "600"]``).
+        overrides: :class:`DemoSettings` keys to change (``{"train.steps": 600, "demo.seeds": 5}``,
+            or the command line's ``["--train.steps", "600"]``).
         substrates: keep only these specs (``["bits", "unfrozen"]``); the trainable baseline is
             always kept, since the loss and CKA comparisons are made against it.
         docking: also run the docking-port experiment when it is available.
-        jobs: models trained side by side, one process and ``settings.threads`` threads each
+        jobs: models trained side by side, one process and ``demo.threads`` threads each
             (default: :func:`~substrate_lm.experiments.parallel.default_jobs`, 2 on two or more
             cores; capped by the cores). The numbers do not depend on it.
     """
-    from .parallel import check_jobs, default_jobs
-
-    import torch
-
     if quick and long:
         raise SubstrateError("--quick and --long exclude each other; pick one")
     mode = "quick" if quick else "long" if long else "full"
@@ -362,19 +412,19 @@ def run_demo(
     t0 = time.time()
     out = Path(out_dir)
     settings = DemoSettings.for_mode(mode)
-    settings.apply(overrides or {})
+    settings = settings.apply(overrides or {})
     if substrates:
         unknown = set(substrates) - set(FULL_SUBSTRATES.values())
         if unknown:
             raise SubstrateError(f"unknown demo substrate(s) {', '.join(sorted(unknown))}; choose from "
                                  f"{', '.join(FULL_SUBSTRATES.values())}")
-        settings.substrates = {k: v for k, v in FULL_SUBSTRATES.items() if v in substrates or v == BASELINE}
+        settings.demo.substrates = {k: v for k, v in FULL_SUBSTRATES.items() if v in substrates or v == BASELINE}
     if not unifont_available(font):
-        settings.substrates = {k: v for k, v in settings.substrates.items() if v != "glyph"}
+        settings.demo.substrates = {k: v for k, v in settings.demo.substrates.items() if v != "glyph"}
         log("note: GNU Unifont not found (apt-get install unifont fonts-unifont); skipping the uni-glyph model")
-    seeds = list(range(seed, seed + settings.seeds))
+    seeds = list(range(seed, seed + settings.demo.seeds))
     threads_before = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(settings.demo.threads)
     try:
         return _run(out, settings, mode, seeds, docking, log, t0, jobs)
     finally:
@@ -383,30 +433,27 @@ def run_demo(
 
 def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking: bool,
          log: Callable[[str], None], t0: float, jobs: int = 1) -> Path:
-    from ..analysis import analyze
-    from .report import write_demo_report
-
     quick = mode == "quick"
-    threads = settings.threads
-    log(f"substrate-lm demo ({mode}): {len(settings.substrates)} models x {len(seeds)} seed(s), "
-        f"{settings.steps} steps each, world {settings.world_size} ({','.join(settings.langs)}, "
-        f"{settings.entities_per_cat} entities per category), {jobs} job(s) of {threads} CPU thread(s) -> {out}")
-    ab = run_ablation(demo_ablation(settings, out, seeds), log=log, keep_models=True, jobs=jobs, threads=threads)
+    d = settings.demo
+    threads = d.threads
+    log(f"substrate-lm demo ({mode}): {len(d.substrates)} models x {len(seeds)} seed(s), "
+        f"{settings.train.steps} steps each, world {d.world_size} ({','.join(d.langs)}, "
+        f"{d.entities_per_cat} entities per category), {jobs} job(s) of {threads} CPU thread(s) -> {out}")
+    ab = run_ablation(demo_ablation(settings, out, seeds), log=log, keep_models=True, jobs=jobs, threads=threads,
+                      base=demo_run_config(settings))
     corpus = next(iter(ab["corpora"].values()))
-    spec_name = {spec: name for name, spec in settings.substrates.items()}
+    spec_name = {spec: name for name, spec in d.substrates.items()}
     cells = {(r["cell"]["substrate"], r["cell"]["seed"]): r for r in ab["results"]}
 
     def model_of(spec: str, s: int):
         r = cells[(spec, s)]
         if "_model" not in r:  # finished on an earlier run: reload from its export
-            from ..loading import load_model_and_tokenizer
-
             r["_model"], r["_tokenizer"] = load_model_and_tokenizer(r["model_dir"])
         return r["_model"], r["_tokenizer"]
 
-    analyses: dict[str, dict[int, dict]] = {name: {} for name in settings.substrates}
+    analyses: dict[str, dict[int, dict]] = {name: {} for name in d.substrates}
     for s in seeds:
-        for name, spec in settings.substrates.items():
+        for name, spec in d.substrates.items():
             adir = out / "analysis" / spec / f"seed{s}"
             done = adir / "metrics.json"
             if done.is_file():
@@ -425,20 +472,20 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
                 compare_name=spec_name[BASELINE] if compare else None,
                 out_dir=adir,
                 name=name,
-                lang=settings.langs[0],
-                per_entity=settings.per_entity,
+                lang=d.langs[0],
+                per_entity=d.per_entity,
                 max_items=None,
                 seed=s,
-                maps=settings.maps if first else (),
+                maps=d.maps if first else (),
                 report=first,
                 num_threads=1,
             )
 
     rows = [seed_row(spec_name[spec], r) for (spec, _), r in sorted(cells.items(), key=lambda kv: (list(spec_name).index(kv[0][0]), kv[0][1]))]
-    stats = compute_statistics(rows, analyses, dict(settings.substrates))
-    gens = {name: generations(*model_of(spec, seeds[0]), settings.prompts, max_new_tokens=24 if quick else 40)
-            for name, spec in settings.substrates.items()}
-    docking = run_docking(out, mode, list(range(seeds[0], seeds[0] + settings.docking_seeds)), log, jobs) \
+    stats = compute_statistics(rows, analyses, dict(d.substrates))
+    gens = {name: generations(*model_of(spec, seeds[0]), d.prompts, max_new_tokens=24 if quick else 40)
+            for name, spec in d.substrates.items()}
+    docking = run_docking(out, settings, mode, list(range(seeds[0], seeds[0] + d.docking_seeds)), log, jobs) \
         if docking else None
 
     report = write_demo_report(
@@ -446,7 +493,7 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
         settings=settings,
         mode=mode,
         seeds=seeds,
-        results={name: [cells[(spec, s)] for s in seeds] for name, spec in settings.substrates.items()},
+        results={name: [cells[(spec, s)] for s in seeds] for name, spec in d.substrates.items()},
         rows=rows,
         stats=stats,
         analyses=analyses,

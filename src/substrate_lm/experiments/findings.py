@@ -7,6 +7,11 @@ interval, never written in advance: a claim holds when the whole interval is on 
 threshold, is "not shown" when the interval straddles it, and fails when the interval lies on the
 wrong side. Each finding is a dict with the numbers, the verdict and a sentence built from both,
 so the report and ``results.json`` state the same thing.
+
+Claim 3 (the docking experiment, :mod:`~substrate_lm.experiments.docking`) is aggregated here too:
+per-seed rows -> mean, sd and CI95 (:func:`summarize`), its verdicts (:func:`aggregate_composition`,
+:func:`aggregate_growth`) and its sentences (:func:`docking_sentences`); :func:`docking_findings`
+turns its verdicts into the demo's findings.
 """
 
 from __future__ import annotations
@@ -244,4 +249,143 @@ def docking_findings(docking: dict | None) -> list[dict]:
         verdict = HOLDS if ok else (FAILS if key == "refusal" else NOT_SHOWN)
         out.append(_finding("3", f"docking/{key}", verdict,
                             sentence or f"The docking experiment reports {fallback} as {'shown' if ok else 'not shown'}."))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# claim 3: the docking experiment's aggregation, verdicts and sentences
+
+CHANCE = 25.0
+"""Chance accuracy of the world's four-option multiple-choice questions (percent)."""
+GROWTH_TOLERANCE = 0.10
+"""Growth holds when the grown model's validation loss is at most 1 + this times the monolithic one's."""
+
+
+def _fmt_mean(s: dict, digits: int = 1) -> str:
+    """``41.0 ± 12.7`` of a :func:`summarize` dict (the mean alone with one seed)."""
+    if s.get("mean") is None:
+        return "n/a"
+    if s["n"] > 1:
+        return f"{s['mean']:.{digits}f} ± {s['ci95']:.{digits}f}"
+    return f"{s['mean']:.{digits}f}"
+
+
+def _parts_of(rows: list[dict]) -> list[str]:
+    return [name[len("expert-"):] for name in rows[0]["models"] if name.startswith("expert-")] if rows else []
+
+
+def aggregate_composition(rows: list[dict]) -> dict:
+    agg: dict[str, dict] = {}
+    parts = _parts_of(rows)
+    for name in [f"expert-{p}" for p in parts] + ["composed"]:
+        for part in (*parts, "union"):
+            agg[f"{name}/acc/{part}"] = summarize([r["models"][name]["acc"][part] for r in rows])
+            agg[f"{name}/val_loss/{part}"] = summarize([r["models"][name]["val_loss"][part] for r in rows])
+    agg["margin_acc"] = summarize([r["margin_acc"] for r in rows])
+    agg["margin_val_loss"] = summarize([r["margin_val_loss"] for r in rows])
+    beats = sum(1 for r in rows if r["beats_both"])
+    m = agg["margin_acc"]
+    verdict = bool(rows) and beats == len(rows) and m["mean"] is not None and m["mean"] - m["ci95"] > 0
+    lower = sum(1 for r in rows if r["margin_val_loss"] > 0)
+    lv = agg["margin_val_loss"]
+    verdict_loss = bool(rows) and lower == len(rows) and lv["mean"] is not None and lv["mean"] - lv["ci95"] > 0
+    return {"aggregate": agg, "beats_both_seeds": beats, "verdict": verdict,
+            "lower_val_loss_seeds": lower, "verdict_val_loss": verdict_loss}
+
+
+def aggregate_growth(rows: list[dict]) -> dict:
+    agg = {k: summarize([r[k] for r in rows]) for k in ("grown_val_loss", "monolithic_val_loss", "ratio")}
+    within = sum(1 for r in rows if r["within_10pct"])
+    m = agg["ratio"]
+    verdict = bool(rows) and within == len(rows) and m["mean"] is not None and \
+        m["mean"] + m["ci95"] <= 1.0 + GROWTH_TOLERANCE
+    return {"aggregate": agg, "within_seeds": within, "verdict": verdict}
+
+
+def docking_sentences(result: dict) -> list[str]:
+    """The docking experiment's sentences, computed from the numbers of its ``result`` (composition,
+    refusal, growth); the halves are named by ``result["world"]["labels"]``."""
+    out: list[str] = []
+    comp = result.get("composition")
+    if comp and comp.get("rows"):
+        rows, agg = comp["rows"], comp["aggregate"]
+        n = len(rows)
+        parts = _parts_of(rows)
+        p0, p1 = parts
+        labels = {p0: p0, p1: p1, **((result.get("world") or {}).get("labels") or {})}
+        e0, e1 = f"expert-{p0}", f"expert-{p1}"
+        x0, x1 = f"the {labels[p0]} expert", f"the {labels[p1]} expert"
+        a = {name: agg[f"{name}/acc/union"] for name in (e0, e1, "composed")}
+        m = agg["margin_acc"]
+        sig = m["mean"] is not None and n > 1 and m["mean"] - m["ci95"] > 0
+        cross = rows[0]["n_items"].get("cross_excluded", 0)
+        out.append(
+            f"Composition: the logit average of {x0} and {x1} beats both experts on the union of "
+            f"{rows[0]['n_items']['union']} held-out-phrasing questions"
+            + (f" ({cross} questions whose facts cross the halves left out)" if cross else "")
+            + f" in {comp['beats_both_seeds']}/{n} seeds (log-likelihood accuracy, mean ± CI95 over seeds: composed "
+            f"{_fmt_mean(a['composed'])}%, {labels[p0]} expert {_fmt_mean(a[e0])}%, {labels[p1]} expert "
+            f"{_fmt_mean(a[e1])}%, chance {CHANCE:.0f}%); its margin over the better expert is {_fmt_mean(m)} points"
+            + (f", a CI95 above zero (lower end {m['mean'] - m['ci95']:+.2f})." if sig else
+               (f", a CI95 that includes zero (lower end {m['mean'] - m['ci95']:+.2f})." if n > 1
+                else " (one seed, no CI)."))
+        )
+        own_higher = sum(1 for r in rows if all(
+            r["models"][f"expert-{p}"]["acc"][p] > r["models"][f"expert-{p}"]["acc"][q]
+            for p, q in ((p0, p1), (p1, p0))))
+        out.append(
+            f"Per half (chance {CHANCE:.0f}%): {x0} scores {_fmt_mean(agg[f'{e0}/acc/{p0}'])}% on its own half's "
+            f"questions and {_fmt_mean(agg[f'{e0}/acc/{p1}'])}% on the other's, {x1} "
+            f"{_fmt_mean(agg[f'{e1}/acc/{p1}'])}% and {_fmt_mean(agg[f'{e1}/acc/{p0}'])}% (both experts higher on their "
+            f"own half in {own_higher}/{n} seeds); the composed model scores {_fmt_mean(agg[f'composed/acc/{p0}'])}% "
+            f"on the questions of {labels[p0]} and {_fmt_mean(agg[f'composed/acc/{p1}'])}% on those of {labels[p1]}."
+        )
+        lv = agg["margin_val_loss"]
+        lower = comp.get("lower_val_loss_seeds", sum(1 for r in rows if r["margin_val_loss"] > 0))
+        out.append(
+            f"On the validation text of both halves the composed model's loss is "
+            f"{_fmt_mean(agg['composed/val_loss/union'], 3)} nats/token against {_fmt_mean(agg[f'{e0}/val_loss/union'], 3)} "
+            f"({labels[p0]} expert) and {_fmt_mean(agg[f'{e1}/val_loss/union'], 3)} ({labels[p1]} expert): lower than "
+            f"the better expert's in {lower}/{n} seeds (by {_fmt_mean(lv, 3)}; verdict on validation loss: "
+            f"{'shown' if comp.get('verdict_val_loss') else 'not shown'})."
+        )
+        same = all(r.get("same_substrate") for r in rows)
+        out.append(
+            f"Composition verdict: {'shown' if comp['verdict'] else 'not shown'} (criterion: composed beats both "
+            f"experts in every seed and the CI95 of its margin is above zero); the experts of every seed "
+            f"{'share one table fingerprint' if same else 'do NOT share one table fingerprint'}."
+        )
+    ref = result.get("refusal")
+    if ref:
+        if ref["refused"]:
+            out.append(
+                f"Two trainable-table experts ({ref['steps']} steps each, seed {ref['seed']}) are refused by compose "
+                f"({'names the trainable table' if ref['reason'] == 'trainable' else 'via ' + str(ref['reason'])}): "
+                f"\"{ref['message']}\""
+            )
+        else:
+            out.append(
+                f"Two trainable-table experts ({ref['steps']} steps each, seed {ref['seed']}) were ACCEPTED by compose: "
+                f"nothing checks that the shared table is frozen."
+            )
+    grow = result.get("growth")
+    if grow and grow.get("rows"):
+        rows, agg = grow["rows"], grow["aggregate"]
+        n = len(rows)
+        r = agg["ratio"]
+        tokens = rows[0]["tokens_grown"]
+        equal = all(x["tokens_grown"] == x["tokens_monolithic"] for x in rows)
+        out.append(
+            f"Growth: grown block by block to {rows[0]['stages'][-1]['depth']} blocks "
+            f"({len(rows[0]['stages'])} stages, the first of {rows[0]['stages'][0]['depth']}), the model's validation loss is "
+            f"{_fmt_mean(agg['grown_val_loss'], 3)} against {_fmt_mean(agg['monolithic_val_loss'], 3)} for the monolithic "
+            f"model at {'equal' if equal else 'UNEQUAL'} tokens ({tokens:,}); ratio {_fmt_mean(r, 3)}, within "
+            f"{100 * GROWTH_TOLERANCE:.0f}% in {grow['within_seeds']}/{n} seeds; verdict: "
+            f"{'shown' if grow['verdict'] else 'not shown'} (criterion: every seed and the CI95's upper end "
+            f"<= {1 + GROWTH_TOLERANCE:.2f})."
+        )
+        pinned = [x["lower_blocks_unchanged"] for x in rows if x["lower_blocks_unchanged"] is not None]
+        if pinned:
+            out.append(f"The frozen lower blocks stayed bit-identical through every later stage in "
+                       f"{sum(pinned)}/{len(pinned)} seeds.")
     return out

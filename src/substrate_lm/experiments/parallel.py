@@ -9,8 +9,12 @@ depend on how many run at once: ``jobs=2`` gives the same results as ``jobs=1``.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
+
+import torch
 
 from ..errors import SubstrateError
 
@@ -36,8 +40,6 @@ def check_jobs(jobs: int) -> int:
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
@@ -51,9 +53,6 @@ def run_tasks(fn: Callable[..., Any], args: Sequence[tuple], jobs: int = 1, thre
     """
     if jobs <= 1 or len(args) <= 1:
         return [fn(*a) for a in args]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     # spawn, not fork: a forked child would inherit this process's torch thread pools and locks
     with ProcessPoolExecutor(max_workers=min(jobs, len(args)), mp_context=mp.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import os
 import platform
@@ -252,7 +253,7 @@ def write_demo_report(out: Path, settings, mode: str, seeds: list[int], results:
     loss_png = plot_losses(results, fig_dir / "loss_curves.png")
     probe_png = plot_probes(stats["probes"], fig_dir / "probe_by_layer.png") if stats["probes"] else None
     findings = list(stats["findings"]) + F.docking_findings(docking)
-    s = settings
+    s, m, t = settings.demo, settings.model.overrides, settings.train
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>substrate-lm demo report</title>",
         f"<style>{CSS}</style></head><body>",
@@ -260,8 +261,8 @@ def write_demo_report(out: Path, settings, mode: str, seeds: list[int], results:
         f"<p class='muted'>substrate-lm {__version__} &middot; {mode} run &middot; "
         f"{seconds / 60:.1f} min on {html.escape(platform.processor() or platform.machine())} "
         f"({os.cpu_count()} CPUs) &middot; world {html.escape(s.world_size)} ({html.escape(','.join(s.langs))}, "
-        f"{s.entities_per_cat} entities per category, {html.escape(s.tokenizer)} tokenizer) &middot; d_model {s.d_model}, "
-        f"{s.n_layer} layers, {s.steps} steps of {s.batch_size} x {s.block_size} tokens, {s.precision}, "
+        f"{s.entities_per_cat} entities per category, {html.escape(s.tokenizer)} tokenizer) &middot; "
+        f"d_model {m.get('d_model', settings.model.preset)}, {m.get('n_layer', settings.model.preset)} layers, {t.steps} steps of {t.batch_size} x {t.seq_len} tokens, {t.precision}, "
         f"seeds {', '.join(map(str, seeds))}</p>",
         "<h2>Findings</h2>",
         _findings_html(findings, F.summary_line(findings)),
@@ -315,7 +316,7 @@ def write_demo_report(out: Path, settings, mode: str, seeds: list[int], results:
         version=__version__,
         mode=mode,
         seeds=seeds,
-        settings={k: v for k, v in vars(settings).items()},
+        settings=dataclasses.asdict(settings),
         rows=rows,
         statistics=stats["per_model"],
         probe={name: {"layers": st["layers"], "chance": st["chance"], "accuracy": st["accuracy"],

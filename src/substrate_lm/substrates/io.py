@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import SubstrateError
+from ..fsutil import read_json
 from .registry import BINARY_KINDS, Substrate, fingerprint
 
 TENSOR_KEY = "token_embeddings.weight"
@@ -151,16 +152,6 @@ def load_substrate(path: str | os.PathLike, verify: bool = True) -> Substrate:
     )
 
 
-def _read_json(path: Path):
-    """A JSON file, or a one-line error naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SubstrateError(f"{path} is not valid JSON ({str(exc).splitlines()[0]}); copy or export it again") from None
-    except OSError as exc:
-        raise SubstrateError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def read_table(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     """The float32 table and what is recorded about it, from a substrate file or a model directory.
 
@@ -177,7 +168,7 @@ def read_table(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         cfg_path = path / "config.json"
         if not cfg_path.is_file():
             raise SubstrateError(f"{path} is a directory without config.json; pass a model directory or a substrate file")
-        cfg = _read_json(cfg_path)
+        cfg = read_json(cfg_path, fix="copy or export it again")
         if not isinstance(cfg, dict):
             raise SubstrateError(f"{cfg_path} is not a JSON object; copy or export the model again")
         index = path / "model.safetensors.index.json"
@@ -185,7 +176,7 @@ def read_table(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
         if single.is_file():
             tensor, _, name = _read_safetensors(single)
         elif index.is_file():
-            weight_map = _read_json(index)
+            weight_map = read_json(index, fix="copy or export it again")
             weight_map = weight_map.get("weight_map", {}) if isinstance(weight_map, dict) else {}
             name = next((k for k in weight_map if k == TENSOR_KEY or k.endswith("." + TENSOR_KEY)), None)
             if name is None:

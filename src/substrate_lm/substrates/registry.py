@@ -23,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .. import __version__
 from ..errors import SubstrateError
 
 # kind -> module (relative to this package) exposing build(vocab, width, seed, font, **options)
@@ -45,7 +47,11 @@ UNIT_NORM_KINDS: tuple[str, ...] = ("float", "glyph")
 # kinds whose rows must all differ (glyph rows of visually identical strings are equal by design)
 DISTINCT_KINDS: tuple[str, ...] = ("bits", "token-id", "float")
 
-_ALIASES = {
+#: Kinds whose table trains with the model; every other kind is frozen (``requires_grad=False``).
+TRAINABLE_KINDS: tuple[str, ...] = ("trainable",)
+
+#: Alternative names of the kinds, accepted wherever a kind or a substrate spec is read.
+ALIASES: dict[str, str] = {
     "bit": "bits",
     "random-bits": "bits",
     "token_id": "token-id",
@@ -61,11 +67,51 @@ _ALIASES = {
 def normalize_kind(kind: str) -> str:
     """Map a kind name or alias (``"uni-glyph"``, ``"unfrozen"``, ...) to its canonical name."""
     k = str(kind).strip().lower()
-    k = _ALIASES.get(k, k)
+    k = ALIASES.get(k, k)
     if k not in _MODULES:
         raise SubstrateError(f"unknown substrate kind {kind!r}; choose one of {', '.join(KINDS)} "
                              "(aliases: uni-glyph = glyph, unfrozen = trainable)")
     return k
+
+
+def is_frozen(kind: str) -> bool:
+    """Whether a kind's table is frozen in the model (every kind but the trainable baseline)."""
+    return normalize_kind(kind) not in TRAINABLE_KINDS
+
+
+#: Width of the ``token-id`` kind in the papers' 16-bit model (the id's own 16-bit code).
+TOKEN_ID_WIDTH = 16
+
+_SPEC_RE = re.compile(r"(\d+)-(bit|float|glyph)")
+
+
+def parse_spec(spec: str, d_model: int) -> tuple[str, int]:
+    """A substrate spec as ``(kind, width)``.
+
+    ``"<width>-bit"`` is random 0/1 codes (``"16-bit"`` is the token id's own code, as in the
+    papers), ``"<width>-float"`` and ``"<width>-glyph"`` their kinds at that width; a kind name or
+    alias alone (``"bits"``, ``"uni-glyph"``, ``"unfrozen"``, ...) has the width ``d_model``
+    (``token-id``: 16). Examples: ``"256-bit"`` -> ("bits", 256); ``"16-bit"`` -> ("token-id", 16);
+    ``"glyph"`` -> ("glyph", d_model).
+
+    Raises:
+        SubstrateError: an unknown spec.
+    """
+    s = str(spec).strip().lower()
+    m = _SPEC_RE.fullmatch(s)
+    if m:
+        width, what = int(m.group(1)), m.group(2)
+        if what == "bit":
+            return ("token-id" if width == TOKEN_ID_WIDTH else "bits"), width
+        return what, width
+    try:
+        kind = normalize_kind(s)
+    except SubstrateError:
+        raise SubstrateError(
+            f"unknown substrate spec {spec!r}; use <width>-bit, <width>-float, <width>-glyph, or a kind: "
+            f"{', '.join(KINDS)} (aliases: {', '.join(f'{a} = {k}' for a, k in ALIASES.items())})"
+        ) from None
+    return kind, (TOKEN_ID_WIDTH if kind == "token-id" else int(d_model))
 
 
 def paper_options(kind: str, width: int) -> dict[str, Any]:
@@ -197,8 +243,6 @@ def build_substrate(
     table = table.contiguous()
     if tuple(table.shape) != (size, width):  # a builder bug, not a user error
         raise AssertionError(f"{kind} builder returned shape {tuple(table.shape)}, expected {(size, width)}")
-    from .. import __version__
-
     meta: dict[str, Any] = {
         "kind": kind,
         "vocab_size": size,
@@ -255,6 +299,11 @@ def make_rng(seed: int, kind: str) -> np.random.Generator:
 
 __all__ = [
     "KINDS",
+    "ALIASES",
+    "TRAINABLE_KINDS",
+    "TOKEN_ID_WIDTH",
+    "is_frozen",
+    "parse_spec",
     "BINARY_KINDS",
     "UNIT_NORM_KINDS",
     "DISTINCT_KINDS",

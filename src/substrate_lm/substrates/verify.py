@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .io import read_table
 from .registry import BINARY_KINDS, DISTINCT_KINDS, UNIT_NORM_KINDS, Substrate, fingerprint
 
 UNIT_NORM_TOL = 1e-4
@@ -147,8 +148,6 @@ def verify_substrate(
         expected_shape = (int(obj.meta.get("vocab_size", obj.vocab_size)), obj.width)
         source = "substrate"
     elif isinstance(obj, (str, os.PathLike)):
-        from .io import read_table
-
         table, info = read_table(Path(obj))
         kind = kind or info.get("kind")
         recorded = info.get("recorded_fingerprint")
@@ -167,6 +166,7 @@ def verify_substrate(
     if extra.get("source_type") == "model":
         import json
 
+        # lazily: the model package imports transformers, which building and checking a table never needs
         from ..modeling import WEIGHTS_HASH_KEY
 
         try:
@@ -180,7 +180,7 @@ def verify_substrate(
 
 def _check_model_dir(path: Path, info: dict[str, Any], report: dict[str, Any]) -> None:
     """What loading requires of a model directory beyond the table: a fingerprint, intact weights."""
-    from ..modeling import check_weight_files
+    from ..modeling import check_weight_files  # lazily, as above: transformers only for model folders
 
     problems = report["problems"]
     if info.get("frozen") is not False and not info.get("recorded_fingerprint"):

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..errors import SubstrateError
 from ..fsutil import atomic_write_bytes
+from .corpus import iter_corpus
 from .layout import BVV241_2_3, VocabLayout
 from .ngram_file import Stats, read_ngram_file, validate_stats, write_ngram_file
+from .stats import ngram_stats_from_pairs
 
 if TYPE_CHECKING:  # transformers is imported lazily: it takes seconds
     from transformers import PreTrainedTokenizerFast
@@ -292,9 +294,6 @@ def build_from_corpus(
             :func:`build_from_ngram_file`.
         stats_top_k: N-grams kept per length and language in the statistics (at least ``top_k``).
     """
-    from .corpus import iter_corpus
-    from .stats import ngram_stats_from_pairs
-
     top_k = layout.top_k if top_k is None else int(top_k)
     stats = ngram_stats_from_pairs(iter_corpus(paths, langs), ns=layout.ns, top_k=max(top_k, stats_top_k), langs=langs)
     if not stats or not any(pairs for e in stats for pairs in e["top_ngrams"].values()):

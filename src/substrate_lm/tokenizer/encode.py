@@ -27,6 +27,7 @@ from collections import Counter, deque
 from typing import Iterable, Iterator
 
 from ..errors import SubstrateError
+from .layout import BVV241_2_3
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
@@ -154,7 +155,7 @@ def encode_corpus(
 def unknown_characters(text: str, layout=None) -> Counter:
     """Characters of ``text`` that a layout has no id for (default: bvv241-2-3), with counts."""
     if layout is None:
-        from .layout import BVV241_2_3 as layout
+        layout = BVV241_2_3
     return Counter(c for c in text if not layout.holds_char(c))
 
 

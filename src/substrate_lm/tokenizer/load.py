@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SubstrateError
+from ..fsutil import read_json
 from ..logutil import drop_log_records
+from .inspect import detect_layout
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -92,12 +94,7 @@ def _register_our_config(folder: Path) -> None:
     substrate_lm to instantiate a model of type ``". Registered, it reads our config class; nothing
     from the folder runs either way.
     """
-    import json
-
-    try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return
+    data = read_json(folder / "config.json", missing=None, corrupt=None)
     if isinstance(data, dict) and str(data.get("model_type", "")).startswith("substrate_lm"):
         import substrate_lm.modeling  # noqa: F401  - registers substrate_lm, substrate_lm_composed
 
@@ -106,8 +103,6 @@ def _fill_bvv241_roles(tok):
     """A bare bvv241 tokenizer.json carries no roles; give it <s>, </s>, <unk>, <pad> from its layout."""
     if getattr(tok, "eos_token", None) is not None or getattr(tok, "backend_tokenizer", None) is None:
         return tok
-    from .inspect import detect_layout
-
     layout = detect_layout(tok)
     if layout is not None:
         tok.add_special_tokens({

@@ -13,14 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
 
+from ..data import TokenShards, prepare_data
+from ..data.encoding import load_tokenizer_any, tokenizer_identity
 from ..data.folder import chars_per_token, is_prepared, load_meta, read_record
 from ..errors import SubstrateError
+from ..factory import build_model
+from ..loading import load_model_dir
+from ..modeling import SubstrateForCausalLM
+from ..presets import get_preset
+from ..tokenizer import build_from_corpus, save_tokenizer
+from ..world import generate_world
 from .config import DataSection, ModelSection
 
-__all__ = ["RunData", "is_prepared", "load_run_data", "build_model", "check_compat", "model_spec",
-           "model_from_spec", "load_init_model", "load_run_tokenizer", "prepare_world_sources"]
+__all__ = ["RunData", "is_prepared", "load_run_data", "build_run_model", "build_model_meta", "check_compat",
+           "model_spec", "model_from_spec", "load_init_model", "load_run_tokenizer", "prepare_world_sources"]
 
 
 @dataclass
@@ -68,8 +78,6 @@ def load_run_data(section: DataSection, *, tokenizer: Any = None, seed: int = 0,
         if section.sources and tokenizer is None:
             raise SubstrateError(f"data.sources needs a tokenizer to prepare {path}: set model.tokenizer")
         if is_main:
-            from ..data import prepare_data
-
             if section.world:
                 sources, tokenizer = prepare_world_sources(path, section.world, tokenizer, seed)
             else:
@@ -77,8 +85,6 @@ def load_run_data(section: DataSection, *, tokenizer: Any = None, seed: int = 0,
             prepare_data(sources, tokenizer, path, val_fraction=section.val_fraction,
                          seed=seed, progress=progress)
         barrier()
-    from ..data import TokenShards
-
     train = TokenShards(path, split="train")
     try:
         val = TokenShards(path, split="val")
@@ -97,16 +103,12 @@ def prepare_world_sources(path: Path, size: str, tokenizer: Any, seed: int) -> t
         ``(sources, tokenizer)`` for :func:`substrate_lm.data.prepare_data`; the tokenizer is an
         absolute folder path, so ``meta.json`` records where it lives.
     """
-    from ..world import generate_world
-
     corpus = path / "corpus"
     if not ((corpus / "train.jsonl").is_file() and (corpus / "val.jsonl").is_file()):
         generate_world(corpus, size=size, seed=seed)
     if tokenizer is None:
         tok_dir = path / "tokenizer"
         if not (tok_dir / "tokenizer.json").is_file():
-            from ..tokenizer import build_from_corpus, save_tokenizer
-
             save_tokenizer(build_from_corpus([corpus / "train.jsonl"]), tok_dir, overwrite=True)
         tokenizer = str(tok_dir.resolve())
     return [str(corpus)], tokenizer
@@ -118,8 +120,6 @@ def load_run_tokenizer(section: ModelSection, data: RunData | None) -> Any:
     Raises:
         SubstrateError: none can be found, or the configured one differs from the data's.
     """
-    from ..data.encoding import load_tokenizer_any, tokenizer_identity
-
     recorded = (data.meta.get("tokenizer") or {}) if data is not None else {}
     name = section.tokenizer or recorded.get("name")
     if not name:
@@ -136,8 +136,9 @@ def load_run_tokenizer(section: ModelSection, data: RunData | None) -> Any:
     return tok
 
 
-def build_model(section: ModelSection, tokenizer: Any = None, *, seed: int = 0) -> nn.Module:
-    """A fresh model with its substrate installed (or the weights of ``model.init_from``).
+def build_run_model(section: ModelSection, tokenizer: Any = None, *, seed: int = 0) -> nn.Module:
+    """The model a run starts from: a fresh one with its substrate installed (through
+    :func:`substrate_lm.factory.build_model`), or the weights of ``model.init_from``.
 
     Args:
         section: the ``[model]`` section (preset, substrate spec, overrides).
@@ -152,19 +153,12 @@ def build_model(section: ModelSection, tokenizer: Any = None, *, seed: int = 0) 
         except (OSError, ValueError) as exc:
             raise SubstrateError(f"cannot load model.init_from {section.init_from}: "
                                  f"{str(exc).splitlines()[0]}") from None
-    from ..factory import build_model as factory_build
-
-    return factory_build(section.preset, substrate=section.substrate or None, tokenizer=tokenizer,
-                         seed=seed, overrides=dict(section.overrides))
+    return build_model(section.preset, section.substrate or None, tokenizer=tokenizer, seed=seed,
+                       overrides=dict(section.overrides))
 
 
 def build_model_meta(section: ModelSection) -> nn.Module:
     """The model of a config on the meta device: shapes and parameter counts, no memory, no data."""
-    import torch
-
-    from ..modeling import SubstrateForCausalLM
-    from ..presets import get_preset
-
     try:
         cfg = get_preset(section.preset, substrate=section.substrate or None, **section.overrides)
     except (ValueError, TypeError) as exc:
@@ -238,8 +232,6 @@ def model_from_spec(spec: dict[str, str]) -> nn.Module:
     Raises:
         SubstrateError: a spec naming anything else, or a config that does not parse.
     """
-    from transformers import PretrainedConfig, PreTrainedModel
-
     if not isinstance(spec, dict):
         raise SubstrateError("the checkpoint's model spec is not a mapping")
     cfg_cls = _spec_class(spec.get("config_class"), PretrainedConfig, "config class")
@@ -258,25 +250,4 @@ def load_init_model(path: str) -> nn.Module:
     any other folder with the classes transformers ships (``trust_remote_code=False``), so a
     folder's ``.py`` files never run. Goes through :func:`substrate_lm.loading.load_model_dir`.
     """
-    try:
-        from ..loading import load_model_dir
-    except ImportError:  # pragma: no cover - the package always ships it
-        load_model_dir = None
-    if load_model_dir is not None:
-        return load_model_dir(os.path.expanduser(path), allow_hub=True)
-    p = Path(os.path.expanduser(path))
-    model_type = None
-    if (p / "config.json").is_file():
-        try:
-            model_type = json.loads((p / "config.json").read_text(encoding="utf-8")).get("model_type")
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ValueError(f"{p / 'config.json'} is unreadable ({exc})") from None
-    if model_type in ("substrate_lm", "substrate_lm_composed"):
-        from ..modeling import ComposedForCausalLM, SubstrateForCausalLM
-
-        cls = SubstrateForCausalLM if model_type == "substrate_lm" else ComposedForCausalLM
-        return cls.from_pretrained(str(p))
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(str(p) if p.exists() else path,
-                                                trust_remote_code=False)
+    return load_model_dir(os.path.expanduser(path), allow_hub=True)

@@ -26,6 +26,7 @@ truncated or doctored checkpoint is reported in one line and the previous good o
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -40,9 +41,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_bytes
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_text, disk_error, fsync_dir, fsync_file, sha256_file
+from ..fsutil import atomic_write_bytes, atomic_write_text, disk_error, fsync_dir, fsync_file, sha256_file
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.json"
@@ -165,8 +169,6 @@ def tree_from_json(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def _write_tree(obj: Any, folder: Path, json_name: str, tensor_name: str) -> list[str]:
     """Write ``obj`` as ``json_name`` (+ ``tensor_name`` when it holds tensors); the files written."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     tree = tree_to_json(obj, tensors)
     files = []
@@ -181,8 +183,6 @@ def _write_tree(obj: Any, folder: Path, json_name: str, tensor_name: str) -> lis
 
 
 def _read_tree(folder: Path, json_name: str, tensor_name: str) -> Any:
-    from safetensors.torch import load_file
-
     doc = json.loads((folder / json_name).read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or "tree" not in doc:
         raise ValueError(f"{json_name} holds no tree")
@@ -204,19 +204,15 @@ def save_plain_file(path: str | os.PathLike, obj: Any) -> Path:
     (:func:`load_plain_file`) never runs code. For small training states written in one piece
     (e.g. growth stages); run checkpoints use :class:`CheckpointManager`.
     """
-    from safetensors.torch import save
-
-    from ..fsutil import atomic_write_bytes
-
     tensors: dict[str, torch.Tensor] = {}
     tree = json.dumps({"format": FORMAT_VERSION, "tree": tree_to_json(obj, tensors)},
                       ensure_ascii=True)
     ready = _safetensors_ready(tensors)
-    first = save(ready, metadata={"tree": tree})
+    first = save_bytes(ready, metadata={"tree": tree})
     n = int.from_bytes(first[:8], "little")
     digest = _plain_digest(tree, memoryview(first)[8 + n:])
     # the data section does not depend on the metadata: the digest holds for the final file
-    return atomic_write_bytes(path, save(ready, metadata={"tree": tree, "sha256": digest}))
+    return atomic_write_bytes(path, save_bytes(ready, metadata={"tree": tree, "sha256": digest}))
 
 
 def load_plain_file(path: str | os.PathLike) -> Any:
@@ -225,8 +221,6 @@ def load_plain_file(path: str | os.PathLike) -> Any:
     Raises:
         CheckpointCorrupt: missing, truncated or altered file (one line).
     """
-    from safetensors.torch import load
-
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -238,7 +232,7 @@ def load_plain_file(path: str | os.PathLike) -> Any:
         if not isinstance(tree, str) or meta.get("sha256") != _plain_digest(tree, memoryview(raw)[8 + n:]):
             raise ValueError("sha256 mismatch (damaged or altered)")
         doc = json.loads(tree)
-        return tree_from_json(doc["tree"], load(raw))
+        return tree_from_json(doc["tree"], load_bytes(raw))
     except FileNotFoundError:
         raise CheckpointCorrupt(f"{path} is missing") from None
     except Exception as exc:  # noqa: BLE001 - every parse failure is the same verdict
@@ -348,8 +342,6 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
     Raises:
         CheckpointCorrupt: when ``verify`` and a file fails its hash, or a file does not parse.
     """
-    from safetensors.torch import load_file
-
     path = Path(path)
     if verify:
         verify_checkpoint(path)
@@ -405,8 +397,6 @@ def _write_error(exc: BaseException, what: str) -> SubstrateError:
         return disk_error(exc, what)
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "os error 28" in text or "No space left" in text or "os error 122" in text:
-        import errno
-
         return disk_error(OSError(errno.ENOSPC, "No space left on device"), what)
     return SubstrateError(f"could not write {what}: {text}; nothing was overwritten")
 
@@ -479,8 +469,6 @@ class CheckpointManager:
                 existing checkpoint is touched.
             TypeError: ``state`` or ``optimizer_state`` holds an object that is not plain data.
         """
-        from safetensors.torch import save_file
-
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
         if val_loss is not None and not math.isfinite(val_loss):

@@ -20,10 +20,12 @@ import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SubstrateError
+from ..presets import check_override_keys, get_preset
 from ..settings import SettingsEngine, dump_toml, field_docs, parse_literal  # noqa: F401 (re-exported)
 
 
@@ -255,8 +257,6 @@ def recipe_path(name: str) -> Path:
 
 
 def _recipe_dir() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("substrate_lm") / "recipes"))
 
 
@@ -304,8 +304,9 @@ def parse_override_args(argv: list[str]) -> dict[str, str]:
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> RunConfig:
-    """Apply dotted overrides in place (strings are read by the field's type) and re-validate."""
-    return ENGINE.update(cfg, overrides)
+    """A new config with dotted overrides applied (strings are read by the field's type), validated;
+    ``cfg`` itself is not changed (like every ``apply`` of the settings engine)."""
+    return ENGINE.apply(cfg, overrides)
 
 
 def validate(cfg: RunConfig) -> None:
@@ -357,8 +358,6 @@ def check_model_section(model: ModelSection) -> None:
     loaded); one line naming the three on failure."""
     if model.init_from:
         return
-    from ..presets import check_override_keys, get_preset
-
     check_override_keys(model.overrides, "model.overrides")
 
     try:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from ..components.loss import causal_lm_loss
 from ..errors import SubstrateError
 
 
@@ -38,15 +39,13 @@ def mean_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
         model: the module to call (a causal LM, possibly a DDP wrapper).
         batches: aligned ``(x, y)`` LongTensors.
         precision: ``bf16`` scores under bf16 autocast.
-        chunked, signature_of: see :func:`~substrate_lm.training.trainer.causal_lm_loss`.
+        chunked, signature_of: see :func:`~substrate_lm.components.loss.causal_lm_loss`.
         device: where the batches go (default the model's).
         reduce: sums a tensor over processes (the all-reduce of a distributed evaluation).
 
     Returns:
         ``(mean loss in nats per token, scored tokens)``; the training mode is restored.
     """
-    from .trainer import causal_lm_loss
-
     device = device or _device_of(model)
     was_training = model.training
     model.eval()

@@ -19,7 +19,10 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..data.encoding import load_tokenizer_any
 from ..errors import SubstrateError
+from ..export import check_out_dir, export_model, save_tokenizer, write_model_dir
+from ..modeling import SubstrateForCausalLM
 from .build import model_from_spec
 from .checkpoint import Checkpoint, CheckpointCorrupt, load_checkpoint, resolve_checkpoint
 
@@ -62,8 +65,6 @@ def model_from_checkpoint(path: str | os.PathLike,
 
 def _find_tokenizer(ck: Checkpoint) -> Any:
     """The run's tokenizer: the copy in the run folder, else the configured or recorded one."""
-    from ..data.encoding import load_tokenizer_any
-
     run_dir = ck.path.parent.parent
     candidates = [run_dir / "tokenizer"]
     model_cfg = (ck.state.get("config") or {}).get("model") or {}
@@ -91,8 +92,6 @@ def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, token
     Raises:
         SubstrateError: ``out_dir`` may not be written, or the checkpoint is unusable.
     """
-    from ..export import check_out_dir
-
     protect = [Path(path)]
     check_out_dir(out_dir, overwrite, protect)  # before the (slow) load: refuse early
     model, ck = model_from_checkpoint(path, warn=warn)
@@ -103,16 +102,10 @@ def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, token
     extra = (f"## Training\nExported from `{ck.path.name}` of a substrate-lm run: "
              f"{ck.step} optimizer steps, {int(ck.state.get('tokens', 0)):,} training tokens"
              + (f", validation loss {val:.4f}" if val is not None else "") + ".")
-    from ..modeling import SubstrateForCausalLM
-
     if isinstance(model, SubstrateForCausalLM):
-        from ..export import export_model
-
         return export_model(model, out_dir, tokenizer=tokenizer, card_extra=extra, overwrite=overwrite,
                             protect=protect)
     # any other HF causal LM: save_pretrained (+ tokenizer), moved into place at the end
-    from ..export import save_tokenizer, write_model_dir
-
     block = getattr(model.config, "max_position_embeddings", None)
 
     def write(tmp: Path) -> None:

@@ -14,7 +14,7 @@ pairs with the prompt masked, or text). Settings are a :class:`~.config.RunConfi
 ``--section.key`` overrides as ``train``) started from :data:`FINETUNE_DEFAULTS`.
 
 * Full fine-tuning trains every parameter except a frozen substrate table.
-* LoRA (peft, through :func:`substrate_lm.docking.lora.apply_lora`) adapts the ``targets`` linears
+* LoRA (peft, through :func:`substrate_lm.components.lora.apply_lora`) adapts the ``targets`` linears
   of every block; only the LoRA matrices train. The Trainer gets the model with the adapters
   injected (so the chunked loss stays), and the export merges them (``merge_and_unload``).
 
@@ -32,6 +32,7 @@ split does not wrap around, and ``eval.steps`` covers it once across all ranks (
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -39,9 +40,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from ..docking.lora import LoraAdapter, check_lora
+import torch
+from torch import nn
+
+from ..components.lora import LoraAdapter, apply_lora, check_lora
+from ..data.encoding import tokenizer_identity
+from ..data.instructions import load_instructions
 from ..errors import SubstrateError
+from ..export import export_model
+from ..fsutil import atomic_write_json, atomic_write_text, disk_error, sha256_file
+from ..loading import has_tokenizer, load_model_and_tokenizer, read_model_config
 from ..settings import SettingsEngine
+from .build import RunData, is_prepared, load_run_data
+from .config import DataSection, apply_overrides, load_config, parse_override_args
+from .trainer import Trainer
 
 RECORD = "finetune.json"
 EXPORT_DIR = "model"
@@ -62,7 +74,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 #: ... and with LoRA on top of those (adapters start at zero and need a larger step).
 LORA_DEFAULTS: dict[str, Any] = {"train.lr": 1e-3, "train.min_lr": 1e-4}
-#: the LoRA settings a fine-tune starts from: the defaults of :class:`~substrate_lm.docking.lora.LoraAdapter`
+#: the LoRA settings a fine-tune starts from: the defaults of :class:`~substrate_lm.components.lora.LoraAdapter`
 LORA_SETTINGS: dict[str, Any] = dataclasses.asdict(LoraAdapter())
 #: Keys --model / --data / --out set; an override may not change them.
 _FIXED = ("model.", "data.path", "data.sources", "data.world", "run.dir")
@@ -84,7 +96,7 @@ class FinetuneResult:
 
 
 def lora_engine():
-    """The settings engine of the ``[lora]`` section (:class:`~substrate_lm.docking.lora.LoraAdapter`)."""
+    """The settings engine of the ``[lora]`` section (:class:`~substrate_lm.components.lora.LoraAdapter`)."""
     return SettingsEngine(LoraAdapter, name="lora", check=check_lora)
 
 
@@ -114,11 +126,6 @@ def apply_finetune_lora(model, settings: dict, seed: int = 0):
     Every target must name a linear layer in the blocks (a one-line error lists them otherwise);
     the adapters' initialisation is seeded with ``seed``, so a resumed run rebuilds the same model.
     """
-    import torch
-    from torch import nn
-
-    from ..docking.lora import apply_lora
-
     linears = sorted({name.rsplit(".", 1)[-1] for name, mod in model.blocks.named_modules()
                       if isinstance(mod, nn.Linear)})
     bad = [t for t in settings["targets"] if t not in linears]
@@ -136,8 +143,6 @@ def _stderr(line: str) -> None:
 
 
 def _override_dict(overrides: list[str] | Mapping[str, Any] | None) -> dict[str, Any]:
-    from .config import parse_override_args
-
     if not overrides:
         return {}
     items = (parse_override_args(list(overrides)) if isinstance(overrides, (list, tuple))
@@ -163,8 +168,6 @@ def finetune_config(overrides: list[str] | Mapping[str, Any] | None = None, *, l
 
     A ``train.lr`` override without ``train.min_lr`` keeps the defaults' 10:1 decay.
     """
-    from .config import apply_overrides, load_config
-
     items = _override_dict(overrides)
     start = {**FINETUNE_DEFAULTS, **(LORA_DEFAULTS if lora else {})}
     if block_size:
@@ -178,15 +181,12 @@ def finetune_config(overrides: list[str] | Mapping[str, Any] | None = None, *, l
             start["train.lr"], start["train.min_lr"] = lr, lr / 10
     cfg = load_config(None, start)
     if items:
-        apply_overrides(cfg, _as_overrides(overrides))
+        cfg = apply_overrides(cfg, _as_overrides(overrides))
     return cfg
 
 
 def _base_identity(model_dir: Path) -> dict:
     """Path, weights sha256 and substrate fingerprint of the base model folder (from its config.json)."""
-    from ..fsutil import sha256_file
-    from ..loading import read_model_config
-
     cfg = read_model_config(model_dir)
     if cfg.get("model_type") != "substrate_lm":
         raise SubstrateError(f"{model_dir} holds a {cfg.get('model_type')!r} model; finetune takes a substrate-lm "
@@ -207,8 +207,6 @@ def _check_new_run_dir(out: Path) -> None:
 
 
 def _read_record(out: Path) -> dict:
-    import json
-
     path = out / RECORD
     if not path.is_file():
         raise SubstrateError(f"{out} is not a fine-tune run folder (no {RECORD}); start one without --resume")
@@ -223,10 +221,6 @@ def _read_record(out: Path) -> dict:
 
 def _load_data(source: Path, tokenizer: Any, cfg, warn: Callable[[str], None]):
     """``(RunData, record fields)`` for a prepared folder or an instruction file."""
-    from ..data.encoding import tokenizer_identity
-    from .build import RunData, is_prepared, load_run_data
-    from .config import DataSection
-
     ident = tokenizer_identity(tokenizer)
     if source.is_dir() and is_prepared(source):
         data = load_run_data(DataSection(path=str(source)), progress=False)
@@ -238,9 +232,6 @@ def _load_data(source: Path, tokenizer: Any, cfg, warn: Callable[[str], None]):
     if source.is_dir():
         raise SubstrateError(f"{source} holds no prepared data (no finished meta.json/manifest); pass a folder "
                              "written by `substrate-lm data prepare` or a JSONL file of instructions")
-    from ..data.instructions import load_instructions
-    from ..fsutil import sha256_file
-
     inst = load_instructions(source, tokenizer, seq_len=cfg.train.seq_len, val_fraction=cfg.data.val_fraction,
                              seed=cfg.train.seed, warn=warn)
     data = RunData(train=inst.train, val=inst.val, path=source,
@@ -273,11 +264,6 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
     Raises:
         SubstrateError: a bad model folder, data, setting or run folder (one line each).
     """
-    from ..fsutil import atomic_write_json, atomic_write_text
-    from ..loading import has_tokenizer, load_model_and_tokenizer
-    from .config import load_config
-    from .trainer import Trainer
-
     out = Path(os.path.abspath(os.path.expanduser(os.fspath(out))))
     items = _override_dict(overrides)
     settings = lora_settings(lora)
@@ -365,8 +351,6 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
             if not resume:
                 atomic_write_text(out / "config.toml", cfg.to_toml())  # the Trainer rewrites it; resume needs it
         except OSError as exc:
-            from ..fsutil import disk_error
-
             raise disk_error(exc, f"the run folder {out}") from None
 
     result = Trainer(cfg, model=train_model, tokenizer=tokenizer, data=run_data, resume=resume,
@@ -376,8 +360,6 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
     final = peft_model.merge_and_unload() if peft_model is not None else result.model
     final = final.cpu().eval()
     final.requires_grad_(False)
-    from ..export import export_model
-
     how = (f"LoRA (r {settings['r']}, alpha {settings['alpha']:g}, dropout {settings['dropout']:g}, targets "
            f"{', '.join(settings['targets'])} in every block), merged" if settings else "full fine-tuning")
     val = (result.val or {}).get("val_loss")

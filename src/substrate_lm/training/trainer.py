@@ -16,8 +16,6 @@ in the checkpoint, so a resumed run is bit-identical to an uninterrupted one on 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import math
 import random
 import time
@@ -27,12 +25,13 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .. import __version__
+from ..components.loss import causal_lm_loss
 from ..errors import SubstrateError
 from ..fsutil import FolderLock, atomic_write_text, disk_error
-from .build import RunData, build_model, check_compat, load_run_data, load_run_tokenizer, model_spec
+from .build import RunData, build_run_model, check_compat, load_run_data, load_run_tokenizer, model_spec
 from .checkpoint import (CheckpointCorrupt, CheckpointManager, capture_rng_state, load_checkpoint,
                          restore_rng_state)
 from .config import RunConfig
@@ -66,38 +65,6 @@ class TrainResult:
     tokenizer: Any = None
     history: list[dict] = field(default_factory=list)
     """Every train/val record of this process's run (the same as ``log.jsonl`` on rank 0)."""
-
-
-@functools.lru_cache(maxsize=None)
-def _loss_kwargs(cls: type) -> tuple[bool, bool]:
-    """(accepts aligned ``targets``, has the chunked ``return_logits=False`` path) of a model class."""
-    params = inspect.signature(cls.forward).parameters
-    return "targets" in params, "targets" in params and "return_logits" in params
-
-
-def causal_lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunked: bool = True,
-                   signature_of: nn.Module | None = None) -> torch.Tensor:
-    """Mean next-token cross-entropy of a causal LM on inputs ``x`` and aligned targets ``y``.
-
-    Our model takes ``targets`` (already aligned: position t is scored against ``y[t]``) and, with
-    ``chunked``, computes the loss without materialising the B x T x V logits. Any other HF causal
-    LM gives full logits and the loss is taken here.
-
-    Args:
-        model: the module to call (possibly a DDP wrapper).
-        x, y: LongTensors [B, T]; ``y`` is ``x`` shifted by one token.
-        chunked: use the memory-saving loss where the model has it.
-        signature_of: the unwrapped model whose ``forward`` signature decides (default ``model``;
-            for a peft wrapper, the model inside it).
-    """
-    owner = signature_of if signature_of is not None else model
-    base = getattr(owner, "get_base_model", None)  # a peft wrapper passes every keyword on
-    aligned, has_chunked = _loss_kwargs(type(base() if callable(base) else owner))
-    if aligned:
-        kw = {"return_logits": False} if (chunked and has_chunked) else {}
-        return model(input_ids=x, targets=y, use_cache=False, **kw).loss
-    logits = model(input_ids=x, use_cache=False).logits  # (B, T, V)
-    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
 
 def seed_everything(seed: int) -> None:
@@ -180,7 +147,7 @@ class Trainer:
         if self.tokenizer is None and (cfg.model.tokenizer or recorded_tok):
             self.tokenizer = load_run_tokenizer(cfg.model, self.data)
         if self.model is None:
-            self.model = build_model(cfg.model, self.tokenizer, seed=t.seed)
+            self.model = build_run_model(cfg.model, self.tokenizer, seed=t.seed)
         check_compat(self.model, self.data, self.tokenizer)
         if t.loss_chunk_size and hasattr(self.model.config, "loss_chunk_size"):
             self.model.config.loss_chunk_size = t.loss_chunk_size
@@ -454,8 +421,6 @@ class Trainer:
             raise disk_error(exc, f"the run files in {run_dir}") from None
 
     def _state(self) -> dict[str, Any]:
-        from .. import __version__
-
         return {
             "tokens": self.tokens,
             "data_position": self.step * self.cfg.train.grad_accum,

@@ -8,6 +8,7 @@ and layer 0 would not sit at chance.
 
 from __future__ import annotations
 
+from ..errors import SubstrateError
 from .languages import get_lang
 from .render import fact_templates, fill, value_kwargs
 from .truth import entity_index, is_relation, load_world, rng_for, subject_facts
@@ -39,8 +40,6 @@ def probe_items(world_dir, lang: str = "en", per_entity: int = 4, seed: int = 0,
     Raises:
         SubstrateError: for a missing world, a language it was not written in, or a bad style.
     """
-    from ..errors import SubstrateError
-
     if style not in STYLES:
         raise SubstrateError(f"probe style {style!r} is unknown; use one of {', '.join(STYLES)}")
     if per_entity < 1:

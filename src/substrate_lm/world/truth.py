@@ -7,13 +7,13 @@ therefore grows slowly with the text per language (about 8 * MB**(1/3), 4..32, a
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SubstrateError
+from ..fsutil import read_json
 from .languages import get_lang
 from .names import make_names
 from .ontology import ATTRIBUTES, CATEGORIES, CATEGORY_ATTRIBUTES, CATEGORY_RELATIONS, RELATIONS
@@ -140,10 +140,7 @@ def load_world(world_dir) -> dict:
             f"{world_dir} is not a semantic world (no world.json); create one with "
             "`substrate-lm corpus world --out DIR`"
         )
-    try:
-        world = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SubstrateError(f"cannot read {path} ({exc}); regenerate the world") from None
+    world = read_json(path, fix="regenerate the world with `substrate-lm corpus world`")
     if not isinstance(world, dict) or "entities" not in world:
         raise SubstrateError(f"{path} has no entities; regenerate the world with `substrate-lm corpus world`")
     return world

@@ -12,38 +12,40 @@ import json
 import pytest
 
 from substrate_lm.errors import SubstrateError
-from substrate_lm.experiments.docking_demo import (
+from substrate_lm.experiments.docking import (
+    ENGINE,
+    DockingSection,
     DockingSettings,
-    _EntitySplitter,
+    composition_row,
     entity_halves,
+    growth_row,
     load_union_questions,
     question_half,
-    aggregate_composition,
-    aggregate_growth,
-    composition_row,
-    findings,
-    growth_row,
     refusal_reason,
     run_docking_experiment,
-    summarize,
 )
+from substrate_lm.experiments.docking.halves import _EntitySplitter
+from substrate_lm.experiments.findings import aggregate_composition, aggregate_growth, summarize
+from substrate_lm.experiments.findings import docking_sentences as findings
 
-TINY = dict(world_size="40KB", n_questions=8, d_model=32, n_head=2, n_layer=2, block_size=32, seq_len=32,
-            batch_size=2, steps=3, warmup=1, trainable_steps=2, grow_layers=2, grow_steps=2, eval_batches=1)
+TINY = {"docking.world_size": "40KB", "docking.n_questions": 8, "model.overrides.d_model": 32,
+        "model.overrides.n_head": 2, "docking.n_layer": 2, "model.overrides.block_size": 32, "train.seq_len": 32,
+        "train.batch_size": 2, "train.steps": 3, "docking.warmup": 1, "docking.trainable_steps": 2,
+        "docking.grow_layers": 2, "docking.grow_steps": 2, "docking.eval_batches": 1}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("docking")
     lines: list[str] = []
-    result = run_docking_experiment(out, quick=True, seeds=(0, 1), log=lines.append, **TINY)
+    result = run_docking_experiment(out, mode="quick", seeds=(0, 1), log=lines.append, overrides=TINY)
     return out, result, lines
 
 
 def test_result_structure(run):
     out, result, _ = run
     assert json.loads((out / "docking.json").read_text(encoding="utf-8")) == json.loads(json.dumps(result))
-    assert result["seeds"] == [0, 1] and result["settings"]["steps"] == 3
+    assert result["seeds"] == [0, 1] and result["settings"]["train"]["steps"] == 3 and result["mode"] == "quick"
     comp = result["composition"]
     assert [r["seed"] for r in comp["rows"]] == [0, 1]
     for r in comp["rows"]:
@@ -79,7 +81,7 @@ def test_result_structure(run):
 def test_rerun_skips_finished_parts(run):
     out, result, _ = run
     lines: list[str] = []
-    again = run_docking_experiment(out, quick=True, seeds=(0, 1), log=lines.append, **TINY)
+    again = run_docking_experiment(out, mode="quick", seeds=(0, 1), log=lines.append, overrides=TINY)
     assert not [x for x in lines if "training" in x or "growing" in x or "generating" in x]
     assert again["composition"]["rows"] == result["composition"]["rows"]
     assert again["growth"]["rows"] == result["growth"]["rows"]
@@ -89,15 +91,16 @@ def test_rerun_skips_finished_parts(run):
 def test_other_settings_in_same_folder_are_refused(run):
     out, _, _ = run
     with pytest.raises(SubstrateError, match="other settings.*steps"):
-        run_docking_experiment(out, quick=True, seeds=(0,), log=lambda m: None, **{**TINY, "steps": 4})
+        run_docking_experiment(out, mode="quick", seeds=(0,), log=lambda m: None, overrides={**TINY, "train.steps": 4})
 
 
-@pytest.mark.parametrize("bad", [{"nope": 1}, {"steps": "abc"}, {"steps": 0}, {"tokenizer": "xl"},
-                                 {"lr": True}, {"grow_layers": 1}, {"steps": 2.5}, {"grow_first_layers": 2},
-                                 {"grow_lora_rank": -1}])
+@pytest.mark.parametrize("bad", [{"docking.nope": 1}, {"docking.steps": "abc"}, {"train.steps": 0},
+                                 {"docking.tokenizer": "xl"}, {"train.lr": True}, {"docking.grow_layers": 1},
+                                 {"docking.steps": 2.5}, {"docking.grow_first_layers": 2},
+                                 {"docking.grow_lora_rank": -1}, {"docking.warmup": -2}, {"nope.steps": 1}])
 def test_bad_settings_are_one_line_errors(tmp_path, bad):
     with pytest.raises(SubstrateError) as exc:
-        run_docking_experiment(tmp_path / "x", quick=True, seeds=(0,), log=lambda m: None, **bad)
+        run_docking_experiment(tmp_path / "x", mode="quick", seeds=(0,), log=lambda m: None, overrides=bad)
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "x").exists()
 
@@ -105,7 +108,8 @@ def test_bad_settings_are_one_line_errors(tmp_path, bad):
 @pytest.mark.slow
 def test_parts_side_by_side_give_the_same_numbers(run, tmp_path):
     _, result, _ = run
-    par = run_docking_experiment(tmp_path / "par", quick=True, seeds=(0, 1), log=lambda m: None, jobs=2, **TINY)
+    par = run_docking_experiment(tmp_path / "par", mode="quick", seeds=(0, 1), log=lambda m: None, jobs=2,
+                                 overrides=TINY)
 
     def numbers(r):
         return ([{k: v for k, v in row.items() if k not in ("timing", "experts")} for row in r["composition"]["rows"]],
@@ -118,7 +122,9 @@ def test_parts_side_by_side_give_the_same_numbers(run, tmp_path):
 def test_bad_seeds(tmp_path):
     for seeds in ((), (0, 0), ("a",)):
         with pytest.raises(SubstrateError):
-            run_docking_experiment(tmp_path / "x", quick=True, seeds=seeds, log=lambda m: None)
+            run_docking_experiment(tmp_path / "x", mode="quick", seeds=seeds, log=lambda m: None)
+    with pytest.raises(SubstrateError, match="unknown docking mode"):
+        run_docking_experiment(tmp_path / "x", mode="fast", seeds=(0,), log=lambda m: None)
 
 
 def test_findings_follow_the_numbers(run):
@@ -191,16 +197,22 @@ def test_refusal_reason_and_summarize():
 
 
 def test_settings_presets_validate():
-    DockingSettings.full().validate()
-    DockingSettings.quick().validate()
-    long, full = DockingSettings.long(), DockingSettings.full()
-    long.validate()
+    for mode in ("quick", "full", "long"):
+        ENGINE.apply(DockingSettings.for_mode(mode), {})
+    long, full = DockingSection.long(), DockingSection.full()
     # --long trains experts and every growth stage longer, on the same growth plan's depths
-    assert long.steps > full.steps and long.grow_first_steps > full.grow_first_steps
+    assert long.steps > 600 and long.grow_first_steps > full.grow_first_steps
     assert long.grow_steps > full.grow_steps
     assert (long.grow_layers, long.grow_first_layers) == (full.grow_layers, full.grow_first_layers)
     with pytest.raises(SubstrateError, match="seq_len"):
-        DockingSettings().apply({"seq_len": 256})
+        ENGINE.apply(DockingSettings(), {"train.seq_len": 256})
+
+
+def test_every_docking_key_is_described():
+    text = ENGINE.describe(DockingSettings.for_mode("quick"))
+    for section in ("[docking]", "[model]", "[train]"):
+        assert section in text
+    assert "--docking.steps = 0" in text and "0: train.steps" in text
 
 
 def test_entity_split_of_sentences_and_questions():
@@ -236,7 +248,7 @@ def test_entity_halves_of_the_world_carry_the_same_values(run):
 
     out, result, _ = run
     world = json.loads((out / "world" / "world.json").read_text(encoding="utf-8"))
-    assert world.get("balanced_halves") is True and result["settings"]["balanced_halves"] is True
+    assert world.get("balanced_halves") is True and result["settings"]["docking"]["balanced_halves"] is True
     side = entity_halves(world)
     checked = 0
     for cat in world["categories"]:

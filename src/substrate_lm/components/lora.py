@@ -1,8 +1,9 @@
-"""LoRA on the frozen lower blocks of a growing model, merged back at the end of a stage.
+"""LoRA adapters on a model's blocks, merged back into the weights when done.
 
-"Growing Transformers" (v1) lets the existing layers adapt a little while a new layer trains: low-
-rank updates (LoRA) on every earlier layer, folded into the weights before the next stage. Here
-peft (imported lazily) injects LoRA into the linear layers named by ``targets`` (``qkv``, ``proj``,
+Used by the growth run ("Growing Transformers" v1 lets the existing layers adapt a little while a
+new layer trains: low-rank updates on every earlier layer, folded in before the next stage) and by
+LoRA fine-tuning (:mod:`substrate_lm.training.finetune`). peft (imported only when LoRA is applied,
+it is slow to import) injects LoRA into the linear layers named by ``targets`` (``qkv``, ``proj``,
 ``fc``: attention in/out and MLP in/out) of blocks ``0 .. n_lower-1`` only; ``merge`` calls
 ``merge_and_unload`` and returns the plain model with the updates folded in.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -86,8 +88,6 @@ def apply_lora(model, n_lower: int, r: int = 8, alpha: float = 16.0, dropout: fl
         target_modules=target_regex(n_lower, targets),
         bias="none",
     )
-    import warnings
-
     try:
         with warnings.catch_warnings():
             # peft asks transformers a deprecated question (is_gradient_checkpointing); not ours to fix
