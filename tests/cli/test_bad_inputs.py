@@ -11,9 +11,6 @@ A case passes when:
 * the line is not the backstop's ``error: internal error: ...``: a case that reaches the backstop
   is an unvalidated input (a bug), so the suite counts it as a failure.
 
-Cases for code owned elsewhere that still fail are marked ``xfail(strict=True)`` with the file to
-fix, so the suite turns red as soon as they are fixed (and the mark must go).
-
 ``python tests/cli/test_bad_inputs.py`` prints the table of cases (markdown).
 """
 
@@ -26,19 +23,23 @@ from pathlib import Path
 
 import pytest
 
-from substrate_lm.cli.main import main
+import substrate_lm.cli.corpus as corpus_cli
+from substrate_lm.cli import common
+from substrate_lm.cli.common import add_runtime_args, apply_runtime, check_safetensors
+from substrate_lm.cli.main import _check_argv_utf8, build_parser, main
+from substrate_lm.errors import SubstrateError
+from substrate_lm.tokenizer import build_from_stats
 
 BAD_UTF8 = "caf\udcc3( \udcff"  # what Python makes of invalid UTF-8 bytes in argv (surrogateescape)
 
 # -- the table ------------------------------------------------------------------------------------
-# (case id, argv with {placeholders}, owner of the code that still fails it or None)
-# placeholders: see the ``ws`` fixture.
+# (case id, argv with {placeholders}); placeholders: see the ``ws`` fixture.
 
-CASES: list[tuple[str, list[str], str | None]] = []
+CASES: list[tuple[str, list[str]]] = []
 
 
-def case(cid: str, *argv: str, owner: str | None = None) -> None:
-    CASES.append((cid, list(argv), owner))
+def case(cid: str, *argv: str) -> None:
+    CASES.append((cid, list(argv)))
 
 
 # global
@@ -431,11 +432,28 @@ case("grow-baseline-lr-nan", "grow", "--config", "grow-tiny", "--baseline.lr", "
 case("grow-n-layer-override", "grow", "--config", "grow-tiny", "--model.overrides.n_layer", "7")
 case("grow-run-dir-foreign", "grow", "--config", "grow-tiny", "--run.dir", "{nonempty}")
 
+# plan
+case("plan-no-config", "plan")
+case("plan-config-unknown", "plan", "--config", "nope")
+case("plan-config-bad-toml", "plan", "--config", "{bad_toml}")
+case("plan-gpus-zero", "plan", "--config", "tiny", "--gpus", "0")
+case("plan-gpu-memory-unit", "plan", "--config", "tiny", "--gpu-memory", "80XB")
+case("plan-gpu-memory-negative", "plan", "--config", "tiny", "--gpu-memory", "-8GB")
+case("plan-gpu-unknown", "plan", "--config", "tiny", "--gpu", "Z9000")
+case("plan-mfu-above-one", "plan", "--config", "tiny", "--mfu", "1.5")
+case("plan-mfu-nan", "plan", "--config", "tiny", "--mfu", "nan")
+case("plan-headroom-one", "plan", "--config", "tiny", "--headroom", "1")
+case("plan-set-unknown-key", "plan", "--config", "tiny", "--train.bogus", "1")
+case("plan-seq-len-past-context", "plan", "--config", "tiny", "--train.seq_len", "100000")
+
 # demo / ablate
 case("demo-old-set", "demo", "--out", "{new}", "--set", "steps=600")
-case("demo-set-non-numeric", "demo", "--out", "{new}", "--demo.steps", "abc")
-case("demo-set-negative", "demo", "--out", "{new}", "--demo.steps", "-5")
-case("demo-set-nan", "demo", "--out", "{new}", "--demo.lr", "nan")
+case("demo-set-non-numeric", "demo", "--out", "{new}", "--train.steps", "abc")
+case("demo-set-negative", "demo", "--out", "{new}", "--train.steps", "-5")
+case("demo-set-nan", "demo", "--out", "{new}", "--train.lr", "nan")
+case("demo-set-moved-key", "demo", "--out", "{new}", "--demo.steps", "100")
+case("demo-set-docking-non-numeric", "demo", "--out", "{new}", "--docking.grow_steps", "abc")
+case("demo-set-docking-unknown-key", "demo", "--out", "{new}", "--docking.bogus", "1")
 case("demo-set-unknown-key", "demo", "--out", "{new}", "--demo.bogus", "1")
 case("demo-set-no-section", "demo", "--out", "{new}", "--steps", "3")
 case("demo-substrates-unknown", "demo", "--out", "{new}", "--substrates", "nope")
@@ -461,8 +479,6 @@ case("ablate-no-config", "ablate")
 def ws(tmp_path_factory):
     """Paths the placeholders stand for: good tiny inputs and damaged copies."""
     import torch  # noqa: F401  (conftest pins the thread count)
-
-    from substrate_lm.tokenizer import build_from_stats
 
     root = tmp_path_factory.mktemp("bad")
     p = {"missing": root / "does-not-exist", "emptydir": root / "emptydir", "nonempty": root / "nonempty"}
@@ -586,14 +602,8 @@ def check_rejected(rc: int, out: str, err: str, usage: bool) -> None:
     assert not lines[0].startswith("error: internal error"), f"reached the backstop (not validated): {lines[0]}"
 
 
-def _params():
-    for cid, argv, owner in CASES:
-        marks = [pytest.mark.xfail(strict=True, reason=f"owner: {owner}")] if owner else []
-        yield pytest.param(argv, id=cid, marks=marks)
-
-
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("argv", list(_params()))
+@pytest.mark.parametrize("argv", [pytest.param(argv, id=cid) for cid, argv in CASES])
 def test_bad_input_is_one_line_error(argv, ws, tmp_path, capsys):
     values = {**ws, "new": str(tmp_path / "new-out")}
     resolved = [resolve(a, values) for a in argv]
@@ -604,11 +614,9 @@ def test_bad_input_is_one_line_error(argv, ws, tmp_path, capsys):
 def test_cases_are_unique_and_cover_every_subcommand():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
-    from substrate_lm.cli.main import build_parser
-
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    covered = {argv[0] for _, argv, _ in CASES}
+    covered = {argv[0] for _, argv in CASES}
     assert set(sub.choices) - covered == set(), "subcommands without bad-input cases"
 
 
@@ -625,17 +633,12 @@ def test_the_check_fails_on_what_it_must_catch():
 
 
 def markdown_table() -> str:
-    rows = ["| case | command line | expected | owner of a remaining failure |", "|---|---|---|---|"]
-    for cid, argv, owner in CASES:
+    rows = ["| case | command line | expected |", "|---|---|---|"]
+    for cid, argv in CASES:
         shown = " ".join(json.dumps(a, ensure_ascii=True) if (not a or " " in a or "\\" in repr(a)) else a
                          for a in argv)
-        rows.append(f"| {cid} | `substrate-lm {shown}` | one-line error, exit != 0 | {owner or ''} |")
+        rows.append(f"| {cid} | `substrate-lm {shown}` | one-line error, exit != 0 |")
     return "\n".join(rows)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(markdown_table())
-    print(f"\n{len(CASES)} cases")
 
 
 # -- the backstop in cli/main.py ------------------------------------------------------------------
@@ -643,8 +646,6 @@ if __name__ == "__main__":  # pragma: no cover
 
 def _with_func(monkeypatch, func):
     """Run ``substrate-lm corpus world ...`` with its command function replaced by ``func``."""
-    import substrate_lm.cli.corpus as corpus_cli
-
     monkeypatch.setattr(corpus_cli, "cmd_world", func)
     return lambda: main(["corpus", "world", "--out", "x"])
 
@@ -716,8 +717,6 @@ def test_backstop_undecodable_user_file_is_named(monkeypatch, capsys, tmp_path):
 
 
 def test_substrate_error_message_is_kept_on_one_line(monkeypatch, capsys):
-    from substrate_lm.errors import SubstrateError
-
     def two_lines(args):
         raise SubstrateError("first part\nsecond part")
 
@@ -734,9 +733,6 @@ def test_argparse_usage_errors_stay_argparse(capsys):
 
 
 def test_non_utf8_argument_that_is_an_existing_path_is_allowed(tmp_path, capsys):
-    from substrate_lm.cli.main import _check_argv_utf8
-    from substrate_lm.errors import SubstrateError
-
     odd = tmp_path / "caf\udce9"  # a Latin-1 file name on a UTF-8 system
     odd.write_text("x")
     _check_argv_utf8([str(odd)])
@@ -750,9 +746,6 @@ def test_non_utf8_argument_that_is_an_existing_path_is_allowed(tmp_path, capsys)
 def test_check_safetensors_catches_truncation_and_padding(tmp_path):
     from safetensors.torch import save_file
     import torch
-
-    from substrate_lm.cli.common import check_safetensors
-    from substrate_lm.errors import SubstrateError
 
     good = tmp_path / "w.safetensors"
     save_file({"a": torch.zeros(10, 4)}, str(good))
@@ -768,8 +761,6 @@ def test_check_safetensors_catches_truncation_and_padding(tmp_path):
 def test_argument_types_reject_bad_numbers():
     import argparse
 
-    from substrate_lm.cli import common
-
     assert common.positive_int("3") == 3 and common.nonneg_int("0") == 0 and common.fraction("0.25") == 0.25
     assert common.unit_interval("1") == 1.0 and common.positive_float("1e-4") == 1e-4
     for fn, text in ((common.positive_int, "0"), (common.positive_int, "x"), (common.nonneg_int, "-1"),
@@ -784,9 +775,6 @@ def test_runtime_args_validate_device_and_set_threads(monkeypatch):
     import argparse
 
     import torch
-
-    from substrate_lm.cli.common import add_runtime_args, apply_runtime
-    from substrate_lm.errors import SubstrateError
 
     p = argparse.ArgumentParser()
     add_runtime_args(p)
@@ -823,3 +811,8 @@ def test_stdin_that_is_not_utf8_is_one_line_error(action, ws, monkeypatch, capsy
     rc, out, err, usage = run_case(["tokenizer", action, "-t", ws["tok"]], capsys)
     check_rejected(rc, out, err, usage)
     assert "standard input is not valid UTF-8" in err
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(markdown_table())
+    print(f"\n{len(CASES)} cases")

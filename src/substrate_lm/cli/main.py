@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "corpus",  # corpus world
     "data",  # data prepare|stats
     "train",  # train, export
+    "plan",  # plan (memory and throughput on fake tensors)
     "finetune",  # finetune
     "eval",  # eval, eval ppl|harness|tasks
     "analyze",  # analyze
@@ -151,10 +152,7 @@ NO_TRANSFORMERS = {"corpus"}  # commands that never import transformers: do not 
 
 def quiet_transformers_bars() -> None:
     """Hide transformers' "Loading weights" / "Writing model shards" bars (a tqdm hook; idempotent)."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return
+    from transformers.utils import logging as hf_logging
     if not hasattr(hf_logging, "set_tqdm_hook"):  # older transformers: no per-bar control
         return
     previous = hf_logging.set_tqdm_hook(None)

@@ -137,8 +137,11 @@ def apply_compile(blocks: Iterable[nn.Module]) -> None:
 
 
 def parallelize(model: nn.Module, ctx: DistContext, *, compile: bool = False,
-                activation_checkpointing: bool = False) -> nn.Module:
+                activation_checkpointing: bool = False, mesh: Any = None) -> nn.Module:
     """Apply AC -> compile -> DDP/FSDP2 to ``model`` (already on ``ctx.device``).
+
+    ``mesh``: the FSDP2 device mesh (default: one over the whole world, made by ``fully_shard``);
+    the memory plan passes one built outside ``FakeTensorMode``.
 
     Returns:
         The module to call for training: a DDP wrapper, or ``model`` itself (plain, or sharded in
@@ -159,8 +162,8 @@ def parallelize(model: nn.Module, ctx: DistContext, *, compile: bool = False,
 
         # each block is one all-gather unit; the root group holds the table, final norm and head
         for block in blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
     return model
 
 
