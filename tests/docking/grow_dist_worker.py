@@ -1,6 +1,9 @@
 """Worker of the 2-process growth test, launched by torchrun: grows a model, writes what its rank got.
 
-Usage: torchrun --standalone --nproc_per_node 2 grow_dist_worker.py DATA_DIR RUN_DIR OUT_DIR STRATEGY
+Usage: torchrun --standalone --nproc_per_node 2 grow_dist_worker.py DATA_DIR RUN_DIR OUT_DIR STRATEGY [BATCH ACCUM]
+
+BATCH x ACCUM (default 2 x 1) rows per rank and step: 2 ranks make the global batch 4 of the
+single-process twin either way.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from substrate_lm.docking import load_grow_config, run_growth  # noqa: E402
 
 def main() -> None:
     data_dir, run_dir, out_dir, strategy = sys.argv[1:5]
-    # 2 ranks x 2 rows: the global batch of the single-process twin (batch 4)
-    cfg = load_grow_config(small_config(data_dir, run_dir, baseline={"enabled": False}, train={"batch_size": 2},
+    batch, accum = (int(v) for v in (sys.argv[5:7] or ["2", "1"]))
+    # 2 ranks x 2 rows (or x 1 row x 2 micro-batches): the global batch of the single-process twin (batch 4)
+    cfg = load_grow_config(small_config(data_dir, run_dir, baseline={"enabled": False},
+                                        train={"batch_size": batch, "grad_accum": accum},
                                         eval={"batch_size": 4}, dist={"strategy": strategy, "backend": "gloo"}))
     result = run_growth(cfg, log=lambda m: None)
     rank = os.environ["RANK"]

@@ -9,6 +9,12 @@ one global batch, and ``world_size`` ranks with batch ``B`` see, together, exact
 process with batch ``world_size * B`` sees: a DDP run and its single-process twin train on the
 same data.
 
+The trainer asks for micro-batch ``m`` of rank ``r`` (of ``grad_accum`` micro-batches) as rank
+``m * world_size + r`` of ``world_size * grad_accum`` at index = the optimizer step, so the global
+batch of step ``s`` is the ``batch_size * grad_accum * world_size`` windows drawn for ``(seed, s)``
+however it is split into ranks, micro-batches and rows (with ``grad_accum == 1`` this is the plain
+rank slice above).
+
 - ``"random"``: the global batch's window starts are drawn uniformly from ``[0, N - T)`` with
   ``numpy.random.Generator(PCG64(SeedSequence([seed, step])))``.
 - ``"sequential"``: the split is packed into ``(N - 1) // T`` consecutive non-overlapping windows;
@@ -277,7 +283,7 @@ class TokenShards:
         """Inputs and next-token targets of one batch.
 
         Args:
-            step: optimizer (or micro-) step; the batch is a pure function of
+            step: the optimizer step (the index of the global batch); the batch is a pure function of
                 ``(seed, step, rank, world_size)``.
             batch_size: rows for this rank.
             seq_len: tokens per row.

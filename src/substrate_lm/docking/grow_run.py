@@ -222,7 +222,7 @@ def run_phase(ctx: RunContext, phase: Phase) -> dict:
         raise SubstrateError(f"train.seq_len={t.seq_len} exceeds the model's block_size={model.config.block_size}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     resume = bool(CheckpointManager(phase.dir / "checkpoints", rank0=False).step_dirs())
-    data = RunData(train=StepOffset(ctx.data.train, phase.step_offset * t.grad_accum), val=ctx.data.val,
+    data = RunData(train=StepOffset(ctx.data.train, phase.step_offset), val=ctx.data.val,
                    path=ctx.data.path, meta=ctx.data.meta, stats=ctx.data.stats)
 
     def record(r: dict) -> None:

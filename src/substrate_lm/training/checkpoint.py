@@ -13,6 +13,14 @@ Layout of ``<run>/checkpoints/``::
     step-00000400/ ...
     index.json                  latest / best / list, for people and tools (rebuilt on every save)
 
+A sharded checkpoint (FSDP2 runs) has no ``model.safetensors`` / ``optimizer.*``; instead every rank
+writes its own pieces of the weights and optimizer tensors with ``torch.distributed.checkpoint``
+into ``shards/shard-0000R-model-00001-of-00001.safetensors`` (safetensors, DCP's sharding record
+as JSON in each header; see :mod:`~substrate_lm.training.distributed`), and rank 0 adds
+``state.json`` (with the optimizer's ``param_groups``), ``config.toml`` and the manifest, whose
+``layout`` is ``"sharded"``. It resumes at any world size (DCP reshards) and loads in one process
+(:func:`load_checkpoint` assembles the full tensors), so ``export`` still writes one model folder.
+
 Nothing in a checkpoint is a pickle: tensors live in safetensors files and everything else in
 JSON (tuples, non-string dict keys and tensors are tagged, see :func:`tree_to_json`), so loading a
 checkpoint can never import or call anything, whoever wrote the folder. Checkpoints of the
@@ -46,7 +54,9 @@ from safetensors.torch import load_file, save_file
 from safetensors.torch import save as save_bytes
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_bytes, atomic_write_text, disk_error, fsync_dir, fsync_file, sha256_file
+from ..fsutil import (TMP_PREFIX, atomic_write_bytes, atomic_write_text, clean_debris, disk_error, fsync_dir, fsync_file,
+                      sha256_file)
+from .distributed import MODEL_PREFIX, full_optimizer_from_shards, read_sharded
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.json"
@@ -55,11 +65,29 @@ STATE_FILE = "state.json"
 STATE_TENSORS = "state.safetensors"
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.json"
+SHARD_DIR = "shards"
 FORMAT_VERSION = 2
+#: Prefixes of this manager's own temporary folders (killed saves, replaced steps, pruned steps).
+DEBRIS_PREFIXES = (".tmp-", ".old-", ".del-")
 #: Files of the pickled format 1; never unpickled.
 LEGACY_FILES = ("state.pt", "optimizer.pt")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SHARD_NAME_RE = re.compile(r"^shard-[0-9]{5}-model-[0-9]{5}-of-[0-9]{5}\.safetensors$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+#: What a checkpoint folder holds; a step folder without a manifest holding only these is the
+#: remains of an interrupted prune (see :meth:`CheckpointManager.prune`).
+_OWN_NAMES = {MODEL_FILE, OPTIM_FILE, OPTIM_TENSORS, STATE_FILE, STATE_TENSORS, MANIFEST_FILE,
+              "config.toml", SHARD_DIR}
+
+
+def _manifest_name_ok(name: Any) -> bool:
+    """A file name a manifest may list: a plain name in the folder, or one shard in ``shards/``."""
+    if not isinstance(name, str) or name == MANIFEST_FILE:
+        return False
+    if "/" in name:
+        head, _, tail = name.partition("/")
+        return head == SHARD_DIR and bool(_SHARD_NAME_RE.match(tail))
+    return bool(_NAME_RE.match(name))
 
 
 class CheckpointCorrupt(Exception):
@@ -75,6 +103,12 @@ class Checkpoint:
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None
     state: dict[str, Any]
+    sharded: bool = False
+    """Written by FSDP2 ranks into ``shards/`` (the full tensors above were assembled from them)."""
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.path / SHARD_DIR
 
 
 def step_dir_name(step: int) -> str:
@@ -311,21 +345,33 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointCorrupt(f"{MANIFEST_FILE} has unknown format {manifest.get('format')!r}")
     if not isinstance(files, dict) or not files:
         raise CheckpointCorrupt(f"{MANIFEST_FILE} lists no files")
-    for required in (MODEL_FILE, STATE_FILE):
+    sharded = manifest.get("layout") == "sharded"
+    if manifest.get("layout", "full") not in ("full", "sharded"):
+        raise CheckpointCorrupt(f"{MANIFEST_FILE} has unknown layout {manifest.get('layout')!r}")
+    for required in ((STATE_FILE,) if sharded else (MODEL_FILE, STATE_FILE)):
         if required not in files:
             raise CheckpointCorrupt(f"{MANIFEST_FILE} does not list {required}")
+    if sharded:
+        listed = {n for n in files if isinstance(n, str) and n.startswith(SHARD_DIR + "/")}
+        if not listed:
+            raise CheckpointCorrupt(f"{MANIFEST_FILE} lists no shards")
+        on_disk = ({f"{SHARD_DIR}/{p.name}" for p in (path / SHARD_DIR).iterdir()}
+                   if (path / SHARD_DIR).is_dir() else set())
+        extra = sorted(on_disk - listed)
+        if extra:  # DCP reads every shard file in the folder: an unlisted one must not be there
+            raise CheckpointCorrupt(f"{extra[0]} is not in {MANIFEST_FILE} (added after the save?)")
     step = manifest.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or (
             _step_of(path) is not None and step != _step_of(path)):
         raise CheckpointCorrupt(f"{MANIFEST_FILE} step {step!r} does not match the folder {path.name}")
     for name, meta in files.items():
-        if not isinstance(name, str) or not _NAME_RE.match(name) or name == MANIFEST_FILE:
+        if not _manifest_name_ok(name):
             raise CheckpointCorrupt(f"{MANIFEST_FILE} lists a bad file name {name!r}")
         if not (isinstance(meta, dict) and isinstance(meta.get("bytes"), int)
                 and isinstance(meta.get("sha256"), str) and _SHA_RE.match(meta["sha256"])):
             raise CheckpointCorrupt(f"{MANIFEST_FILE} entry of {name} is damaged")
         fpath = path / name
-        if fpath.is_symlink() or not fpath.is_file():
+        if fpath.is_symlink() or fpath.parent.is_symlink() or not fpath.is_file():
             raise CheckpointCorrupt(f"{name} missing")
         size = fpath.stat().st_size
         if size != meta["bytes"]:
@@ -336,8 +382,16 @@ def verify_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
-                    load_optimizer: bool = True) -> Checkpoint:
+                    load_optimizer: bool = True, load_model: bool = True) -> Checkpoint:
     """Load one checkpoint folder onto the CPU (safetensors and JSON only: no code can run).
+
+    A sharded checkpoint (FSDP2) is assembled into full tensors here, in this process alone, so
+    the result is the same whichever layout was written.
+
+    Args:
+        verify: check the manifest and every file's hash first.
+        load_optimizer: also load the optimizer state.
+        load_model: also load the weights (``False``: ``model_state`` is empty; the state only).
 
     Raises:
         CheckpointCorrupt: when ``verify`` and a file fails its hash, or a file does not parse.
@@ -348,18 +402,25 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True,
     elif any((path / n).exists() for n in LEGACY_FILES) and not (path / STATE_FILE).exists():
         raise CheckpointCorrupt("written in the pickled format of substrate-lm < 0.2 (state.pt), "
                                 "which is never loaded")
+    sharded = not (path / MODEL_FILE).is_file() and (path / SHARD_DIR).is_dir()
     try:
-        model_state = load_file(str(path / MODEL_FILE))
         state = _read_tree(path, STATE_FILE, STATE_TENSORS)
-        optim = (_read_tree(path, OPTIM_FILE, OPTIM_TENSORS)
-                 if load_optimizer and (path / OPTIM_FILE).is_file() else None)
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             raise ValueError(f"{STATE_FILE} records no step")
+        if sharded:
+            model_state = read_sharded(path / SHARD_DIR, MODEL_PREFIX) if load_model else {}
+            optim = (full_optimizer_from_shards(path / SHARD_DIR, state.get("optimizer_param_groups") or [],
+                                                state.get("optimizer_extra"))
+                     if load_optimizer else None)
+        else:
+            model_state = load_file(str(path / MODEL_FILE)) if load_model else {}
+            optim = (_read_tree(path, OPTIM_FILE, OPTIM_TENSORS)
+                     if load_optimizer and (path / OPTIM_FILE).is_file() else None)
     except Exception as exc:  # noqa: BLE001 - safetensors, json and our own checks all end here
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointCorrupt(f"cannot read: {msg}") from None
     return Checkpoint(path=path, step=int(state["step"]), model_state=model_state,
-                      optimizer_state=optim, state=state)
+                      optimizer_state=optim, state=state, sharded=sharded)
 
 
 def resolve_checkpoint(path: str | os.PathLike, warn: Callable[[str], None] | None = None) -> Path:
@@ -448,18 +509,45 @@ class CheckpointManager:
 
     # -- saving -------------------------------------------------------------------------------
 
-    def save(self, step: int, *, model_state: dict[str, torch.Tensor],
+    def begin_sharded(self, step: int, tag: int | str) -> Path:
+        """Rank 0: clean debris and create the temp folder a sharded save is written into.
+
+        Every rank then writes its shards into ``<returned>/shards`` and rank 0 finishes with
+        :meth:`save` (``model_state=None``, ``tmp=`` this folder, ``shard_files=`` their hashes).
+        """
+        tmp = self.root / f".tmp-{step_dir_name(step)}-{tag}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.clean_debris()
+            tmp.mkdir()
+            (tmp / SHARD_DIR).mkdir()
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_error(exc, f"checkpoint {self.root / step_dir_name(step)}") from None
+        return tmp
+
+    def discard(self, tmp: Path) -> None:
+        """Remove an unfinished save's temp folder (a failed sharded save)."""
+        if tmp.name.startswith(".tmp-") and tmp.parent == self.root:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def save(self, step: int, *, model_state: dict[str, torch.Tensor] | None,
              optimizer_state: dict[str, Any] | None, state: dict[str, Any],
-             val_loss: float | None = None, config_toml: str | None = None) -> Path:
+             val_loss: float | None = None, config_toml: str | None = None,
+             tmp: Path | None = None, shard_files: dict[str, dict[str, Any]] | None = None) -> Path:
         """Write checkpoint ``step`` atomically, then prune.
 
         Args:
             step: optimizer steps done.
-            model_state: full (unsharded) model state dict; tensors are moved to CPU.
+            model_state: full (unsharded) model state dict; tensors are moved to CPU. ``None`` for
+                a sharded save, whose shards are already in ``tmp``.
             optimizer_state: optimizer state dict (FQN-keyed or index-keyed).
             state: step, data position, scheduler, RNG, config ... (plain data and tensors).
             val_loss: validation loss at this step (for keep-best), or None.
             config_toml: the run config as TOML, stored beside the weights for people.
+            tmp: the folder of :meth:`begin_sharded` (sharded saves only).
+            shard_files: ``{"shards/<file>": {"sha256", "bytes"}}`` of every shard in ``tmp``,
+                hashed by the ranks that wrote them (fsynced by them).
 
         Returns:
             The checkpoint folder.
@@ -470,16 +558,21 @@ class CheckpointManager:
             TypeError: ``state`` or ``optimizer_state`` holds an object that is not plain data.
         """
         final = self.root / step_dir_name(step)
-        tmp = self.root / f".tmp-{final.name}-{os.getpid()}"
+        sharded = model_state is None
+        if sharded and (tmp is None or not shard_files):
+            raise ValueError("a sharded save needs the temp folder and its shard files")
+        tmp = tmp if sharded else self.root / f".tmp-{final.name}-{os.getpid()}"
         if val_loss is not None and not math.isfinite(val_loss):
             val_loss = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._clean_temp()
-            tmp.mkdir()
-            save_file(_safetensors_ready(model_state), str(tmp / MODEL_FILE),
-                      metadata={"step": str(step), "format": "substrate-lm"})
-            files = [MODEL_FILE]
+            files: list[str] = []
+            if not sharded:
+                self.clean_debris()
+                tmp.mkdir()
+                save_file(_safetensors_ready(model_state), str(tmp / MODEL_FILE),
+                          metadata={"step": str(step), "format": "substrate-lm"})
+                files = [MODEL_FILE]
             if optimizer_state is not None:
                 files += _write_tree(optimizer_state, tmp, OPTIM_FILE, OPTIM_TENSORS)
             files += _write_tree(dict(state, step=step, val_loss=val_loss), tmp, STATE_FILE,
@@ -489,15 +582,22 @@ class CheckpointManager:
                 files.append("config.toml")
             for name in files:
                 fsync_file(tmp / name)
+            listed = {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
+                      for n in files}
+            if sharded:
+                fsync_dir(tmp / SHARD_DIR)
+                listed.update({n: dict(shard_files[n]) for n in sorted(shard_files)})
             # the manifest is written after the payload is durable: its presence certifies it
             manifest = {
                 "format": FORMAT_VERSION,
                 "step": step,
                 "val_loss": val_loss,
                 "time": time.time(),
-                "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size}
-                          for n in files},
+                "files": listed,
             }
+            if sharded:
+                manifest["layout"] = "sharded"
+                manifest["world_size"] = int(state.get("world_size", 0) or 0)
             manifest["self_sha256"] = _manifest_digest(manifest)
             with open(tmp / MANIFEST_FILE, "w", encoding="utf-8") as fh:
                 json.dump(manifest, fh, indent=1)
@@ -522,10 +622,58 @@ class CheckpointManager:
         self.prune()
         return final
 
-    def _clean_temp(self) -> None:
+    def clean_debris(self) -> list[str]:
+        """Delete this manager's own leftovers in its folder: temp folders of killed saves
+        (``.tmp-*``), replaced steps (``.old-*``) and steps a kill caught while being pruned
+        (``.del-*``, and manifest-less step folders of older versions, see :meth:`prune`).
+        Nothing else is touched. Only the trainer that holds the run's lock may call it.
+
+        Returns:
+            The names removed.
+        """
+        removed: list[str] = []
+        if not self.root.is_dir():
+            return removed
         for p in self.root.iterdir():
-            if p.name.startswith((".tmp-", ".old-")) and p.is_dir() and not p.is_symlink():
+            if p.name.startswith(DEBRIS_PREFIXES) and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+        # the temp files of an index.json write a kill interrupted (.tmp-index.json.*)
+        if clean_debris(self.root, names=[INDEX_FILE]):
+            removed.append(f"{TMP_PREFIX}{INDEX_FILE}.*")
+        removed += self._remove_half_pruned()
+        return removed
+
+    def _remove_half_pruned(self) -> list[str]:
+        """Step folders without a manifest, older than the oldest complete checkpoint, holding only
+        a checkpoint's own file names: what an older version's prune left when it was killed."""
+        dirs = self.step_dirs()
+        complete = [p for p in dirs if (p / MANIFEST_FILE).is_file()]
+        if not complete:
+            return []
+        oldest = _step_of(complete[-1])
+        removed = []
+        for p in dirs:
+            if (p / MANIFEST_FILE).exists() or _step_of(p) >= oldest:  # type: ignore[operator]
+                continue
+            try:
+                names = {c.name for c in p.iterdir()}
+            except OSError:
+                continue
+            if names <= _OWN_NAMES:
+                self._delete(p)
+                removed.append(p.name)
+        return removed
+
+    def _delete(self, path: Path) -> None:
+        """Rename a step folder to ``.del-...`` first (atomic), then delete it: a kill in between
+        leaves a name :meth:`clean_debris` removes, never a half-deleted ``step-N``."""
+        trash = self.root / f".del-{path.name}-{os.getpid()}"
+        try:
+            os.replace(path, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _read_manifest(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -550,7 +698,9 @@ class CheckpointManager:
         """Delete all but the newest ``keep_last`` and the best; rewrite ``index.json``.
 
         Only complete checkpoint folders (``step-N`` with a manifest) directly under the root are
-        ever deleted; anything else in the folder is left alone.
+        ever deleted, each renamed to ``.del-step-N-<pid>`` before it is removed (a kill leaves
+        that name, which the next run cleans, and never a half-deleted ``step-N``); anything else
+        in the folder is left alone.
         """
         dirs = self.step_dirs()
         complete = [p for p in dirs if (p / MANIFEST_FILE).is_file()]
@@ -560,7 +710,7 @@ class CheckpointManager:
             keep.add(best[0])
         for path in complete:
             if path not in keep:
-                shutil.rmtree(path, ignore_errors=True)
+                self._delete(path)
         entries = []
         for path in self.step_dirs():
             man = self._read_manifest(path) or {}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SubstrateError
+from ..fsutil import check_not_dangling
 from ..presets import check_override_keys, get_preset
 from ..settings import SettingsEngine, dump_toml, field_docs, parse_literal  # noqa: F401 (re-exported)
 
@@ -57,6 +58,9 @@ class ModelSection:
     """Tokenizer folder or hub id. Empty: the tokenizer recorded in the data folder's ``meta.json``."""
     init_from: str = ""
     """Start from the weights of this Hugging Face model folder instead of a fresh init (fine-tuning)."""
+    allow_foreign_tokenizer: bool = False
+    """With ``init_from``: train even though the run's tokenizer (the data's) is not the one the model
+    was made with. Every row of the table then stands for another token; off, that is refused."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Model config fields to override on top of the preset, e.g. ``{n_layer = 2, block_size = 256}``."""
 
@@ -93,7 +97,9 @@ class TrainSection:
     seq_len: int = 256
     """Tokens per sequence (at most the model's block size)."""
     grad_accum: int = 1
-    """Micro-batches accumulated per optimizer step. Tokens per step = batch_size * seq_len * grad_accum * ranks."""
+    """Micro-batches accumulated per optimizer step. Tokens per step = batch_size * seq_len * grad_accum * ranks.
+    The global batch (batch_size * grad_accum * ranks sequences) decides the run; how it is split does not
+    (4 ranks x accum 1 and 2 ranks x accum 2 train on the same sequences)."""
     lr: float = 3e-4
     """Peak learning rate (reached after warmup)."""
     min_lr: float = 3e-5
@@ -132,9 +138,10 @@ class EvalSection:
     interval: int = 200
     """Validate every this many steps (and always at the end); 0: only at the end."""
     steps: int = 20
-    """Validation batches per evaluation."""
+    """Validation global batches per evaluation; each is ``eval.batch_size x train.grad_accum x ranks``
+    sequences (read like a training step), so any split of the same global batch validates the same windows."""
     batch_size: int = 0
-    """Validation batch size; 0: ``train.batch_size``."""
+    """Validation rows per micro-batch and rank; 0: ``train.batch_size``."""
     mode: Literal["random", "sequential"] = "sequential"
     """Validation batches: ``sequential`` walks the split from its start (same windows every time)."""
 
@@ -311,6 +318,7 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | dict[str, Any]) -> Ru
 
 def validate(cfg: RunConfig) -> None:
     """Cross-field checks; each failure is one line naming the key."""
+    check_not_dangling(cfg.run_dir(), "run.dir")  # writing through it would create its target anywhere
     t = cfg.train
     if t.loss_chunk_size < 0:
         raise SubstrateError(f"train.loss_chunk_size must be >= 0, got {t.loss_chunk_size}")
@@ -387,3 +395,60 @@ def init_engine() -> SettingsEngine[ModelSettings]:
 
 #: the settings engine of ``substrate-lm train`` (and of every command built on a RunConfig)
 ENGINE: SettingsEngine[RunConfig] = SettingsEngine(RunConfig, check=validate)
+
+
+# ----------------------------------------------------------------------------------------------
+# What --resume may change
+
+
+#: Keys a resumed run must keep: they decide the weights' init, the batches or the model.
+RESUME_IDENTITY = ("train.seed", "train.seq_len", "data.mode", "model.preset", "model.substrate",
+                   "model.overrides")
+
+
+def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for sec, values in (cfg or {}).items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                out[f"{sec}.{key}"] = value
+    return out
+
+
+def resume_changes(saved: dict[str, Any], saved_world: int, cfg: RunConfig,
+                   world: int) -> tuple[list[str], list[str]]:
+    """What a resume changes against the checkpoint's config: ``(refused, allowed)``, each a list of
+    ``"key old -> new"`` texts.
+
+    Refused (the run would no longer be the run the checkpoint belongs to): ``train.seed``,
+    ``train.seq_len``, ``data.mode``, the model (``model.preset``, ``model.substrate``, each
+    ``model.overrides`` key) and the global batch ``train.batch_size x train.grad_accum x world
+    size``. Allowed and reported: everything else, among them ``train.steps``, ``eval.*``,
+    ``log.*``, ``checkpoint.*``, a new world size (or micro-batch) whose ``grad_accum`` keeps the
+    global batch, and the schedule (``train.lr``, ``train.warmup`` ...: a deliberate change,
+    e.g. after a diverged step). Keys the saved config lacks (older versions) are not compared.
+    """
+    old, new = _flat(saved), _flat(cfg.to_dict())
+    refused: list[str] = []
+    allowed: list[str] = []
+    for key in sorted(set(old) & set(new)):
+        if key in ("train.batch_size", "train.grad_accum") or old[key] == new[key]:
+            continue
+        if key == "model.overrides" and isinstance(old[key], dict) and isinstance(new[key], dict):
+            for sub in sorted(set(old[key]) | set(new[key])):
+                if old[key].get(sub) != new[key].get(sub):
+                    refused.append(f"model.overrides.{sub} {old[key].get(sub)} -> {new[key].get(sub)}")
+            continue
+        (refused if key in RESUME_IDENTITY else allowed).append(f"{key} {old[key]} -> {new[key]}")
+    t = cfg.train
+    b_old, a_old = old.get("train.batch_size", t.batch_size), old.get("train.grad_accum", t.grad_accum)
+    g_old, g_new = b_old * a_old * saved_world, t.batch_size * t.grad_accum * world
+    parts = [f"{k} {o} -> {n}" for k, o, n in (("train.batch_size", b_old, t.batch_size),
+                                              ("train.grad_accum", a_old, t.grad_accum),
+                                              ("world size", saved_world, world)) if o != n]
+    if g_old != g_new:
+        refused.insert(0, f"global batch {g_old} -> {g_new} sequences ({', '.join(parts)}; keep "
+                          f"train.batch_size x train.grad_accum x world size = {g_old})")
+    elif parts:
+        allowed.insert(0, f"{', '.join(parts)} (global batch {g_old} kept)")
+    return refused, allowed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -214,6 +215,139 @@ def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 # ----------------------------------------------------------------------------------------------
+# Sharded checkpoints (FSDP2): every rank writes its own shards with torch.distributed.checkpoint
+#
+# The shards are safetensors files written by DCP's HuggingFaceStorageWriter (one file per rank,
+# ``shard-0000R-model-00001-of-00001.safetensors``); DCP's own sharding record (each piece's offsets)
+# sits in the safetensors header as JSON, so there is no pickled ``.metadata`` file and reading the
+# shards back never unpickles anything. Keys are flat: ``model/<fqn>`` for weights and
+# ``optim/<fqn>/<name>`` for optimizer tensors (``exp_avg``, ``exp_avg_sq``, ``step``); the
+# optimizer's ``param_groups`` (plain numbers) travel in the checkpoint's ``state.json``.
+
+MODEL_PREFIX = "model/"
+OPTIM_PREFIX = "optim/"
+
+
+def sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer | None
+                  ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]], dict[str, Any]]:
+    """This rank's state as ``(flat tensors, optimizer param_groups, non-tensor optimizer values)``.
+
+    Under FSDP2 the tensors are DTensors (each rank holds its shard); on a plain model they are the
+    full tensors. Collective under FSDP2 (every rank must call it). An optimizer without state yet is
+    given its (zero) state first, so a resume can load into it.
+    """
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    flat: dict[str, torch.Tensor] = {MODEL_PREFIX + k: v for k, v in get_model_state_dict(model).items()}
+    groups: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
+    if optimizer is not None:
+        osd = get_optimizer_state_dict(model, optimizer)
+        for fqn, entry in osd["state"].items():
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    flat[f"{OPTIM_PREFIX}{fqn}/{name}"] = value
+                else:
+                    extra.setdefault(fqn, {})[name] = value
+        groups = osd["param_groups"]
+    return flat, groups, extra
+
+
+def save_sharded(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder: str | os.PathLike
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Write this rank's shards of model and optimizer into ``folder`` (collective; files fsynced).
+
+    Returns:
+        ``(param_groups, non-tensor optimizer values)`` for the caller to store as plain data.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageWriter
+
+    flat, groups, extra = sharded_state(model, optimizer)
+    writer = HuggingFaceStorageWriter(os.fspath(folder), save_distributed=True)
+    dcp.save(flat, storage_writer=writer)
+    return groups, extra
+
+
+def sharded_metadata(folder: str | os.PathLike) -> dict[str, tuple[torch.Size, torch.dtype]]:
+    """``{key: (full shape, dtype)}`` of every tensor in a folder of shards (headers only)."""
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    reader = HuggingFaceStorageReader(os.fspath(folder))
+    reader.reset(os.fspath(folder))
+    meta = reader.read_metadata()
+    return {k: (m.size, m.properties.dtype) for k, m in meta.state_dict_metadata.items()}
+
+
+def read_sharded(folder: str | os.PathLike, prefix: str) -> dict[str, torch.Tensor]:
+    """Full CPU tensors of every key under ``prefix`` (prefix removed), assembled from all shards,
+    in this process alone (no process group needed, none used)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+
+    target = {k: torch.empty(size, dtype=dtype) for k, (size, dtype) in sharded_metadata(folder).items()
+              if k.startswith(prefix)}
+    if target:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(target, storage_reader=HuggingFaceStorageReader(os.fspath(folder)), no_dist=True)
+    return {k[len(prefix):]: v for k, v in target.items()}
+
+
+def full_optimizer_from_shards(folder: str | os.PathLike, param_groups: list[dict[str, Any]],
+                               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The name-keyed full optimizer state (as :func:`full_optimizer_state` gives) of a sharded save."""
+    state: dict[str, dict[str, Any]] = {}
+    for key, value in read_sharded(folder, OPTIM_PREFIX).items():
+        fqn, _, name = key.rpartition("/")
+        state.setdefault(fqn, {})[name] = value
+    for fqn, values in (extra or {}).items():
+        state.setdefault(fqn, {}).update(values)
+    return {"state": state, "param_groups": param_groups}
+
+
+def load_sharded(model: nn.Module, optimizer: torch.optim.Optimizer | None, folder: str | os.PathLike,
+                 param_groups: list[dict[str, Any]] | None, extra: dict[str, Any] | None = None) -> None:
+    """Load a sharded save into ``model`` (and ``optimizer``) as they are sharded now (collective).
+
+    DCP reshards: a save of N ranks loads on M ranks, each rank reading only the pieces it holds.
+
+    Raises:
+        SubstrateError: the save does not fit this model (other architecture or parameter names).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import HuggingFaceStorageReader
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
+
+    flat, _, _ = sharded_state(model, optimizer)
+    saved = sharded_metadata(folder)
+    want = {k for k in flat if k.startswith(MODEL_PREFIX) or optimizer is not None}
+    missing = sorted(want - set(saved))
+    unexpected = sorted(k for k in saved if k.startswith(MODEL_PREFIX) and k not in flat)
+    if missing or unexpected:
+        raise SubstrateError("checkpoint does not fit this model (different architecture?): missing "
+                             f"{[k.split('/', 1)[1] for k in missing[:3]]}, unexpected "
+                             f"{[k.split('/', 1)[1] for k in unexpected[:3]]}")
+    for k in flat:
+        if tuple(flat[k].shape) != tuple(saved[k][0]):
+            raise SubstrateError(f"checkpoint does not fit this model: {k.split('/', 1)[1]} has shape "
+                                 f"{tuple(saved[k][0])} there, {tuple(flat[k].shape)} here")
+    dcp.load(flat, storage_reader=HuggingFaceStorageReader(os.fspath(folder)))
+    model_sd = {k[len(MODEL_PREFIX):]: v for k, v in flat.items() if k.startswith(MODEL_PREFIX)}
+    set_model_state_dict(model, model_sd, options=StateDictOptions(strict=True))
+    if optimizer is not None:
+        state: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
+            if key.startswith(OPTIM_PREFIX):
+                fqn, _, name = key[len(OPTIM_PREFIX):].rpartition("/")
+                state.setdefault(fqn, {})[name] = value
+        for fqn, values in (extra or {}).items():
+            state.setdefault(fqn, {}).update(values)
+        set_optimizer_state_dict(model, optimizer, {"state": state, "param_groups": param_groups or []})
+
+
+# ----------------------------------------------------------------------------------------------
 # Small collectives (no-ops in one process)
 
 
@@ -224,6 +358,24 @@ def all_reduce_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / ctx.world_size
+
+
+def all_reduce_sum(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum of a tensor over ranks (the tensor itself in one process)."""
+    if not ctx.distributed:
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_gather_object(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
+    if not ctx.distributed:
+        return [obj]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:

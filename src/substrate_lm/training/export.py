@@ -4,7 +4,9 @@
 rebuilds the model from the class and config recorded in it (only model classes of substrate-lm
 or transformers are accepted, see :func:`~substrate_lm.training.build.model_from_spec`), loads the
 weights (the frozen table among them, checked against its fingerprint) and writes the folder with
-:func:`substrate_lm.export.export_model`.
+:func:`substrate_lm.export.export_model`. A sharded checkpoint of an FSDP2 run is assembled into the
+full weights in this one process (:func:`~substrate_lm.training.checkpoint.load_checkpoint`), so
+it exports to the same single folder.
 
 ``--out`` must be missing or empty; with ``overwrite`` it may also be a previous export (its
 manifest lists every file in it). The run folder, a folder holding the checkpoint, or any folder
@@ -23,6 +25,7 @@ from ..data.encoding import load_tokenizer_any
 from ..errors import SubstrateError
 from ..export import check_out_dir, export_model, save_tokenizer, write_model_dir
 from ..modeling import SubstrateForCausalLM
+from ..tokenizer.identity import check_same_tokenizer, tokenizer_fingerprint
 from .build import model_from_spec
 from .checkpoint import Checkpoint, CheckpointCorrupt, load_checkpoint, resolve_checkpoint
 
@@ -79,7 +82,8 @@ def _find_tokenizer(ck: Checkpoint) -> Any:
 
 
 def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: Any = None,
-                      warn: Callable[[str], None] | None = None, overwrite: bool = False) -> Path:
+                      warn: Callable[[str], None] | None = None, overwrite: bool = False,
+                      allow_foreign_tokenizer: bool = False) -> Path:
     """Export a checkpoint as a self-contained HF folder (``from_pretrained(..., trust_remote_code=True)``).
 
     Args:
@@ -88,9 +92,12 @@ def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, token
         tokenizer: tokenizer to include; default: the run's copy (``<run>/tokenizer``).
         warn: receives one line per skipped corrupt checkpoint.
         overwrite: allow replacing a previous export at ``out_dir`` (never any other folder).
+        allow_foreign_tokenizer: include ``tokenizer`` even when the run's data was prepared with
+            another one (refused otherwise).
 
     Raises:
-        SubstrateError: ``out_dir`` may not be written, or the checkpoint is unusable.
+        SubstrateError: ``out_dir`` may not be written, the checkpoint is unusable, or
+            ``tokenizer`` is not the one the run's data was prepared with.
     """
     protect = [Path(path)]
     check_out_dir(out_dir, overwrite, protect)  # before the (slow) load: refuse early
@@ -98,6 +105,11 @@ def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, token
     protect.append(ck.path)
     if tokenizer is None:
         tokenizer = _find_tokenizer(ck)
+    else:  # the run's data records its tokenizer: another one would be recorded in the export
+        check_same_tokenizer(ck.state.get("data_tokenizer"), tokenizer_fingerprint(tokenizer),
+                             owner=f"checkpoint {ck.path} (its training data)", other="--tokenizer",
+                             flag="--allow-foreign-tokenizer", allow=allow_foreign_tokenizer,
+                             warn=(lambda m: warn(m.removeprefix("warning: "))) if warn else None)
     val = ck.state.get("val_loss")
     extra = (f"## Training\nExported from `{ck.path.name}` of a substrate-lm run: "
              f"{ck.step} optimizer steps, {int(ck.state.get('tokens', 0)):,} training tokens"

@@ -9,14 +9,21 @@ demo reuse it in-process::
     result.model, result.val["val_loss"], result.checkpoint
 
 The loop never looks at the substrate: it trains exactly the parameters with ``requires_grad``.
-Data batches are a pure function of (seed, micro-step, rank, world size), and every RNG is saved
-in the checkpoint, so a resumed run is bit-identical to an uninterrupted one on CPU.
+Data batches are a pure function of (seed, step) and the global batch: micro-batch ``m`` of rank
+``r`` reads rows ``(m * world_size + r) * batch_size ...`` of the step's global batch of
+``batch_size * grad_accum * world_size`` sequences, and the loss is the token-weighted mean over that
+global batch, so any split of one global batch into ranks and micro-batches trains the same model
+(up to float rounding). Every RNG is saved in the checkpoint, so a resumed run is bit-identical to
+an uninterrupted one on CPU, and a run resumed at another world size (same global batch) continues
+the same loss curve.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,15 +37,15 @@ from torch import nn
 from .. import __version__
 from ..components.loss import causal_lm_loss
 from ..errors import SubstrateError
-from ..fsutil import FolderLock, atomic_write_text, disk_error
+from ..fsutil import FolderLock, atomic_write_text, disk_error, sha256_file
 from .build import RunData, build_run_model, check_compat, load_run_data, load_run_tokenizer, model_spec
-from .checkpoint import (CheckpointCorrupt, CheckpointManager, capture_rng_state, load_checkpoint,
-                         restore_rng_state)
-from .config import RunConfig
-from .distributed import (DistContext, all_reduce_mean, barrier, broadcast_object,
-                          full_model_state, full_optimizer_state, load_full_model_state,
-                          load_full_optimizer_state, parallelize, setup_distributed,
-                          teardown_distributed)
+from .checkpoint import (SHARD_DIR, CheckpointCorrupt, CheckpointManager, capture_rng_state,
+                         load_checkpoint, restore_rng_state)
+from .config import RunConfig, resume_changes
+from .distributed import (DistContext, all_gather_object, all_reduce_mean, all_reduce_sum, barrier,
+                          broadcast_object, full_model_state, full_optimizer_state, load_full_model_state,
+                          load_full_optimizer_state, load_sharded, parallelize, save_sharded,
+                          setup_distributed, teardown_distributed)
 from .evaluate import mean_loss
 from .metrics import RunLogger, flops_per_token, format_count, format_duration, peak_flops
 from .optim import WarmupCosine, build_optimizer, build_scheduler
@@ -89,17 +96,21 @@ class Trainer:
     a second trainer on the same folder fails at once, naming the holder's pid.
         callbacks: called with every record (``{"event": "train"|"val"|"sample"|"checkpoint", ...}``)
             on the main rank; an exception raised there stops the run (the checkpoints stay).
+        validate_first: a run starting at step 0 validates the untrained model first (a ``val``
+            record at step 0), so its log shows the start of the curve (the fine-tuner: base -> tuned).
     """
 
     def __init__(self, config: RunConfig, *, model: nn.Module | None = None, tokenizer: Any = None,
                  data: RunData | None = None, resume: bool = False,
-                 callbacks: Iterable[Callback] = ()):
+                 callbacks: Iterable[Callback] = (), validate_first: bool = False):
         self.cfg = config
         self.model = model
         self.tokenizer = tokenizer
         self.data = data
         self.resume = resume
         self.callbacks = list(callbacks)
+        self.validate_first = validate_first
+        self.step_tokens = (0, 0)  # (tokens that reach the loss, scored targets) of the last step
 
     # ------------------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -166,6 +177,10 @@ class Trainer:
         # which checkpoint to start from (rank 0 decides, everyone follows); before any heavy work
         decision: tuple[str | None, str | None] = (None, None)
         if ctx.is_main:
+            removed = ckpts.clean_debris()  # our own temp names, left by a killed save or prune
+            if removed:
+                self.log.note(f"note: removed {len(removed)} unfinished checkpoint folder(s) of a "
+                              f"killed run from {ckpts.root}: {', '.join(sorted(removed)[:3])}")
             if self.resume:
                 found = ckpts.latest_valid(warn=lambda m: self.log.note(f"warning: {m}"))
                 if found is None and ckpts.step_dirs():
@@ -175,7 +190,8 @@ class Trainer:
                 else:
                     if found is None:
                         self.log.note(f"note: nothing to resume in {ckpts.root}; starting at step 0")
-                    decision = (str(found) if found else None, None)
+                    decision = (str(found) if found else None,
+                                self._check_resume(found, ctx) if found else None)
             elif ckpts.step_dirs():
                 decision = (None, f"{run_dir} already holds checkpoints (latest "
                                   f"{ckpts.step_dirs()[0].name}); pass --resume to continue that run "
@@ -215,6 +231,7 @@ class Trainer:
         last_ckpt: Path | None = None
         start_step = self.step
         window_t0, window_steps, run_t0 = time.perf_counter(), 0, time.perf_counter()
+        window_tokens = [0, 0]  # real (non-padding) and scored tokens since the last train record
         if ctx.is_main:
             n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
             n_all = sum(p.numel() for p in model.parameters())
@@ -224,6 +241,12 @@ class Trainer:
                 f"[{ctx.strategy}], {t.precision}, {format_count(tokens_per_step)} tokens/step, "
                 f"steps {start_step}->{t.steps}, run folder {run_dir}")
 
+        if self.validate_first and start_step == 0 and self.data.val is not None:
+            base = self.evaluate()
+            self._emit({"event": "val", "step": 0, **base}, history)
+            self.log.note(f"val step 0 (before training): loss {base['val_loss']:.4f} | ppl {base['val_ppl']:.2f}"
+                          + (f" | bpc {base['val_bpc']:.3f}" if "val_bpc" in base else ""))
+            window_t0 = time.perf_counter()
         model.train()
         while self.step < t.steps:
             lr = self.optimizer.param_groups[0]["lr"]
@@ -241,7 +264,8 @@ class Trainer:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            self.tokens += tokens_per_step
+            self.tokens += self.step_tokens[0]
+            window_tokens = [w + n for w, n in zip(window_tokens, self.step_tokens)]
             window_steps += 1
             last_loss = loss
             step = self.step
@@ -252,10 +276,13 @@ class Trainer:
                     torch.cuda.synchronize(ctx.device)
                 now = time.perf_counter()
                 dt = (now - window_t0) / max(1, window_steps)
-                tok_s = tokens_per_step / dt if dt > 0 else 0.0
+                # real tokens only: padding after a row's last scored target is not counted
+                tok_s = window_tokens[0] / (now - window_t0) if now > window_t0 else 0.0
+                learned_s = window_tokens[1] / (now - window_t0) if now > window_t0 else 0.0
                 mfu = (self.flops_per_token * tok_s / (peak * ctx.world_size)) if peak else None
                 rec = {"event": "train", "step": step, "loss": loss, "lr": lr,
                        "grad_norm": grad_norm, "tokens": self.tokens, "tok_per_s": round(tok_s, 1),
+                       "learned_tok_per_s": round(learned_s, 1),
                        "mfu": None if mfu is None else round(mfu, 5), "step_time": round(dt, 4),
                        "elapsed": round(now - run_t0, 2)}
                 self._emit(rec, history)
@@ -264,7 +291,7 @@ class Trainer:
                 self.log.progress_line(
                     f"step {step}/{t.steps} | loss {loss:.4f} | lr {lr:.2e} | "
                     f"{format_count(tok_s)} tok/s{mfu_s} | ETA {format_duration(eta)}", final=final)
-                window_t0, window_steps = time.perf_counter(), 0
+                window_t0, window_steps, window_tokens = time.perf_counter(), 0, [0, 0]
 
             pause_t0 = time.perf_counter()
             evaluated = None
@@ -304,26 +331,53 @@ class Trainer:
         return causal_lm_loss(module, x, y, chunked=self.cfg.train.chunked_loss,
                               signature_of=self.model)
 
-    def _batch(self, data: Any, index: int, batch_size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, data: Any, index: int, batch_size: int, mode: str,
+               micro: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batch ``micro`` of this rank in global batch ``index`` (CPU tensors).
+
+        The global batch has ``batch_size * grad_accum * world_size`` rows; micro-batch ``m`` of
+        rank ``r`` is its slice ``m * world_size + r``, asked of the data as rank
+        ``m * world_size + r`` of ``world_size * grad_accum`` (the data's own rank slicing). With
+        ``grad_accum == 1`` that is exactly the rank's slice.
+        """
         t, ctx = self.cfg.train, self.ctx
-        x, y = data.get_batch(index, batch_size, t.seq_len, seed=t.seed, mode=mode,
-                              rank=ctx.rank, world_size=ctx.world_size)
-        return x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        return data.get_batch(index, batch_size, t.seq_len, seed=t.seed, mode=mode,
+                              rank=micro * ctx.world_size + ctx.rank,
+                              world_size=ctx.world_size * t.grad_accum)
 
     def _train_step(self) -> tuple[float, float | None]:
-        """Forward/backward over ``grad_accum`` micro-batches and clip; no optimizer step."""
+        """Forward/backward over ``grad_accum`` micro-batches and clip; no optimizer step.
+
+        The loss is the mean over every scored target of the global batch: each micro-batch's
+        mean is weighted by its share of the scored targets (``1 / grad_accum`` when every target
+        is scored, as in pre-training; masked prompts and padding make shares unequal), times the
+        world size because DDP and FSDP2 average gradients over ranks.
+        """
         t, ctx = self.cfg.train, self.ctx
+        batches = [self._batch(self.data.train, self.step, t.batch_size, self.cfg.data.mode, micro)
+                   for micro in range(t.grad_accum)]
+        counts = [int((y != -100).sum()) for _, y in batches]
+        real = [_tokens_to_last_target(y) for _, y in batches]  # what tok/s and MFU count
+        sums = all_reduce_sum(torch.tensor([sum(counts), sum(real)], dtype=torch.int64, device=ctx.device), ctx)
+        scored, n_real = (int(v) for v in sums.tolist())
+        self.step_tokens = (n_real, scored)
+        uniform = scored == t.batch_size * t.seq_len * t.grad_accum * ctx.world_size
         total = torch.zeros((), device=ctx.device)
-        for micro in range(t.grad_accum):
-            x, y = self._batch(self.data.train, self.step * t.grad_accum + micro, t.batch_size,
-                               self.cfg.data.mode)
+        for micro, (x, y) in enumerate(batches):
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             last = micro == t.grad_accum - 1
             with self._grad_sync(last):
                 with self._autocast():
                     loss = self._loss(self.fwd, x, y)
-                (loss / t.grad_accum).backward()
-            total += loss.detach().float()
-        mean_loss = all_reduce_mean(total / t.grad_accum, ctx).item()
+                if uniform:
+                    (loss / t.grad_accum).backward()
+                else:
+                    (loss * (counts[micro] * ctx.world_size / max(1, scored))).backward()
+            total += loss.detach().float() * (1 if uniform else counts[micro])
+        if uniform:
+            mean_loss = all_reduce_mean(total / t.grad_accum, ctx).item()
+        else:
+            mean_loss = all_reduce_sum(total, ctx).item() / max(1, scored)
         grad_norm = None
         if t.clip > 0:
             params = [p for p in self.model.parameters() if p.requires_grad]
@@ -343,11 +397,17 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Validation loss, perplexity and bits per character over ``eval.steps`` batches."""
+        """Validation loss, perplexity and bits per character over ``eval.steps`` global batches.
+
+        Each global batch has ``eval.batch_size x grad_accum x world size`` rows, read like a
+        training step's (``grad_accum`` micro-batches per rank), so every split of the same global
+        batch validates the same windows.
+        """
         cfg, ctx = self.cfg, self.ctx
         bs = cfg.eval.batch_size or cfg.train.batch_size
         n = max(1, cfg.eval.steps)
-        batches = (self._batch(self.data.val, i, bs, cfg.eval.mode) for i in range(n))
+        batches = (self._batch(self.data.val, i, bs, cfg.eval.mode, micro)
+                   for i in range(n) for micro in range(cfg.train.grad_accum))
         loss, _ = mean_loss(self.model, batches, precision=cfg.train.precision,
                             chunked=cfg.train.chunked_loss, signature_of=self.model, device=ctx.device,
                             reduce=lambda t: all_reduce_mean(t, ctx))
@@ -423,7 +483,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "tokens": self.tokens,
-            "data_position": self.step * self.cfg.train.grad_accum,
+            "data_position": self.step,  # the global batch the next step reads
             "scheduler": self.scheduler.state_dict(),
             "rng": capture_rng_state(),
             "config": self.cfg.to_dict(),
@@ -435,7 +495,12 @@ class Trainer:
         }
 
     def save_checkpoint(self, ckpts: CheckpointManager, val_loss: float | None = None) -> Path | None:
-        """Gather the full state (collective) and write it on rank 0; errors reach every rank."""
+        """Gather the full state (collective) and write it on rank 0; errors reach every rank.
+
+        Under FSDP2 nothing is gathered: every rank writes its own shards (:meth:`_save_sharded`).
+        """
+        if self.ctx.strategy == "fsdp2":
+            return self._save_sharded(ckpts, val_loss)
         model_state = full_model_state(self.model)
         optim_state = full_optimizer_state(self.model, self.optimizer)
         path, error = None, None
@@ -451,23 +516,108 @@ class Trainer:
             raise SubstrateError(error)
         return path
 
+    def _save_sharded(self, ckpts: CheckpointManager, val_loss: float | None) -> Path | None:
+        """FSDP2: rank 0 makes the temp folder; every rank writes and hashes its shards
+        (``torch.distributed.checkpoint``); rank 0 adds the state and the manifest and renames
+        the folder into place. Any rank's failure is one line on every rank; the temp folder goes."""
+        ctx = self.ctx
+        tmp, error = None, None
+        if ctx.is_main:
+            try:
+                tmp = ckpts.begin_sharded(self.step, os.getpid())
+            except SubstrateError as exc:
+                error = str(exc)
+        tmp, error = broadcast_object((str(tmp) if tmp else None, error), ctx)
+        if error:
+            raise SubstrateError(error)
+        shard_dir = Path(tmp) / SHARD_DIR
+        groups, extra, mine, error = None, None, {}, None
+        try:
+            groups, extra = save_sharded(self.model, self.optimizer, shard_dir)
+        except Exception as exc:  # noqa: BLE001 - DCP raises the same failure on every rank
+            error = _one_line(exc, f"checkpoint {ckpts.root / Path(tmp).name}")
+        barrier(ctx)
+        if error is None:
+            try:  # each rank hashes its share of the files (all are written: DCP has finished)
+                files = sorted(p.name for p in shard_dir.iterdir())
+                for i, name in enumerate(files):
+                    if i % ctx.world_size == ctx.rank:
+                        fp = shard_dir / name
+                        mine[f"{SHARD_DIR}/{name}"] = {"sha256": sha256_file(fp), "bytes": fp.stat().st_size}
+            except OSError as exc:
+                error = _one_line(exc, f"checkpoint {ckpts.root / Path(tmp).name}")
+        gathered = all_gather_object((mine, error), ctx)
+        errors = [e for _, e in gathered if e]
+        path = None
+        if ctx.is_main:
+            if errors:
+                ckpts.discard(Path(tmp))
+            else:
+                shard_files = {k: v for part, _ in gathered for k, v in part.items()}
+                state = dict(self._state(), optimizer_param_groups=groups, optimizer_extra=extra)
+                try:
+                    path = ckpts.save(self.step, model_state=None, optimizer_state=None, state=state,
+                                      val_loss=val_loss, config_toml=self.cfg.to_toml(),
+                                      tmp=Path(tmp), shard_files=shard_files)
+                except SubstrateError as exc:
+                    errors = [str(exc)]
+        error = broadcast_object(errors[0] if errors else None, ctx)
+        if error:
+            raise SubstrateError(error)
+        return path
+
+    def _check_resume(self, path: Path, ctx: DistContext) -> str | None:
+        """Rank 0, before any heavy work: refuse a resume whose config breaks the run's identity
+        (one line listing the changes); note the allowed changes in the log."""
+        try:
+            ck = load_checkpoint(path, verify=False, load_optimizer=False, load_model=False)
+        except CheckpointCorrupt as exc:
+            return f"checkpoint {path} is unusable: {exc}"
+        saved = ck.state.get("config")
+        if not isinstance(saved, dict):
+            return None
+        refused, allowed = resume_changes(saved, int(ck.state.get("world_size") or 1), self.cfg,
+                                          ctx.world_size)
+        if refused:
+            return (f"--resume cannot change {'; '.join(refused)} of the run in {path.parent.parent}: "
+                    f"the run would no longer be the one its checkpoints belong to; drop these "
+                    f"overrides, or start a new --run.dir")
+        if allowed:
+            self.log.note(f"note: resuming {path.name} with changed settings: {'; '.join(allowed)}")
+        return None
+
+    def _check_model_spec(self, path: Path, recorded: Any) -> None:
+        """The checkpoint's model (class and config) must be the model being trained."""
+        if not isinstance(recorded, dict) or not recorded:
+            return
+        changes = _spec_changes(recorded, self.model_spec)
+        if changes:
+            raise SubstrateError(f"--resume cannot change the model of the run in {path.parent.parent} "
+                                 f"({'; '.join(changes[:6])}): its checkpoints hold another model; "
+                                 f"drop the model overrides, or start a new --run.dir")
+
     def _restore(self, path: Path) -> None:
         """Load model, optimizer, scheduler, RNG and position from a checkpoint folder."""
+        sharded_here = self.ctx.strategy == "fsdp2" and (path / SHARD_DIR).is_dir()
         try:
-            ck = load_checkpoint(path, verify=not self.ctx.is_main)  # rank 0 verified it already
+            # rank 0 verified it already; under FSDP2 each rank reads its own pieces of the shards
+            ck = load_checkpoint(path, verify=not self.ctx.is_main, load_model=not sharded_here,
+                                 load_optimizer=not sharded_here)
         except CheckpointCorrupt as exc:
             raise SubstrateError(f"checkpoint {path} is unusable on rank {self.ctx.rank}: {exc}") from None
+        self._check_model_spec(path, ck.state.get("model_spec"))
         recorded = ck.state.get("data_tokenizer")
         current = (self.data.meta.get("tokenizer") or {}).get("fingerprint")
         if recorded and current and recorded != current:
             raise SubstrateError(f"tokenizer mismatch: {path} was trained on data from another "
                                  f"tokenizer than {self.data.path} holds; resume with the run's data")
-        if ck.state.get("world_size", self.ctx.world_size) != self.ctx.world_size:
-            self.log.note(f"note: resuming a {ck.state['world_size']}-process run on "
-                          f"{self.ctx.world_size}: batches differ from the uninterrupted run")
-        load_full_model_state(self.model, ck.model_state)
-        if ck.optimizer_state is not None:
-            load_full_optimizer_state(self.model, self.optimizer, ck.optimizer_state)
+        if sharded_here:
+            load_sharded(self.model, self.optimizer, path / SHARD_DIR,
+                         ck.state.get("optimizer_param_groups"), ck.state.get("optimizer_extra"))
+        else:
+            load_full_model_state(self.model, ck.model_state)
+            if ck.optimizer_state is not None:
+                load_full_optimizer_state(self.model, self.optimizer, ck.optimizer_state)
         self.scheduler.load_state_dict(ck.state["scheduler"])
         # the config is the source of truth for the schedule (e.g. train.steps extended)
         t = self.cfg.train
@@ -484,6 +634,49 @@ class Trainer:
         self.best_val = ck.state.get("best_val_loss")
         self.log.truncate_after(self.step)
         self.log.note(f"resumed from {path} (step {self.step})")
+
+
+#: Model config fields that may differ between a checkpoint and its resume (set by the trainer
+#: itself, or bookkeeping of transformers).
+_SPEC_IGNORED = {"loss_chunk_size", "transformers_version", "_name_or_path", "torch_dtype", "dtype",
+                 "architectures", "use_cache", "_attn_implementation_autoset"}
+
+
+def _spec_changes(old: dict, new: dict) -> list[str]:
+    """``"key old -> new"`` for each difference of two model specs (class, config fields)."""
+    out = []
+    if old.get("class") != new.get("class"):
+        out.append(f"class {old.get('class')} -> {new.get('class')}")
+    try:
+        a, b = json.loads(old.get("config") or "{}"), json.loads(new.get("config") or "{}")
+    except (TypeError, ValueError):
+        return out
+    for key in sorted(set(a) & set(b) - _SPEC_IGNORED):
+        if a[key] != b[key]:
+            va, vb = (json.dumps(v, sort_keys=True)[:60] for v in (a[key], b[key]))
+            out.append(f"{key} {va} -> {vb}")
+    return out
+
+
+def _one_line(exc: BaseException, what: str) -> str:
+    """One line for a failure while writing ``what`` (a full disk named as such)."""
+    if isinstance(exc, OSError):
+        return str(disk_error(exc, what))
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "No space left" in text or "os error 28" in text or "Errno 28" in text:
+        return str(disk_error(OSError(28, "No space left on device"), what))
+    return f"could not write {what}: {text[:300]}; nothing was overwritten"
+
+
+def _tokens_to_last_target(y: torch.Tensor) -> int:
+    """Positions of ``y`` [B, T] up to each row's last scored target: the tokens that reach the loss
+    (right padding, and anything after a row's last learned token, do not); ``B * T`` when every
+    target is scored, as in pre-training."""
+    scored = y != -100
+    if bool(scored.all()):
+        return int(y.numel())
+    pos = torch.arange(1, y.shape[-1] + 1, device=y.device)
+    return int((scored * pos).amax(dim=-1).sum())
 
 
 def _remove_if_empty(folder: Path) -> None:
