@@ -20,6 +20,7 @@ at the end, so an interrupted export never leaves a half-written model where a g
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -30,8 +31,10 @@ import torch
 
 from . import __version__
 from .errors import SubstrateError
-from .fsutil import _umask, atomic_write_json, fsync_dir, read_json, sha256_file
+from .fsutil import _umask, atomic_write_json, clean_debris, disk_error, fsync_dir, hold_folder, in_use, read_json, sha256_file
 from .modeling import SubstrateForCausalLM
+from .tokenizer.identity import CONFIG_KEY as TOKENIZER_KEY
+from .tokenizer.identity import tokenizer_fingerprint
 
 #: The file an export writes last, listing every file it wrote (name -> "sha256:<hex>").
 EXPORT_MANIFEST = "substrate_export.json"
@@ -273,8 +276,18 @@ def write_model_dir(out_dir: str | os.PathLike, write, overwrite: bool = True, p
         SubstrateError: ``out_dir`` may not be replaced (see :func:`check_out_dir`).
     """
     out = check_out_dir(out_dir, overwrite, protect)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_export_debris(out)
+        out = check_out_dir(out_dir, overwrite, protect)  # a restored previous export needs --overwrite too
+        return _write_model_dir(out, write, overwrite, protect)
+    except OSError as exc:  # a full disk, a read-only folder: one line; the old export is intact
+        raise disk_error(exc, f"the model folder {out}", fix="run the command again") from None
+
+
+def _write_model_dir(out: Path, write, overwrite: bool, protect) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    held = [hold_folder(tmp)]  # a live export's folder is never taken for debris by another run
     umask = _umask()
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a model directory is as readable as any other
     try:
@@ -294,6 +307,7 @@ def write_model_dir(out_dir: str | os.PathLike, write, overwrite: bool = True, p
             check_out_dir(out, overwrite, protect)  # again, right before the swap
             manifest = read_export_manifest(out)
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            held.append(hold_folder(old))
             os.replace(out, old)  # onto the fresh empty folder
             os.replace(tmp, out)
             _remove_listed(old, [*manifest["files"], EXPORT_MANIFEST])
@@ -303,7 +317,35 @@ def write_model_dir(out_dir: str | os.PathLike, write, overwrite: bool = True, p
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        for fd in held:
+            if fd is not None:
+                os.close(fd)
     return out
+
+
+def clean_export_debris(out: Path) -> int:
+    """Remove what a killed export of ``out`` left beside it; returns how many entries went.
+
+    An export assembles ``.<name>.tmp-*`` next to ``out`` and, when it replaces a previous export,
+    parks that one in ``.<name>.old-*`` for the swap. A killed run leaves them behind (up to a full
+    model copy each). Temp folders no live export holds are deleted; a parked previous export is
+    moved back to ``out`` when the kill came between the two renames (``out`` missing), otherwise
+    only the files its manifest lists are deleted (see :func:`_remove_listed`).
+    """
+    removed = clean_debris(out.parent, names=(), prefixes=(f".{out.name}.tmp-",))
+    for old in sorted(out.parent.glob(f".{glob.escape(out.name)}.old-*")):
+        if old.is_symlink() or not old.is_dir() or in_use(old):
+            continue
+        manifest = read_export_manifest(old)
+        if manifest is None:
+            continue  # not a parked export of ours: never touched
+        if not out.exists() and not out.is_symlink():
+            os.replace(old, out)  # the swap was cut between its renames: the previous export is back
+            continue
+        _remove_listed(old, [*manifest["files"], EXPORT_MANIFEST])
+        removed += 1
+    return removed
 
 
 def export_model(
@@ -339,6 +381,8 @@ def export_model(
         raise SubstrateError(str(exc).splitlines()[0]) from None
     if tokenizer is not None:
         _sync_special_tokens(model, tokenizer)
+        # the tokenizer's identity: loading refuses another tokenizer with this model
+        setattr(model.config, TOKENIZER_KEY, tokenizer_fingerprint(tokenizer))
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)

@@ -16,6 +16,8 @@ import errno
 import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -90,6 +92,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: Any, sync_dir: bool = True
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     try:
+        _hold(fd)  # a live temp file is locked: clean_debris never takes it for debris
         with os.fdopen(fd, "wb") as fh:
             # mkstemp creates 0600; give the file the permissions a plain open() would (umask)
             os.chmod(tmp, 0o666 & ~_umask())
@@ -184,11 +187,123 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def disk_error(exc: OSError, what: str) -> SubstrateError:
-    """One line for an OSError while writing ``what``: disk full gets its own wording."""
+def _hold(fd: int) -> None:
+    """Take a shared ``flock`` on an open file or folder (dropped when it is closed or the process dies)."""
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # pragma: no cover - Windows, or a filesystem without flock
+        pass
+
+
+def hold_folder(path: str | os.PathLike) -> int | None:
+    """Mark a temporary folder as in use until the returned descriptor is closed (``os.close``).
+
+    :func:`clean_debris` leaves a held folder alone; a process killed while holding it drops the
+    hold, so its folder is debris on the next run. Returns None where folders cannot be opened.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return None
+    _hold(fd)
+    return fd
+
+
+def in_use(path: str | os.PathLike) -> bool:
+    """Whether a live process holds ``path`` (see :func:`hold_folder`); False where unknowable."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: only age could tell; keep everything young
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def clean_debris(folder: str | os.PathLike, names=None, prefixes=()) -> int:
+    """Delete the temporary entries a killed writer of ours left in ``folder``; returns how many.
+
+    Debris is, in ``folder`` only (never below it): a file named ``.tmp-<name>.*`` for each
+    ``name`` in ``names`` (the temp files of :func:`atomic_write_bytes`; ``names=None``: any
+    ``.tmp-*`` file), and any file or folder whose name starts with one of ``prefixes`` (e.g. an
+    export's ``.<out>.tmp-`` folder). An entry a live process still holds (a write in progress,
+    see :func:`hold_folder`) and symbolic links are left alone; nothing else is touched.
+    """
+    folder = Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    if names is None:
+        temp = (TMP_PREFIX,)
+    else:
+        temp = tuple(f"{TMP_PREFIX}{n}." for n in names)
+    removed = 0
+    for entry in entries:
+        name = entry.name
+        ours = (name.startswith(temp) and entry.is_file(follow_symlinks=False)) or name.startswith(tuple(prefixes))
+        if not ours or entry.is_symlink() or in_use(entry.path):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass  # another cleaner got there first, or no permission: it stays, harmlessly
+    return removed
+
+
+def check_not_dangling(path: str | os.PathLike, what: str = "--out") -> None:
+    """Refuse a path that is a symbolic link to nothing: writing through it would create its
+    target wherever the link points."""
+    p = os.fspath(path)
+    if os.path.islink(p) and not os.path.exists(p):
+        raise SubstrateError(f"{what} {p} is a symbolic link to a missing target ({os.readlink(p)}); "
+                             "pass a real folder or remove the link")
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file") -> None:
+    """Refuse a FIFO, socket or device given as an input file: reading it could block for ever
+    or never end. A missing path or a folder passes (the caller reports those its own way)."""
+    p = os.fspath(path)
+    kind = special_file_kind(p)
+    if kind:
+        raise SubstrateError(f"{what} {p} is {kind}, not a regular file; save its contents to a file and "
+                             "pass that")
+
+
+def special_file_kind(path: str | os.PathLike) -> str | None:
+    """``"a FIFO (named pipe)"``, ``"a socket"`` or ``"a device"`` for such a path, else None (a
+    regular file, a folder, or nothing there)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
+def disk_error(exc: OSError, what: str, fix: str = "rerun with --resume") -> SubstrateError:
+    """One line for an OSError while writing ``what``: disk full gets its own wording.
+
+    ``fix``: what to do once space is free (``"rerun with --resume"``, ``"run it again"``).
+    """
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return SubstrateError(f"disk full while writing {what}; nothing was overwritten: free some "
-                              "space and rerun with --resume")
+                              f"space and {fix}")
     return SubstrateError(f"could not write {what}: {exc.strerror or exc}; nothing was overwritten")
 
 

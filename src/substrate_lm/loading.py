@@ -8,8 +8,11 @@ Every command that takes a model folder (``info``, ``generate``, ``eval``, ``ana
   are loaded with the package's classes (:class:`~substrate_lm.modeling.SubstrateForCausalLM`,
   :class:`~substrate_lm.modeling.ComposedForCausalLM`); the ``.py`` files in the folder are never
   imported. Before the weights are read, the files the export listed in ``substrate_export.json``
-  and the weight files listed in ``config.json`` are checked against their sha256, and a frozen
-  table against its fingerprint.
+  and the weight files listed in ``config.json`` are checked against their sha256; after, the table
+  against its fingerprint and, for a frozen kind, against the table its kind and seed regenerate,
+  whatever ``substrate_frozen`` says (:func:`check_table`).
+* A model folder records its tokenizer's fingerprint (``tokenizer_fingerprint`` in ``config.json``);
+  :func:`check_model_tokenizer` refuses another tokenizer with it in one line.
 * Any other Hugging Face causal LM loads with ``trust_remote_code`` off: a folder that needs its
   own code (``auto_map`` in ``config.json``, a model type transformers does not know) is refused
   unless the caller passes ``trust_remote_code=True`` (the ``--trust-remote-code`` flag).
@@ -30,7 +33,11 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM
 from .errors import SubstrateError
 from .fsutil import read_json
 from .export import EXPORT_MANIFEST, read_export_manifest
-from .modeling import MODEL_CLASSES, file_sha256
+from .modeling import MODEL_CLASSES, SubstrateForCausalLM, file_sha256
+from .substrates.provenance import table_provenance_problem
+from .tokenizer.identity import CONFIG_KEY as TOKENIZER_KEY
+from .tokenizer.identity import check_same_tokenizer, tokenizer_fingerprint
+from .tokenizer.inspect import vocab_strings
 from .tokenizer.load import load_tokenizer as _load_tokenizer
 
 #: Files of an export that change what the model computes; checked against the export manifest.
@@ -142,6 +149,8 @@ def load_model_dir(
                 model = cls.from_pretrained(str(p), **kwargs)
             except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
                 raise SubstrateError(f"cannot load {path}: {_first_line(exc)}") from None
+            if isinstance(model, SubstrateForCausalLM):
+                check_table(p, cfg, model.token_embeddings.weight)
         else:
             check_export_files(p)
             model = _load_foreign(str(p), cfg, kwargs, trust_remote_code)
@@ -149,6 +158,61 @@ def load_model_dir(
         return model.to(device).eval()
     except (RuntimeError, ValueError) as exc:
         raise SubstrateError(f"cannot move the model to {device}: {_first_line(exc)}") from None
+
+
+def check_table(path: str | os.PathLike, cfg: dict, table) -> None:
+    """Refuse a table that is not the one its config says, whatever ``substrate_frozen`` says: a
+    frozen kind must be what its kind and seed regenerate, any table must match its recorded
+    fingerprint (see :mod:`substrate_lm.substrates.provenance`).
+
+    Raises:
+        SubstrateError: one line naming the folder, the problem and the fix.
+    """
+    vocab = None
+    if cfg.get("substrate_kind") == "glyph" and has_tokenizer(path):
+        vocab = vocab_strings(load_tokenizer(path))
+    problem = table_provenance_problem(cfg, table, vocab=vocab)
+    if problem:
+        raise SubstrateError(f"{path}: {problem}")
+
+
+def model_tokenizer_fingerprint(path: str | os.PathLike) -> str | None:
+    """The fingerprint of the tokenizer a model folder was made with: recorded in its config.json
+    (``tokenizer_fingerprint``), else that of the tokenizer in the folder, else None (unknown)."""
+    p = Path(path)
+    if not p.is_dir():
+        return None  # a hub id: nothing recorded locally
+    cfg = read_json(p / "config.json", missing={}, corrupt={}, kind=dict)
+    recorded = cfg.get(TOKENIZER_KEY)
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    if has_tokenizer(p):
+        try:
+            return tokenizer_fingerprint(load_tokenizer(p))
+        except SubstrateError:
+            return None
+    return None
+
+
+def check_model_tokenizer(path: str | os.PathLike, tokenizer, *, other: str,
+                          flag: str = "--allow-foreign-tokenizer", allow: bool = False, warn=None) -> bool:
+    """Refuse a tokenizer that is not the one model folder ``path`` was made with.
+
+    Args:
+        path: the model folder.
+        tokenizer: the tokenizer about to be used with it.
+        other: how the message names the tokenizer (``"--tokenizer tok2"``).
+        flag: the explicit flag that accepts a mismatch; ``allow``: it was given.
+        warn: receives the warning line when ``allow`` accepts a mismatch.
+
+    Returns:
+        False for an accepted mismatch, else True.
+
+    Raises:
+        SubstrateError: one line naming the model, both fingerprints and ``flag``.
+    """
+    return check_same_tokenizer(model_tokenizer_fingerprint(path), tokenizer_fingerprint(tokenizer),
+                                owner=f"model {path}", other=other, flag=flag, allow=allow, warn=warn)
 
 
 def _load_foreign(path: str, cfg: dict, kwargs: dict, trust_remote_code: bool):
@@ -208,4 +272,5 @@ def load_model_and_tokenizer(path: str | os.PathLike, tokenizer: str | os.PathLi
 
 
 __all__ = ["load_model_dir", "load_tokenizer", "load_model_and_tokenizer", "read_model_config",
-           "check_export_files", "has_tokenizer", "model_class_for"]
+           "check_export_files", "has_tokenizer", "model_class_for", "check_table", "check_model_tokenizer",
+           "model_tokenizer_fingerprint"]

@@ -17,6 +17,7 @@ A case passes when:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -78,6 +79,7 @@ case("init-preset-twice", "init", "--preset", "tiny", "--model.preset", "small",
 case("init-init-from", "init", "--preset", "tiny", "--model.init_from", "{model}", "--out", "{new}")
 case("init-unknown-substrate", "init", "--preset", "tiny", "--substrate", "nope", "--out", "{new}")
 case("init-tokenizer-missing", "init", "--preset", "tiny", "--tokenizer", "{missing}", "--out", "{new}")
+case("init-threads-zero", "init", "--preset", "tiny", "--threads", "0", "--out", "{new}")
 case("init-tokenizer-empty-dir", "init", "--preset", "tiny", "--tokenizer", "{emptydir}", "--out", "{new}")
 case("init-substrate-file-missing", "init", "--preset", "tiny", "--substrate-file", "{missing}", "--out", "{new}")
 case("init-substrate-file-truncated", "init", "--preset", "tiny", "--substrate-file", "{sub_trunc}", "--out", "{new}")
@@ -85,6 +87,7 @@ case("init-substrate-file-binary", "init", "--preset", "tiny", "--substrate-file
 case("init-seed-non-numeric", "init", "--preset", "tiny", "--seed", "abc", "--out", "{new}")
 
 case("finetune-no-model", "finetune", "--data", "{jsonl}", "--out", "{new}")
+case("finetune-device-unknown", "finetune", "--model", "{model}", "--data", "{jsonl}", "--device", "nope", "--out", "{new}")
 case("finetune-model-missing", "finetune", "--model", "{missing}", "--data", "{jsonl}", "--out", "{new}")
 case("finetune-model-empty-dir", "finetune", "--model", "{emptydir}", "--data", "{jsonl}", "--out", "{new}")
 case("finetune-model-no-weights", "finetune", "--model", "{m_noweights}", "--data", "{jsonl}", "--out", "{new}")
@@ -117,6 +120,8 @@ case("generate-max-new-non-numeric", "generate", "{model}", "--prompt", "the", "
 case("generate-threads-zero", "generate", "{model}", "--prompt", "the", "--threads", "0")
 case("generate-threads-non-numeric", "generate", "{model}", "--prompt", "the", "--threads", "two")
 case("generate-device-missing-cuda-index", "generate", "{model}", "--prompt", "the", "--device", "cuda:99")
+case("generate-no-prompt", "generate", "{model}")
+case("generate-prompt-and-interactive", "generate", "{model}", "--prompt", "the", "--interactive")
 
 # tokenizer build
 case("tok-build-ngrams-missing", "tokenizer", "build", "--ngrams", "{missing}", "--out", "{new}")
@@ -248,6 +253,20 @@ case("world-entities-negative", "corpus", "world", "--size", "30KB", "--entities
 case("world-entities-zero", "corpus", "world", "--size", "30KB", "--entities-per-category", "0", "--out", "{new}")
 case("world-out-is-file", "corpus", "world", "--size", "30KB", "--out", "{txt}")
 case("world-out-existing-corpus", "corpus", "world", "--size", "30KB", "--out", "{world_copy}")
+# issue 23: --overwrite replaces only a world the tool wrote; dangling links; FIFOs; foreign tokenizers
+case("world-overwrite-user-train", "corpus", "world", "--size", "30KB", "--overwrite", "--out", "{user_corpus}")
+case("world-out-dangling-link", "corpus", "world", "--size", "30KB", "--out", "{dangling}")
+case("init-out-dangling-link", "init", "--preset", "tiny", "--tokenizer", "{tok}", "--out", "{dangling}")
+case("train-run-dir-dangling-link", "train", "--config", "tiny", "--run.dir", "{dangling}", "--print-config")
+case("data-out-dangling-link", "data", "prepare", "--source", "{txt}", "--tokenizer", "{tok}", "--out", "{dangling}")
+case("tok-build-out-dangling-link", "tokenizer", "build", "--corpus", "{txt}", "--out", "{dangling}")
+case("tok-encode-file-fifo", "tokenizer", "encode", "-t", "{tok}", "--file", "{fifo}")
+case("tok-inspect-file-fifo", "tokenizer", "inspect", "-t", "{tok}", "--file", "{fifo}")
+case("tok-build-ngrams-fifo", "tokenizer", "build", "--ngrams", "{fifo}", "--out", "{new}")
+case("data-source-fifo", "data", "prepare", "--source", "{fifo}", "--tokenizer", "{tok}", "--out", "{new}")
+case("data-source-binary", "data", "prepare", "--source", "text:{bin}", "--tokenizer", "{tok}", "--out", "{new}")
+case("data-source-not-utf8", "data", "prepare", "--source", "{badutf8}", "--tokenizer", "{tok}", "--out", "{new}")
+case("generate-foreign-tokenizer", "generate", "{model}", "--prompt", "the", "--tokenizer", "{tok_other}")
 case("world-out-nonempty", "corpus", "world", "--size", "30KB", "--out", "{nonempty}")
 case("world-out-existing-corpus-dir-only", "corpus", "world", "--size", "30KB", "--out", "{world_copy}/questions")
 case("world-seed-non-numeric", "corpus", "world", "--size", "30KB", "--seed", "x", "--out", "{new}")
@@ -414,6 +433,7 @@ case("compose-finetune-negative", "compose", "--expert", "{model}", "--expert", 
 case("compose-out-is-file", "compose", "--expert", "{model}", "--expert", "{model}", "--out", "{txt}")
 case("compose-out-nonempty", "compose", "--expert", "{model}", "--expert", "{model}", "--out", "{nonempty}")
 case("compose-device-unknown", "compose", "--expert", "{model}", "--expert", "{model}", "--device", "nope", "--out", "{new}")
+case("compose-threads-zero", "compose", "--expert", "{model}", "--expert", "{model}", "--threads", "0", "--out", "{new}")
 case("grow-config-unknown", "grow", "--config", "nope")
 case("grow-config-missing", "grow", "--config", "{missing}.toml")
 case("grow-config-binary", "grow", "--config", "{bin_toml}")
@@ -431,6 +451,8 @@ case("grow-baseline-steps-negative", "grow", "--config", "grow-tiny", "--baselin
 case("grow-baseline-lr-nan", "grow", "--config", "grow-tiny", "--baseline.lr", "nan")
 case("grow-n-layer-override", "grow", "--config", "grow-tiny", "--model.overrides.n_layer", "7")
 case("grow-run-dir-foreign", "grow", "--config", "grow-tiny", "--run.dir", "{nonempty}")
+case("grow-threads-twice", "grow", "--config", "grow-tiny", "--threads", "1", "--run.threads", "2")
+case("grow-device-unknown", "grow", "--config", "grow-tiny", "--device", "nope")
 
 # plan
 case("plan-no-config", "plan")
@@ -445,6 +467,7 @@ case("plan-mfu-nan", "plan", "--config", "tiny", "--mfu", "nan")
 case("plan-headroom-one", "plan", "--config", "tiny", "--headroom", "1")
 case("plan-set-unknown-key", "plan", "--config", "tiny", "--train.bogus", "1")
 case("plan-seq-len-past-context", "plan", "--config", "tiny", "--train.seq_len", "100000")
+case("plan-threads-zero", "plan", "--config", "tiny", "--threads", "0")
 
 # demo / ablate
 case("demo-old-set", "demo", "--out", "{new}", "--set", "steps=600")
@@ -458,6 +481,7 @@ case("demo-set-unknown-key", "demo", "--out", "{new}", "--demo.bogus", "1")
 case("demo-set-no-section", "demo", "--out", "{new}", "--steps", "3")
 case("demo-substrates-unknown", "demo", "--out", "{new}", "--substrates", "nope")
 case("demo-out-is-file", "demo", "--out", "{txt}")
+case("demo-threads-twice", "demo", "--out", "{new}", "--threads", "1", "--demo.threads", "2")
 case("ablate-config-missing", "ablate", "--config", "{missing}.toml")
 case("ablate-config-binary", "ablate", "--config", "{bin_toml}")
 case("ablate-config-not-utf8", "ablate", "--config", "{badutf8_toml}")
@@ -470,6 +494,13 @@ case("ablate-set-bad-list", "ablate", "--config", "{ablate_toml}", "--ablation.s
 case("ablate-set-unknown-key", "ablate", "--config", "{ablate_toml}", "--ablation.bogus", "1")
 case("ablate-set-no-value", "ablate", "--config", "{ablate_toml}", "--ablation.n_runs")
 case("ablate-no-config", "ablate")
+case("ablate-heldout-missing", "ablate", "--config", "{ablate_toml}", "--ablation.heldout", "{missing}")
+case("ablate-heldout-not-prepared", "ablate", "--config", "{ablate_toml}", "--ablation.heldout", "{emptydir}")
+case("ablate-heldout-split-bad", "ablate", "--config", "{ablate_toml}", "--ablation.heldout_split", "test")
+case("ablate-heldout-window-one", "ablate", "--config", "{ablate_toml}", "--ablation.heldout_window", "1")
+case("ablate-task-file-missing", "ablate", "--config", "{ablate_toml}", "--ablation.task_files", "{missing}.jsonl")
+case("ablate-device-unknown", "ablate", "--config", "{ablate_toml}", "--device", "nope")
+case("ablate-threads-zero", "ablate", "--config", "{ablate_toml}", "--threads", "0")
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -563,6 +594,16 @@ def ws(tmp_path_factory):
     shutil.copytree(p["world"], p["world_badjson"])
     (p["world_badjson"] / "world.json").write_text('{"entities": [', encoding="utf-8")
 
+    p["user_corpus"] = root / "user-corpus"
+    p["user_corpus"].mkdir()
+    (p["user_corpus"] / "train.jsonl").write_text('{"text": "my own corpus"}\n', encoding="utf-8")
+    p["dangling"] = root / "dangling"
+    p["dangling"].symlink_to(root / "nowhere" / "target")
+    p["fifo"] = root / "pipe.txt"
+    os.mkfifo(p["fifo"])
+    p["tok_other"] = root / "tok-other"  # the same size as {tok}, other n-grams
+    build_from_stats([{"lang": "en", "language_name": "English",
+                       "top_ngrams": {2: [("qz", 50), ("xj", 40)], 3: [("qzx", 20)]}}]).save_pretrained(p["tok_other"])
     p["data_badstats"] = root / "data-badstats"
     p["data_badstats"].mkdir()
     (p["data_badstats"] / "stats.json").write_bytes(b'{"train": {"tok\xff')

@@ -18,8 +18,10 @@ def token_id_table(vocab: int = V, width: int = 16) -> torch.Tensor:
 
 
 def make_expert(seed: int = 0, vocab: int = V, n_layer: int = 2, d_model: int = 32, n_head: int = 4,
-                n_embed: int = 16, table: torch.Tensor | None = None, jitter: float = 0.05, **kw):
-    """A tiny SubstrateForCausalLM with every weight moved off its init (so mixing is visible)."""
+                n_embed: int = 16, table: torch.Tensor | None = None, jitter: float = 0.05, meta: dict | None = None,
+                **kw):
+    """A tiny SubstrateForCausalLM with every weight moved off its init (so mixing is visible);
+    ``table``/``meta``: a bits table and its recorded recipe (default: the token-id table)."""
     from substrate_lm.modeling import SubstrateConfig, SubstrateForCausalLM
 
     torch.manual_seed(seed)
@@ -31,7 +33,7 @@ def make_expert(seed: int = 0, vocab: int = V, n_layer: int = 2, d_model: int = 
             if not name.startswith("token_embeddings"):
                 p.add_(torch.randn_like(p) * jitter)
     model.set_substrate(token_id_table(vocab, n_embed) if table is None else table,
-                        kind="token-id" if table is None else "bits")
+                        kind="token-id" if table is None else "bits", meta=meta)
     return model.eval()
 
 

@@ -11,6 +11,7 @@ import torch
 from substrate_lm.cli import docking as docking_cli
 from substrate_lm.cli.main import main as cli_main
 from substrate_lm.errors import SubstrateError
+from substrate_lm.substrates import build_substrate
 
 
 def run_cli(argv):
@@ -33,7 +34,8 @@ def expert_dirs(tmp_path_factory, expert_factory, tokenizer_dir):
     for seed, layers in ((0, 2), (1, 1)):
         model = expert_factory(seed, vocab=len(tok), n_layer=layers)
         dirs.append(export_model(model, root / f"e{seed}", tokenizer=tok))
-    odd = expert_factory(2, vocab=len(tok), table=torch.ones(len(tok), 16))
+    bits = build_substrate("bits", len(tok), 16, seed=7)  # a genuine frozen table, not the others' one
+    odd = expert_factory(2, vocab=len(tok), table=bits.table, meta=bits.meta)
     dirs.append(export_model(odd, root / "odd"))
     return dirs
 

@@ -41,12 +41,12 @@ def test_count_distinct_rows_binary_and_float():
     assert count_distinct_rows(b) == 2
 
 
-def _write_model_dir(path, table, kind, fp, sharded=False):
+def _write_model_dir(path, table, kind, fp, sharded=False, meta=None):
     from safetensors.torch import save_file
 
     path.mkdir()
     cfg = {"model_type": "substrate", "vocab_size": table.shape[0], "n_embed": table.shape[1], "d_model": 32,
-           "substrate_kind": kind, "substrate_frozen": True, "substrate_fingerprint": fp}
+           "substrate_kind": kind, "substrate_frozen": True, "substrate_fingerprint": fp, "substrate_meta": meta}
     (path / "config.json").write_text(json.dumps(cfg))
     tensors = {"token_embeddings.weight": table, "lm_head.weight": torch.zeros(table.shape[0], 32)}
     if sharded:
@@ -62,12 +62,12 @@ def _write_model_dir(path, table, kind, fp, sharded=False):
 @pytest.mark.parametrize("sharded", [False, True])
 def test_verify_model_directory(tmp_path, sharded):
     sub = build_substrate("bits", 1000, 64, seed=1)
-    _write_model_dir(tmp_path / "m", sub.table, "bits", sub.fingerprint, sharded)
+    _write_model_dir(tmp_path / "m", sub.table, "bits", sub.fingerprint, sharded, meta=sub.meta)
     r = verify_substrate(tmp_path / "m")
     assert r["ok"], r["problems"]
     assert r["source_type"] == "model" and r["fingerprint_match"] and r["kind"] == "bits"
     other = build_substrate("bits", 1000, 64, seed=2)
-    _write_model_dir(tmp_path / "bad", other.table, "bits", sub.fingerprint, sharded)
+    _write_model_dir(tmp_path / "bad", other.table, "bits", sub.fingerprint, sharded, meta=sub.meta)
     r = verify_substrate(tmp_path / "bad")
     assert not r["ok"] and r["fingerprint_match"] is False
 
@@ -90,7 +90,7 @@ def test_fingerprint_agrees_with_the_model_and_a_saved_model_verifies(tmp_path):
                                    substrate_kind="bits")
     model = modeling.SubstrateForCausalLM(cfg)
     sub = build_substrate("bits", 512, 16, seed=4)
-    model.set_substrate(sub.table, kind="bits")
+    model.set_substrate(sub.table, kind="bits", meta=sub.meta)
     assert modeling.substrate_fingerprint(model.token_embeddings.weight) == sub.fingerprint
     assert model.config.substrate_fingerprint == sub.fingerprint
     model.save_pretrained(tmp_path / "m")
@@ -100,8 +100,9 @@ def test_fingerprint_agrees_with_the_model_and_a_saved_model_verifies(tmp_path):
 
 
 def test_half_precision_model_table_keeps_unit_norm_within_its_rounding(tmp_path):
-    table = build_substrate("float", 300, 64).table.to(torch.bfloat16)
-    _write_model_dir(tmp_path / "m", table, "float", fingerprint(table))
+    sub = build_substrate("float", 300, 64)
+    table = sub.table.to(torch.bfloat16)
+    _write_model_dir(tmp_path / "m", table, "float", fingerprint(table), meta=sub.meta)
     r = verify_substrate(tmp_path / "m")
     assert r["storage_dtype"] == "bfloat16" and r["ok"], r["problems"]
     assert verify_table_norm_strict(table) is False

@@ -6,8 +6,6 @@ import json
 
 from .common import finite_float, nonneg_int, positive_int
 
-# files `corpus world` writes: a folder holding any of them already holds a corpus
-WORLD_FILES = ("corpus.json", "world.json", "train.jsonl", "val.jsonl", "questions")
 
 def register(sub) -> None:
     p = sub.add_parser("corpus", help="generate built-in corpora (the semantic world)")
@@ -42,7 +40,8 @@ def register(sub) -> None:
     w.add_argument("--verify", action="store_true",
                    help="read the text back and check every sentence against the ground truth")
     w.add_argument("--overwrite", action="store_true",
-                   help="replace a corpus already in --out (or write into a non-empty folder)")
+                   help="replace a world this tool wrote in --out (its substrate_corpus.json lists every file "
+                        "there); a folder holding anything else is never written")
     w.add_argument("--json", action="store_true", help="print the summary as JSON")
     w.set_defaults(func=cmd_world)
 
@@ -55,11 +54,12 @@ def _human(n: int) -> str:
 
 
 def cmd_world(args) -> int:
-    from ..world import generate_world, verify_world
+    from ..world import check_world_out, generate_world, verify_world
     from ..world.questions import DEFAULT_QUESTIONS
     from .common import check_output_dir
 
-    check_output_dir(args.out, overwrite=args.overwrite, ours=WORLD_FILES)
+    check_output_dir(args.out, overwrite=True)  # a file, a dangling link, a file as a parent folder
+    check_world_out(args.out, args.overwrite)  # --overwrite replaces only a world the tool wrote
     summary = generate_world(
         args.out, size=args.size, langs=args.langs, seed=args.seed,
         n_questions=DEFAULT_QUESTIONS if args.questions is None else args.questions,

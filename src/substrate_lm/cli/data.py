@@ -97,6 +97,8 @@ def format_stats(stats: dict) -> str:
     )
     if stats.get("empty_documents"):
         lines.append(f"empty documents dropped: {stats['empty_documents']:,}")
+    if stats.get("skipped_files"):
+        lines.append(f"files skipped (binary, not UTF-8 or not regular files): {stats['skipped_files']:,}")
     if stats.get("invalid_utf8") or stats.get("lone_surrogates"):
         lines.append(f"invalid UTF-8 sequences: {stats.get('invalid_utf8', 0):,} (became U+FFFD); "
                      f"lone surrogates: {stats.get('lone_surrogates', 0):,}")

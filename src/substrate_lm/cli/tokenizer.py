@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+from ..fsutil import check_not_dangling, check_regular_file, disk_error
 from .common import nonneg_int, positive_int
 
 DEFAULT_SAMPLE = "hello the test. Привет, мир! Γειά σου κόσμε. 你好，世界。 مرحبا بالعالم 😀"
@@ -88,17 +89,23 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     layout = get_layout(args.layout)
     out = Path(args.out)
+    check_not_dangling(out, "--out")
     if (out / "tokenizer.json").exists() and not args.overwrite:
         raise SubstrateError(f"{out} already holds a tokenizer; choose another folder or pass --overwrite")
-    if args.ngrams:
-        tok = build_from_ngram_file(args.ngrams, layout=layout, langs=_langs(args.langs), top_k=args.top_k)
-        stats_note = ""
-    else:
-        stats_path = out / "ngrams.txt"
-        tok = build_from_corpus(args.corpus, langs=_langs(args.langs), top_k=args.top_k, layout=layout,
-                                stats_out=stats_path)
-        stats_note = f"; statistics in {stats_path}"
-    save_tokenizer(tok, out, overwrite=args.overwrite)
+    for src in [args.ngrams] if args.ngrams else list(args.corpus or ()):
+        check_regular_file(src, "--ngrams" if args.ngrams else "--corpus")  # a FIFO would block for ever
+    try:
+        if args.ngrams:
+            tok = build_from_ngram_file(args.ngrams, layout=layout, langs=_langs(args.langs), top_k=args.top_k)
+            stats_note = ""
+        else:
+            stats_path = out / "ngrams.txt"
+            tok = build_from_corpus(args.corpus, langs=_langs(args.langs), top_k=args.top_k, layout=layout,
+                                    stats_out=stats_path)
+            stats_note = f"; statistics in {stats_path}"
+        save_tokenizer(tok, out, overwrite=args.overwrite)
+    except OSError as exc:  # the statistics file or the tokenizer: a full disk is one line
+        raise disk_error(exc, f"the tokenizer in {out}", fix="run the command again") from None
     s = tokenizer_summary(tok)
     print(f"{layout.name}: {s['vocab_size']:,} entries, {s['ranges'].get('ngram', 0):,} n-grams, "
           f"{s['merges']:,} merges -> {out}{stats_note}")
@@ -113,6 +120,7 @@ def _read_input(args: argparse.Namespace) -> str:
     if getattr(args, "text", None):
         return " ".join(args.text)
     if args.file:
+        check_regular_file(args.file, "--file")  # a FIFO would block for ever
         try:
             return Path(args.file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -235,6 +243,7 @@ def _sample_from_file(path: str) -> list[str]:
     from pathlib import Path
 
     p = Path(path)
+    check_regular_file(p, "--file")  # a FIFO would block for ever
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:

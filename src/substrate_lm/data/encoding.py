@@ -13,6 +13,7 @@ from typing import Callable
 
 from ..errors import SubstrateError
 from ..tokenizer import load_tokenizer
+from ..tokenizer.identity import tokenizer_fingerprint
 
 #: uint16 shards hold ids 0..65535.
 MAX_VOCAB = 1 << 16
@@ -81,8 +82,9 @@ def _eos_id(tok, vocab: dict) -> tuple[int, str]:
 def tokenizer_identity(tok, name: str | None = None) -> dict:
     """Describe a tokenizer for ``meta.json`` and check that its ids fit uint16 shards.
 
-    The ``fingerprint`` is the sha256 of the serialised Rust tokenizer, so the same tokenizer
-    loaded from a directory, the hub or memory compares equal; ``tokenizer_json_sha256`` is the
+    The ``fingerprint`` is :func:`substrate_lm.tokenizer.identity.tokenizer_fingerprint` (the
+    sha256 of the serialised Rust tokenizer), so the same tokenizer loaded from a directory, the
+    hub or memory compares equal; ``tokenizer_json_sha256`` is the
     hash of the file itself when the tokenizer came from a local directory.
 
     Raises:
@@ -97,7 +99,6 @@ def tokenizer_identity(tok, name: str | None = None) -> dict:
         )
     eos_id, eos_token = _eos_id(tok, vocab)
     unk_id = getattr(tok, "unk_token_id", None)
-    serial = tok.backend_tokenizer.to_str()
     file_sha = None
     if name and Path(os.path.expanduser(name)).is_dir():
         f = Path(os.path.expanduser(name)) / "tokenizer.json"
@@ -113,7 +114,7 @@ def tokenizer_identity(tok, name: str | None = None) -> dict:
         "unk_token": getattr(tok, "unk_token", None) if unk_id is not None else None,
         "bos_id": getattr(tok, "bos_token_id", None),
         "pad_id": getattr(tok, "pad_token_id", None),
-        "fingerprint": "sha256:" + hashlib.sha256(serial.encode("utf-8")).hexdigest(),
+        "fingerprint": tokenizer_fingerprint(tok),
         "tokenizer_json_sha256": file_sha,
     }
 

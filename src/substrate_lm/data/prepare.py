@@ -58,7 +58,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import SubstrateError
-from ..fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_json, read_json
+from ..fsutil import TMP_PREFIX, atomic_write_bytes, atomic_write_json, check_not_dangling, read_json
 from ..tokenizer import unk_report
 from . import sources as _sources
 from .encoding import batch_encoder, cut_is_exact, load_tokenizer_any, tokenizer_identity
@@ -667,6 +667,7 @@ class _Preparer:
         total["empty_documents"] = sum(c["empty_documents"] for c in self.src_counts)
         out = _summary(total)
         out["invalid_utf8"] = self.invalid_utf8
+        out["skipped_files"] = getattr(self, "skipped_files", 0)
         out["lone_surrogates"] = self.lone_surrogates
         top = sorted(self.unknown_chars.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
         out["unknown_chars"] = [
@@ -851,6 +852,11 @@ def prepare_data(
     srcs = parse_sources(sources, text_field, text_unit)
     for src in srcs:
         src.check()
+    skipped = [item for src in srcs for item in src.skipped()]
+    if skipped:  # said even without progress output: these files are not in the data
+        path, why = skipped[0]
+        print(f"warning: skipped {len(skipped)} file(s) that are binary, not UTF-8 or not regular files "
+              f"(e.g. {path}: {why})", file=sys.stderr)
     tok, name = load_tokenizer_any(tokenizer)
     tok_info = tokenizer_identity(tok, name)
     encoder = batch_encoder(tok)
@@ -869,6 +875,7 @@ def prepare_data(
         "plain_text": True,
     }
     out = Path(os.path.expanduser(os.fspath(out_dir)))
+    check_not_dangling(out, "--out")
     if out.exists() and not out.is_dir():
         raise SubstrateError(f"--out {out} is a file; pass a folder")
     meta = {
@@ -915,6 +922,7 @@ def prepare_data(
     out.mkdir(parents=True, exist_ok=True)
     prep = _Preparer(srcs, encoder, tok_info, out, config, progress, int(piece_chars),
                      int(batch_chars))
+    prep.skipped_files = len(skipped)
     manifest = read_json(out / "manifest.json", missing=None, fix=_REDO) if old is not None else None
     if manifest is not None:
         if manifest.get("complete"):

@@ -52,6 +52,7 @@ from typing import Iterator
 from urllib.parse import parse_qsl, urlencode
 
 from ..errors import SubstrateError
+from ..fsutil import special_file_kind
 
 #: Largest piece of text handed to the tokenizer in one string. Larger documents are cut at a
 #: newline (or space) boundary so huge single-file corpora still tokenise on all cores.
@@ -280,6 +281,48 @@ def _iter_file(path: Path, kind: str, text_field: str, unit: str, piece_chars: i
 # --- the source ---------------------------------------------------------------------------------
 
 
+#: Bytes of a text file read to tell text from binary (NUL bytes) and UTF-8 from other encodings.
+SNIFF_BYTES = 1 << 16
+
+
+def sniff_text(path: Path) -> str | None:
+    """Why ``path`` is not UTF-8 text (``"binary: a NUL byte at offset N"``, ``"not UTF-8: ..."``,
+    ``"a FIFO (named pipe)"``, ...), or None when its first 64 KiB read as UTF-8 text."""
+    special = special_file_kind(path)
+    if special:
+        return special
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(SNIFF_BYTES)
+    except (OSError, EOFError) as exc:
+        return f"unreadable ({getattr(exc, 'strerror', None) or exc})"
+    nul = head.find(b"\0")
+    if nul >= 0:
+        return f"binary: a NUL byte at offset {nul}"
+    if len(head) == SNIFF_BYTES:  # a character cut by the window is not an error
+        head = head[: len(head) - 3] + head[len(head) - 3:].decode("utf-8", "ignore").encode("utf-8")
+    text = head.decode("utf-8", "replace")
+    bad = text.count("\ufffd") - head.count("\ufffd".encode("utf-8"))
+    if bad >= MAX_STRAY_BYTES and bad > 0.01 * len(head):
+        try:
+            head.decode("utf-8")
+            first = 0
+        except UnicodeDecodeError as exc:
+            first = exc.start
+        return f"not UTF-8 ({bad} invalid sequences in its first {len(head):,} bytes, the first at offset {first})"
+    return None
+
+
+#: Invalid UTF-8 sequences a text file may hold (then replaced by U+FFFD and counted) before it
+#: counts as another encoding, when they are also over 1% of its first 64 KiB.
+MAX_STRAY_BYTES = 8
+
+
+
 def _is_glob(s: str) -> bool:
     return any(c in s for c in "*?[")
 
@@ -414,9 +457,38 @@ class DataSource:
     def files(self) -> list[tuple[Path, str]]:
         """The files this source reads, in stream order, each with its reader kind.
 
+        Text files found in a folder or by a glob that are binary, not UTF-8 or not regular files
+        (a FIFO) are left out and listed by :meth:`skipped`; such a file named on its own is refused.
+
         Raises:
-            SubstrateError: a missing path, or a folder / glob without any readable file.
+            SubstrateError: a missing path, a folder / glob without any readable file, or a named
+                file that is a FIFO, binary or not UTF-8 text.
         """
+        return self._scan()[0]
+
+    def skipped(self) -> list[tuple[Path, str]]:
+        """The files of a folder or glob that :meth:`files` left out, each with the reason."""
+        return self._scan()[1]
+
+    def _scan(self) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+        cached = self.__dict__.get("_scanned")
+        if cached is None:
+            found = self._files()
+            keep, skipped = [], []
+            for path, kind in found:
+                why = sniff_text(path) if kind == "text" else special_file_kind(path)
+                (skipped if why else keep).append((path, why) if why else (path, kind))
+            if skipped and self.kind not in ("dir", "glob"):
+                path, why = skipped[0]
+                raise SubstrateError(f"{path} is {why}, not UTF-8 text; convert it to UTF-8 or leave it out")
+            if not keep and skipped:
+                raise SubstrateError(f"every file of {self.location} is binary, not UTF-8 or not a regular file "
+                                     f"(e.g. {skipped[0][0]}: {skipped[0][1]}); point --source at text files")
+            cached = (keep, skipped)
+            object.__setattr__(self, "_scanned", cached)  # a frozen dataclass: the cache is not a field
+        return cached
+
+    def _files(self) -> list[tuple[Path, str]]:
         loc = self.location
         if self.kind == "hf":
             return []

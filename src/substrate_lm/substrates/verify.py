@@ -13,8 +13,9 @@ Which properties are *required* depends on the kind: binary + distinct for ``bit
 ``token-id``; unit norm + distinct for ``float``; unit norm for ``glyph`` (visually identical
 strings share a row by design); finite values for all; the fingerprint whenever one is recorded (a trainable
 table's export records the trained table's fingerprint, so it is checked too). For a model
-directory the fingerprint is required when the table is frozen, and the weight files must match the
-sha256 recorded in ``config.json`` when it records them (loading requires them).
+directory the fingerprint is required for every table, a frozen kind's table must be the one its
+kind and seed regenerate whatever ``substrate_frozen`` says (:mod:`.provenance`), and the weight
+files must match the sha256 recorded in ``config.json`` when it records them (loading requires them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import SubstrateError
 from .io import read_table
+from .provenance import table_provenance_problem
 from .registry import BINARY_KINDS, DISTINCT_KINDS, UNIT_NORM_KINDS, Substrate, fingerprint
 
 UNIT_NORM_TOL = 1e-4
@@ -175,7 +178,30 @@ def verify_substrate(
         except (OSError, ValueError, AttributeError):
             info["weights_recorded"] = False
         _check_model_dir(Path(obj), info, report)
+        _check_provenance(Path(obj), table, report, half=extra.get("storage_dtype") in ("float16", "bfloat16"))
     return {"source": source, **extra, **report}
+
+
+def _check_provenance(path: Path, table, report: dict[str, Any], half: bool = False) -> None:
+    """A model directory's table must be the one its config says, whatever ``substrate_frozen``
+    says (see :mod:`.provenance`); the problem, if any, joins the report's."""
+    from ..fsutil import read_json
+    from ..tokenizer.inspect import vocab_strings
+    from ..tokenizer.load import load_tokenizer
+
+    cfg = read_json(path / "config.json", missing={}, corrupt={}, kind=dict)
+    vocab = None
+    if cfg.get("substrate_kind") == "glyph" and (path / "tokenizer.json").is_file():
+        try:
+            vocab = vocab_strings(load_tokenizer(path))
+        except SubstrateError:
+            vocab = None
+    problem = table_provenance_problem(cfg, table, vocab=vocab, table_fingerprint=report.get("fingerprint"),
+                                       atol=1e-2 if half else None)
+    if problem and problem not in report["problems"] and not (
+            report.get("fingerprint_match") is False and "does not match the recorded" in problem):
+        report["problems"].append(problem)
+    report["ok"] = not report["problems"]
 
 
 def _check_model_dir(path: Path, info: dict[str, Any], report: dict[str, Any]) -> None:
@@ -183,8 +209,7 @@ def _check_model_dir(path: Path, info: dict[str, Any], report: dict[str, Any]) -
     from ..modeling import check_weight_files  # lazily, as above: transformers only for model folders
 
     problems = report["problems"]
-    if info.get("frozen") is not False and not info.get("recorded_fingerprint"):
-        problems.append("config.json records no substrate_fingerprint for a frozen table; re-export the model")
+    # a missing fingerprint (any kind) and a frozen kind's regeneration: _check_provenance
     report["weights_sha256_ok"] = None  # not recorded: loading will refuse it, the table alone is checked here
     if info.get("weights_recorded"):
         try:

@@ -22,6 +22,7 @@ from .build import (
 )
 from .corpus import iter_corpus
 from .encode import encode_corpus, sanitize_text, unk_report, unknown_characters
+from .identity import check_same_tokenizer, tokenizer_fingerprint
 from .inspect import detect_layout, token_table, tokenizer_summary, vocab_strings
 from .layout import BVV241_2_3, BVV241_MAX, LAYOUTS, PUBLISHED_SPECIAL_TOKENS, VocabLayout, get_layout
 from .load import load_tokenizer
@@ -41,6 +42,7 @@ __all__ = [
     "build_from_corpus",
     "build_from_ngram_file",
     "build_from_stats",
+    "check_same_tokenizer",
     "detect_layout",
     "encode_corpus",
     "get_layout",
@@ -55,6 +57,7 @@ __all__ = [
     "save_tokenizer",
     "select_ngrams",
     "token_table",
+    "tokenizer_fingerprint",
     "tokenizer_from_plan",
     "tokenizer_summary",
     "unk_report",

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, clean_debris, disk_error, hold_folder
 from .corpus import iter_corpus
 from .layout import BVV241_2_3, VocabLayout
 from .ngram_file import Stats, read_ngram_file, validate_stats, write_ngram_file
@@ -303,6 +303,10 @@ def build_from_corpus(
     return build_from_stats(stats, layout=layout, top_k=top_k)
 
 
+_TMP_DIR = ".tmp-tokenizer-"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def save_tokenizer(tokenizer, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Save as a standard HF tokenizer folder, each file written atomically.
 
@@ -314,16 +318,33 @@ def save_tokenizer(tokenizer, out_dir: str | os.PathLike, overwrite: bool = Fals
         tokenizer: A fast HF tokenizer.
         out_dir: Destination folder (created).
         overwrite: Replace an existing ``tokenizer.json`` there.
+
+    Raises:
+        SubstrateError: ``out_dir`` is a file or already holds a tokenizer (without ``overwrite``),
+            or a write failed (``disk full while writing ...``).
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SubstrateError(f"{out} is a file; pass a folder for the tokenizer")
     if (out / "tokenizer.json").exists() and not overwrite:
         raise SubstrateError(f"{out} already holds a tokenizer; choose another folder or pass --overwrite")
+    try:
+        return _save_tokenizer(tokenizer, out)
+    except OSError as exc:  # a full disk, a read-only folder: one line, nothing half-written
+        raise disk_error(exc, f"the tokenizer in {out}", fix="run the command again") from None
+
+
+def _save_tokenizer(tokenizer, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out, prefix=".tmp-tokenizer-") as tmp:
-        tokenizer.save_pretrained(tmp)
-        files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+    clean_debris(out, names=_TOKENIZER_FILES, prefixes=(_TMP_DIR,))  # what a killed save left
+    with tempfile.TemporaryDirectory(dir=out, prefix=_TMP_DIR) as tmp:
+        held = hold_folder(tmp)
+        try:
+            tokenizer.save_pretrained(tmp)
+            files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
+        finally:
+            if held is not None:
+                os.close(held)
     from transformers import PreTrainedTokenizerFast
 
     config = json.loads(files.get("tokenizer_config.json", b"{}"))

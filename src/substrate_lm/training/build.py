@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from ..data.encoding import load_tokenizer_any, tokenizer_identity
 from ..data.folder import chars_per_token, is_prepared, load_meta, read_record
 from ..errors import SubstrateError
 from ..factory import build_model
-from ..loading import load_model_dir
+from ..loading import check_model_tokenizer, load_model_dir
 from ..modeling import SubstrateForCausalLM
 from ..presets import get_preset
 from ..tokenizer import build_from_corpus, save_tokenizer
@@ -149,10 +150,17 @@ def build_run_model(section: ModelSection, tokenizer: Any = None, *, seed: int =
         if section.overrides:
             raise SubstrateError("model.overrides cannot change a model loaded with model.init_from")
         try:
-            return load_init_model(section.init_from)
+            model = load_init_model(section.init_from)
         except (OSError, ValueError) as exc:
             raise SubstrateError(f"cannot load model.init_from {section.init_from}: "
                                  f"{str(exc).splitlines()[0]}") from None
+        if tokenizer is not None and not isinstance(tokenizer, (str, os.PathLike)):
+            check_model_tokenizer(os.path.expanduser(section.init_from), tokenizer,
+                                  other=(f"model.tokenizer {section.tokenizer}" if section.tokenizer
+                                         else "the tokenizer the data was prepared with"),
+                                  flag="--model.allow_foreign_tokenizer true",
+                                  allow=section.allow_foreign_tokenizer, warn=lambda m: print(m, file=sys.stderr))
+        return model
     return build_model(section.preset, section.substrate or None, tokenizer=tokenizer, seed=seed,
                        overrides=dict(section.overrides))
 

@@ -13,7 +13,7 @@ English, Russian and Chinese. Questions use phrasings never seen in training.
 CLI: ``substrate-lm corpus world --size 20MB --langs en,ru,zh --seed 0 --out DIR``.
 """
 
-from .generator import generate_world, parse_size
+from .generator import CORPUS_MANIFEST, check_world_out, generate_world, parse_size
 from .languages import LANGUAGES, parse_langs
 from .ontology import ATTRIBUTES, CATEGORIES, CATEGORY_ATTRIBUTES, CATEGORY_RELATIONS
 from .probe import probe_items
@@ -22,7 +22,7 @@ from .truth import build_world, entities_per_category, load_world
 from .verify import verify_world
 
 __all__ = [
-    "generate_world", "parse_size", "load_world", "probe_items", "verify_world", "build_world",
+    "generate_world", "check_world_out", "CORPUS_MANIFEST", "parse_size", "load_world", "probe_items", "verify_world", "build_world",
     "make_questions", "entities_per_category", "parse_langs", "LANGUAGES", "CATEGORIES", "ATTRIBUTES",
     "CATEGORY_ATTRIBUTES", "CATEGORY_RELATIONS",
 ]

@@ -25,6 +25,7 @@ split evenly between languages.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SubstrateError
-from ..fsutil import atomic_write_bytes
+from ..fsutil import atomic_write_bytes, atomic_write_json, clean_debris, disk_error, read_json, sha256_file
 from .languages import get_lang, parse_langs
 from .questions import DEFAULT_QUESTIONS, AnswerBook, format_mc, format_short, make_questions
 from .render import fact_templates, fill, value_kwargs
@@ -48,6 +49,50 @@ _PREFIX = '{"text": "'
 MC_VARIANTS = 2  # default distinct option orders per training MC question
 MAX_MC_VARIANTS = 4096  # enough that no rendering repeats in a multi-megabyte world
 _PERMS = 8  # fact orders precomputed per entity
+
+
+#: Every file ``generate_world`` writes (relative to ``out_dir``), the manifest last.
+WORLD_FILES = ("train.jsonl", "val.jsonl", "questions/mc.jsonl", "questions/short.jsonl", "world.json",
+               "corpus.json")
+#: The manifest listing the files a world holds (name -> sha256); written last.
+CORPUS_MANIFEST = "substrate_corpus.json"
+MANIFEST_FORMAT = "substrate-lm/corpus"
+
+
+def check_world_out(out_dir, overwrite: bool) -> None:
+    """Refuse an ``--out`` that ``generate_world`` must not write into, as ``export`` does.
+
+    A missing or empty folder is fine. A non-empty one needs ``overwrite`` and must be a world this
+    tool wrote: its :data:`CORPUS_MANIFEST` lists every file in it (a user's own ``train.jsonl``
+    is never replaced). Debris of a killed run (``.tmp-*`` files of ours) does not count.
+
+    Raises:
+        SubstrateError: one line naming the folder, the file and what to do.
+    """
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    present = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                     if not (p.is_dir() and not p.is_symlink()) and not p.name.startswith(".tmp-"))
+    if not present:
+        return
+    if not overwrite:
+        raise SubstrateError(f"--out {out_dir} is not empty ({present[0]}); choose a new or empty folder, "
+                             "or pass --overwrite to replace a world written there before")
+    manifest = read_json(out / CORPUS_MANIFEST, missing=None, corrupt=None, kind=dict)
+    listed = manifest.get("files") if manifest and manifest.get("format") == MANIFEST_FORMAT else None
+    if not isinstance(listed, dict):
+        raise SubstrateError(f"--out {out_dir} is not a world written by substrate-lm (no valid {CORPUS_MANIFEST}); "
+                             "--overwrite replaces only what the tool wrote: choose another --out")
+    foreign = [n for n in present if n not in listed and n != CORPUS_MANIFEST]
+    if foreign:
+        raise SubstrateError(f"--out {out_dir} holds files substrate-lm did not write ({', '.join(foreign[:3])}); "
+                             "move them out or choose another --out")
+    edited = [n for n in present if n in listed and ((out / n).is_symlink() or not (out / n).is_file()
+                                                      or "sha256:" + sha256_file(out / n) != listed[n])]
+    if edited:
+        raise SubstrateError(f"--out {out_dir}: {edited[0]} changed since substrate-lm wrote it (its sha256 differs "
+                             f"from {CORPUS_MANIFEST}); move it out or choose another --out")
 
 
 def parse_size(size) -> int:
@@ -306,7 +351,7 @@ def _jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
 
 
-def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0, *,
+def _generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0, *,
                    n_questions: int = DEFAULT_QUESTIONS, val_fraction: float = 0.03, qa_fraction: float = 0.1,
                    entities_per_cat: int | None = None, mc_variants: int = MC_VARIANTS,
                    mc_share: float | None = None, balanced_halves: bool = False) -> dict:
@@ -386,6 +431,8 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "questions"):  # temp files of a killed run
+        clean_debris(folder, names=[n.rsplit("/", 1)[-1] for n in WORLD_FILES])
     order_rng = rng_for(seed, "order", size_b)
     files = {}
     for split, mask in (("train", ~val_a), ("val", val_a)):
@@ -427,6 +474,8 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
     data = (json.dumps(stats, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
     atomic_write_bytes(out / "corpus.json", data)
     files["corpus.json"] = len(data)
+    atomic_write_json(out / CORPUS_MANIFEST, {"format": MANIFEST_FORMAT, "version": 1,
+                                              "files": {n: "sha256:" + sha256_file(out / n) for n in sorted(files)}})
     return {
         **stats, "out_dir": str(out), "files": files, "text_bytes_total": text_bytes,
         "seconds": seconds, "seconds_text": t_text,
@@ -435,4 +484,19 @@ def generate_world(out_dir, size="20MB", langs=("en", "ru", "zh"), seed: int = 0
     }
 
 
-__all__ = ["generate_world", "parse_size"]
+@functools.wraps(_generate_world)
+def generate_world(*args, **kwargs) -> dict:
+    """Generate a semantic world into ``out_dir`` (arguments: :func:`_generate_world`).
+
+    Raises:
+        SubstrateError: a bad argument, or a failed write (``disk full while writing ...``); the
+            files of an earlier world stay whole (each is replaced atomically).
+    """
+    try:
+        return _generate_world(*args, **kwargs)
+    except OSError as exc:
+        out = kwargs.get("out_dir", args[0] if args else "?")
+        raise disk_error(exc, f"the world corpus in {out}", fix="run the command again") from None
+
+
+__all__ = ["generate_world", "parse_size", "check_world_out", "WORLD_FILES", "CORPUS_MANIFEST"]
