@@ -53,6 +53,9 @@ def test_lora_finetune_exports_a_model_generate_loads_and_resume_extends(ws, tmp
     assert rc == 0, err
     assert stdout.strip() == str(out / "model") and "done: 6 steps (lora)" in err
     rec = json.loads((out / "finetune.json").read_text())
+    # one run shows base -> tuned: validation at step 0 and at the end, in the log and the last line
+    assert "val step 0 (before training): loss " in err
+    assert f"val loss {rec['base_val_loss']:.4f} (base model) -> {rec['val_loss']:.4f}" in err
     assert rec["lora"]["r"] == 4 and rec["lora"]["targets"] == ["qkv", "fc"] and rec["base_model"] == ws["model"]
 
     assert main(["generate", str(out / "model"), "--prompt", "after 3?\nA:", "--max-new-tokens", "3"]) == 0

@@ -204,3 +204,21 @@ def test_a_lone_surrogate_is_a_one_line_error(tmp_path, tok):
     with pytest.raises(SubstrateError, match=r"d\.jsonl:2: field 'prompt' holds an unpaired surrogate") as exc:
         load_instructions(f, tok, seq_len=16)
     assert "\n" not in str(exc.value)
+
+
+def test_batches_are_as_wide_as_their_longest_row(tmp_path, tok):
+    recs = [{"prompt": "ab", "response": "cd"}, {"prompt": "abc", "response": "defgh"}, {"text": "x" * 50}]
+    exs = encode_records(write_jsonl(tmp_path / "w.jsonl", recs), tok)
+    split = InstructionSplit(exs, pad_id=tok.pad_token_id)
+    fixed = InstructionSplit(exs, pad_id=tok.pad_token_id, pad_to="seq_len")
+    x, y = split.get_batch(0, 2, 32, mode="sequential")  # rows of 4 and 8 inputs
+    assert x.shape == y.shape == (2, 8)
+    fx, fy = fixed.get_batch(0, 2, 32, mode="sequential")
+    assert fx.shape == (2, 32) and torch.equal(fx[:, :8], x) and torch.equal(fy[:, :8], y)
+    assert (fy[:, 8:] == IGNORE_INDEX).all()  # the fixed width only added padding
+    assert split.get_batch(1, 2, 32, mode="sequential")[0].shape == (2, 32)  # the cut 51-token text
+    # an evaluation split past its end: empty rows are padding only, at least one column
+    val = InstructionSplit(exs[:1], pad_id=tok.pad_token_id, wrap=False)
+    assert val.get_batch(1, 2, 32, mode="sequential")[0].shape == (2, 1)
+    with pytest.raises(SubstrateError, match="pad_to"):
+        InstructionSplit(exs, pad_id=0, pad_to="max")

@@ -41,7 +41,7 @@ def test_eval_ppl_and_tasks_subcommands(tiny_model_dir, bench_dir, tmp_path, cap
     assert run(["eval", "ppl", "--model", str(tiny_model_dir), "--text", str(text), "--window", "64",
                 "--out", str(tmp_path / "ppl.json")]) == 0
     r = json.loads((tmp_path / "ppl.json").read_text())[str(tiny_model_dir)]
-    assert r["characters"] == 320 and r["window"] == 64 and r["stride"] == 32
+    assert r["characters"] == 320 and r["window"] == 64 and r["stride"] == 64
     assert "bpc" in capsys.readouterr().out
     assert run(["eval", "tasks", "--data-dir", str(bench_dir), "--out", str(tmp_path / "tasks")]) == 0
     assert (tmp_path / "tasks" / "substrate_arc_e.yaml").is_file()

@@ -252,3 +252,35 @@ def test_out_inside_the_model_and_val_fraction_of_prepared_data_are_refused(tmp_
     with pytest.raises(SubstrateError, match="prepared folder.*drop --val-fraction"):
         run(base_dir, prepared, tmp_path / "x", overrides={"data.val_fraction": 0.2})
     assert not (tmp_path / "x").exists()
+
+
+def test_padding_to_the_longest_row_is_exact_and_not_counted(tmp_path, base_dir, sft, tok):
+    """A batch as wide as its longest example scores every example as it scores alone (and as the
+    earlier seq_len-wide batch did); the log's tok/s counts real tokens and step 0 is the base model."""
+    data = load_instructions(sft, tok, seq_len=24, val_fraction=0.05)
+    model = load_model_dir(base_dir).eval()
+    x, y = data.train.get_batch(0, 8, 24, mode="sequential")
+    assert x.shape[1] < 24  # the examples are 13-15 tokens: no row reaches seq_len
+    data.train.pad_to = "seq_len"
+    fx, fy = data.train.get_batch(0, 8, 24, mode="sequential")
+    data.train.pad_to = "longest"
+    with torch.no_grad():
+        narrow, wide = causal_lm_loss(model, x, y), causal_lm_loss(model, fx, fy)
+        assert torch.allclose(narrow, wide, rtol=1e-6, atol=1e-6)
+        total = count = 0.0
+        for i in range(8):  # each example alone, in a row of its own length
+            xi, yi = data.train.get_batch(i, 1, 24, mode="sequential")
+            n = int((yi != IGNORE_INDEX).sum())
+            total += causal_lm_loss(model, xi, yi).item() * n
+            count += n
+        assert narrow.item() == pytest.approx(total / count, rel=1e-5)
+
+    res = run(base_dir, sft, tmp_path / "run", steps=4, overrides={"train.grad_accum": 2, "eval.interval": 2})
+    vals, trains = read_log(res.run_dir, "val"), read_log(res.run_dir)
+    assert [r["step"] for r in vals] == [0, 2, 4] and vals[-1]["val_loss"] < vals[0]["val_loss"]
+    assert res.record["base_val_loss"] == pytest.approx(vals[0]["val_loss"])
+    assert res.record["val_loss"] == pytest.approx(vals[-1]["val_loss"])
+    # tokens: each row up to its eos (its last learned target), 16 rows a step; never 16 x seq_len
+    rows = [data.train.examples[i] for s in range(4) for i in data.train.rows(s, 16, seed=0)]
+    assert trains[-1]["tokens"] == sum(len(e.ids) - 1 for e in rows) < 4 * 16 * 24
+    assert all(0 < r["learned_tok_per_s"] < r["tok_per_s"] for r in trains)

@@ -106,13 +106,19 @@ def register(sub) -> None:
                                     "and per data source (the model's tokenizer must be the one that prepared it)")
     q.add_argument("--split", choices=("val", "train"), default="val", help="split of --data (default val)")
     q.add_argument("--window", type=positive_int, help="tokens per window, >= 2 (default: context length, at most 1024)")
-    q.add_argument("--stride", type=positive_int, help="new tokens per window, below --window (default: window / 2)")
+    q.add_argument("--stride", type=positive_int,
+                   help="new tokens scored per window, 1 to --window (default: the window: disjoint windows, each "
+                        "token scored once with one forward position, as lm-eval's rolling log-likelihood; smaller "
+                        "gives every token at least window - stride + 1 tokens of context at window/stride the cost)")
     q.add_argument("--max-chars", type=positive_int, help="use only the first N characters (--text)")
-    q.add_argument("--batch-size", type=positive_int, default=8)
+    q.add_argument("--batch-size", type=positive_int, default=8, help="windows per forward pass (default 8)")
+    q.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default) or bf16 autocast (faster on GPUs and AMX CPUs; bpc moves in the 3rd digit)")
     add_runtime_args(q)
     q.add_argument("--dtype", choices=DTYPES, help="load dtype (default: as saved)")
     q.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
-    q.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
+    q.add_argument("--no-progress", action="store_true",
+                   help="no progress (default: a bar on a terminal, a line every 10 s in a log)")
     q.add_argument("--no-bos", action="store_true",
                    help="do not prepend BOS (the first token is then not scored; --text only)")
     q.add_argument("--out", help="write the numbers as JSON to this file")
@@ -128,7 +134,7 @@ def register(sub) -> None:
     h.add_argument("--out", required=True, help="output folder (task YAMLs and lm_eval_results.json)")
     h.add_argument("--generation", action="store_true", help="also run the paper-prompt generation tasks")
     h.add_argument("--batch-size", type=positive_int, default=8)
-    add_runtime_args(h, device_default="cpu")
+    add_runtime_args(h)
     h.add_argument("--trust-remote-code", action="store_true", help=TRUST_HELP)
     _add_data_args(h)
     h.set_defaults(func=cmd_harness)
@@ -217,8 +223,8 @@ def cmd_ppl(args) -> int:
 
     if args.window is not None and args.window < 2:
         raise SubstrateError(f"--window must be at least 2 tokens (one of context, one scored); got {args.window}")
-    if args.window is not None and args.stride is not None and args.stride >= args.window:
-        raise SubstrateError(f"--stride {args.stride} must be below --window {args.window}; e.g. --stride {args.window // 2}")
+    if args.window is not None and args.stride is not None and args.stride > args.window:
+        raise SubstrateError(f"--stride {args.stride} must be at most --window {args.window}; e.g. --stride {args.window // 2}")
     if args.data is not None and (args.max_chars is not None or args.no_bos):
         raise SubstrateError("--max-chars and --no-bos apply to --text only; drop them with --data")
     check_models(args.model)
@@ -234,12 +240,14 @@ def cmd_ppl(args) -> int:
         model, tok = load_model(path, device=device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
         if text is not None:
             r = perplexity(model, tok, text, window=args.window, stride=args.stride, batch_size=args.batch_size,
-                           add_bos=not args.no_bos, progress=progress)
+                           add_bos=not args.no_bos, progress=progress, precision=args.precision,
+                           log=lambda line: _log(f"{path}: {line}"))
             r["model"], r["text"] = path, args.text
             print(f"{path}: {_ppl_line(r)}, window {r['window']}, stride {r['stride']})")
         else:
             r = perplexity_shards(model, args.data, tokenizer=tok, split=args.split, window=args.window,
-                                  stride=args.stride, batch_size=args.batch_size, progress=progress)
+                                  stride=args.stride, batch_size=args.batch_size, progress=progress,
+                                  precision=args.precision, log=lambda line: _log(f"{path}: {line}"))
             r["model"] = path
             print(f"{path}: {args.split} of {args.data}: {_ppl_line(r)}, window {r['window']}, stride {r['stride']})")
             for s in r["sources"] or []:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from .common import (add_settings_args, check_model_folder, fraction, nonneg_float, nonneg_int, positive_float,
-                     positive_int, refuse_shortcut_clash, settings_overrides)
+from .common import (add_runtime_args, add_settings_args, check_model_folder, fraction, nonneg_float, nonneg_int,
+                     positive_float, positive_int, refuse_shortcut_clash, settings_overrides)
 
 #: the [lora] keys (also as --lora-KEY shortcut flags)
 LORA_KEYS = ("r", "alpha", "dropout", "targets")
@@ -63,10 +63,7 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=fraction, default=None,
                    help="share of JSONL examples held out for validation (default 0.05, at least one)")
     p.add_argument("--seed", type=nonneg_int, default=None, help="seed of the split, batches and LoRA init")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="auto (CUDA when available), cpu or cuda")
-    p.add_argument("--threads", type=nonneg_int, default=None, metavar="N",
-                   help="CPU threads for torch (0: torch's default)")
+    add_runtime_args(p, settings="run", cuda_index=False)
     p.set_defaults(func=cmd_finetune)
 
 
@@ -128,8 +125,10 @@ def cmd_finetune(args) -> int:
         check_model_folder(args.model, "--model", tokenizer=True)
     res = finetune(args.model, args.data, args.out, lora=lora, overrides=overrides, resume=args.resume,
                    warn=lambda m: print(m, file=sys.stderr))
-    val = res.record.get("val_loss")
+    val, base = res.record.get("val_loss"), res.record.get("base_val_loss")
     extra = f", val loss {val:.4f}" if val is not None else ""
+    if val is not None and base is not None:
+        extra = f", val loss {base:.4f} (base model) -> {val:.4f}"
     print(f"done: {res.train.step} steps ({res.record['method']}){extra}; model {res.model_dir}", file=sys.stderr)
     print(res.model_dir)
     return 0

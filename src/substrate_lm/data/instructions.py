@@ -19,9 +19,12 @@ fit is skipped). Only when no group fits are copies of one record split. It depe
 and the seed only, is never empty, never exceeds its share and never takes every record.
 
 Batches (:meth:`InstructionSplit.get_batch`): one example per row, cut to ``seq_len + 1`` tokens,
-right-padded (inputs with the pad id, targets with ``-100``); a causal model never attends to the
-padding from a real position. Like :class:`~substrate_lm.data.TokenShards`, a batch is a pure
-function of ``(seed, index, rank, world_size)``: ``random`` walks a seeded permutation of the
+right-padded (inputs with the pad id, targets with ``-100``) to the longest row of the batch, not to
+``seq_len`` (``pad_to="seq_len"`` restores the fixed width): a causal model never attends to the
+padding from a real position, so the loss is the same and short examples cost only their own
+length (36-token examples in rows of 128 were 72% padding). Rows are not packed: padding to the
+longest row is exact with every model (no attention mask or position ids to pass through the
+trainer). Like :class:`~substrate_lm.data.TokenShards`, a batch is a pure function of ``(seed, index, rank, world_size)``: ``random`` walks a seeded permutation of the
 examples per epoch, ``sequential`` walks them in order, both wrapping around, except in a split
 made with ``wrap=False`` (the validation split of :func:`load_instructions`): there rows past the
 last example are empty (padding, targets all ``-100``), so an evaluation that walks it once counts
@@ -49,6 +52,7 @@ IGNORE_INDEX = -100
 """Label of a position the loss skips (PyTorch's and transformers' convention)."""
 
 MODES = ("random", "sequential")
+PAD_TO = ("longest", "seq_len")
 
 
 @dataclass
@@ -214,14 +218,19 @@ class InstructionSplit:
         pad_id: input id of padding positions (their targets are always ``-100``).
         wrap: batches past the last example start over (training); False: those rows are empty,
             so one pass counts every example once (evaluation).
+        pad_to: ``"longest"`` (default): a batch is as wide as its longest row (at most
+            ``seq_len``); ``"seq_len"``: always ``seq_len`` wide (the earlier fixed width).
     """
 
-    def __init__(self, examples: list[Example], pad_id: int, *, wrap: bool = True):
+    def __init__(self, examples: list[Example], pad_id: int, *, wrap: bool = True, pad_to: str = "longest"):
         if not examples:
             raise SubstrateError("an instruction split needs at least one example")
+        if pad_to not in PAD_TO:
+            raise SubstrateError(f"pad_to must be one of {', '.join(PAD_TO)}; got {pad_to!r}")
         self.examples = list(examples)
         self.pad_id = int(pad_id)
         self.wrap = bool(wrap)
+        self.pad_to = pad_to
         self._perms: dict[tuple[int, int], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -256,23 +265,24 @@ class InstructionSplit:
 
     def get_batch(self, index: int, batch_size: int, seq_len: int, seed: int = 0, mode: str = "random",
                   rank: int = 0, world_size: int = 1, device=None):
-        """Inputs and aligned targets ``(x, y)``: LongTensors ``[batch_size, seq_len]``.
+        """Inputs and aligned targets ``(x, y)``: LongTensors ``[batch_size, width]``, ``width`` the
+        longest row's length (at least 1, at most ``seq_len``; always ``seq_len`` with
+        ``pad_to="seq_len"``).
 
         ``y[t]`` is the label of position ``t + 1`` (``-100`` on prompts and padding).
         """
         import torch
 
-        x = torch.full((batch_size, seq_len), self.pad_id, dtype=torch.long)
-        y = torch.full((batch_size, seq_len), IGNORE_INDEX, dtype=torch.long)
-        for row, i in enumerate(self.rows(index, batch_size, seed, mode, rank, world_size)):
-            if i < 0:
-                continue  # an empty row: padding only
-            ex = self.examples[i]
-            ids, labels = ex.ids[: seq_len + 1], ex.labels[: seq_len + 1]
-            n = len(ids) - 1
+        rows = [(row, self.examples[i]) for row, i in
+                enumerate(self.rows(index, batch_size, seed, mode, rank, world_size)) if i >= 0]
+        lengths = [min(len(ex.ids), seq_len + 1) - 1 for _, ex in rows]  # empty rows: padding only
+        width = seq_len if self.pad_to == "seq_len" else max([1, *lengths])
+        x = torch.full((batch_size, width), self.pad_id, dtype=torch.long)
+        y = torch.full((batch_size, width), IGNORE_INDEX, dtype=torch.long)
+        for (row, ex), n in zip(rows, lengths):
             if n > 0:
-                x[row, :n] = torch.from_numpy(ids[:-1])
-                y[row, :n] = torch.from_numpy(labels[1:])
+                x[row, :n] = torch.from_numpy(ex.ids[:n])
+                y[row, :n] = torch.from_numpy(ex.labels[1: n + 1])
         if device is not None:
             x, y = x.to(device), y.to(device)
         return x, y
@@ -355,5 +365,5 @@ def load_instructions(path: str | os.PathLike, tokenizer: Any, *, seq_len: int, 
                            val=InstructionSplit([usable[i] for i in val_idx], pad, wrap=False), stats=stats)
 
 
-__all__ = ["IGNORE_INDEX", "Example", "InstructionData", "InstructionSplit", "encode_records",
+__all__ = ["IGNORE_INDEX", "PAD_TO", "Example", "InstructionData", "InstructionSplit", "encode_records",
            "load_instructions", "read_records", "record_parts"]

@@ -26,7 +26,13 @@ batches (:data:`RESUME_FIXED`), and continues from the newest checkpoint.
 
 With an instruction file, validation scores every held-out example exactly once: the validation
 split does not wrap around, and ``eval.steps`` covers it once across all ranks (a smaller
-``eval.steps`` given by the caller scores a prefix).
+``eval.steps`` given by the caller scores a prefix). A new run validates the base model at step 0
+(``Trainer(validate_first=True)``), so one log shows base -> tuned; the record keeps both
+(``base_val_loss``, ``val_loss``).
+
+Instruction batches are as wide as their longest example (:class:`~substrate_lm.data.instructions.InstructionSplit`),
+not ``seq_len``: short examples cost their own length, and the trainer's ``tok_per_s`` counts the
+tokens up to each row's last learned target (``learned_tok_per_s`` the learned ones), never padding.
 """
 
 from __future__ import annotations
@@ -353,8 +359,9 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
         except OSError as exc:
             raise disk_error(exc, f"the run folder {out}") from None
 
+    # validation at step 0 scores the base model, so the log (and the record) show base -> tuned
     result = Trainer(cfg, model=train_model, tokenizer=tokenizer, data=run_data, resume=resume,
-                     callbacks=callbacks).fit()
+                     callbacks=callbacks, validate_first=True).fit()
     if not _is_main():
         return FinetuneResult(run_dir=out, model_dir=None, train=result, record=record)
     final = peft_model.merge_and_unload() if peft_model is not None else result.model
@@ -363,11 +370,14 @@ def finetune(model_dir: str | os.PathLike | None, data: str | os.PathLike | None
     how = (f"LoRA (r {settings['r']}, alpha {settings['alpha']:g}, dropout {settings['dropout']:g}, targets "
            f"{', '.join(settings['targets'])} in every block), merged" if settings else "full fine-tuning")
     val = (result.val or {}).get("val_loss")
+    base_val = next((r["val_loss"] for r in result.history if r.get("event") == "val" and r.get("step") == 0),
+                    record.get("base_val_loss"))  # a resumed run logged it before
     extra = (f"## Fine-tuning\nFine-tuned from `{model_path}` ({how}) on `{source}`: {result.step} optimizer steps"
-             + (f", validation loss {val:.4f}" if val is not None else "") + ".")
+             + (f", validation loss {val:.4f}" if val is not None else "")
+             + (f" (base model {base_val:.4f})" if val is not None and base_val is not None else "") + ".")
     model_out = export_model(final, out / EXPORT_DIR, tokenizer=tokenizer, card_extra=extra, overwrite=True,
                              protect=[out / "checkpoints"])
-    record = {**record, "export": EXPORT_DIR, "steps": result.step, "val_loss": val,
+    record = {**record, "export": EXPORT_DIR, "steps": result.step, "base_val_loss": base_val, "val_loss": val,
               "best_val_loss": result.best_val_loss}
     atomic_write_json(out / RECORD, record)
     return FinetuneResult(run_dir=out, model_dir=model_out, train=result, record=record)
@@ -394,7 +404,9 @@ def _plan_eval(cfg, n_val: int, items: Mapping[str, Any], auto: bool) -> bool:
     if auto and "eval.batch_size" not in items and "eval.steps" not in items:
         cfg.eval.batch_size = min(cfg.eval.batch_size or cfg.train.batch_size, n_val)
     world = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
-    needed = max(1, math.ceil(n_val / ((cfg.eval.batch_size or cfg.train.batch_size) * world)))
+    # one evaluation batch is the global batch: eval batch x ranks x grad_accum rows (trainer.evaluate)
+    needed = max(1, math.ceil(n_val / ((cfg.eval.batch_size or cfg.train.batch_size) * world
+                                       * cfg.train.grad_accum)))
     if "eval.steps" in items or not auto:
         cfg.eval.steps = min(cfg.eval.steps, needed)  # more would only score empty rows
         return False
