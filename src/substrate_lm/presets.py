@@ -21,11 +21,13 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SubstrateError
-from .modeling.configuration_substrate import SubstrateConfig
 from .substrates.registry import is_frozen, parse_spec
+
+if TYPE_CHECKING:  # imported where used: listing presets (info --presets) needs no transformers
+    from .modeling.configuration_substrate import SubstrateConfig
 
 # bvv241 special-token ids (pad, bos, eos) of the 65,536-entry vocabulary
 BVV241_SPECIAL_IDS = {"pad_token_id": 57344, "bos_token_id": 57345, "eos_token_id": 57346}
@@ -96,6 +98,8 @@ class Preset:
             SubstrateError: an unknown substrate spec.
             ValueError, TypeError: fields :class:`SubstrateConfig` refuses.
         """
+        from .modeling.configuration_substrate import SubstrateConfig
+
         bb = self.shape
         kind, width = parse_spec(substrate or self.spec, overrides.get("d_model", bb.d_model))
         fields: dict[str, Any] = dict(vocab_size=bb.vocab_size, n_embed=width, d_model=bb.d_model,
@@ -150,6 +154,8 @@ def lookup_preset(name: str) -> Preset:
 def check_override_keys(overrides: dict, where: str = "model.overrides") -> None:
     """Refuse override keys that are not fields of :class:`SubstrateConfig` (a typo such as
     ``n_layers`` would otherwise ride along unused); one line with the nearest field."""
+    from .modeling.configuration_substrate import SubstrateConfig
+
     known = set(inspect.get_annotations(SubstrateConfig)) | set(SubstrateConfig.attribute_map)
     for key in overrides:
         if key not in known:

@@ -100,8 +100,11 @@ def test_threads_and_device_flags(tmp_path, capsys):
                     "--print-config"]) == 0
     out = capsys.readouterr().out
     assert "threads = 3" in out and 'device = "cpu"' in out
-    with pytest.raises(SubstrateError, match="run.threads must be >= 0"):
+    with pytest.raises(SystemExit):  # the shared runtime rule: --threads N >= 1 (argparse's usage error)
         run_cli(["train", "--config", "tiny", "--threads", "-1", "--print-config"])
+    assert "must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SubstrateError, match="run.threads must be >= 0"):
+        run_cli(["train", "--config", "tiny", "--run.threads", "-1", "--print-config"])
 
 
 def test_threads_setting_reaches_torch(tmp_path, prepared):

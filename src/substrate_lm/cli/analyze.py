@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import nonneg_int, positive_int
+from .common import add_runtime_args, nonneg_int, positive_int
 
 MAP_NAMES = ("pca", "tsne")
 
@@ -65,8 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--maps", default="pca,tsne", help="2-D maps to draw: pca, tsne, both, or 'none'")
     p.add_argument("--debiased-cka", action="store_true", help="use the debiased (unbiased HSIC) linear CKA")
     p.add_argument("--batch-size", type=positive_int, default=16, help="sequences per forward pass")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is fastest on a busy machine)")
+    add_runtime_args(p)
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed for sampling, folds, control labels and maps")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow a foreign model folder's own Python code to run; our own folders never need it")
@@ -200,7 +199,7 @@ def preflight(args):
         if args.lang not in langs:
             raise SubstrateError(f"the world in {args.world} has no language {args.lang!r} (it has "
                                  f"{', '.join(langs)}); pass --lang {langs[0] if langs else 'en'}")
-    args.device = resolve_device(args.device) if args.device is not None else None  # threads: analyze() sets and restores them
+    args.device = resolve_device(args.device)  # auto -> cuda or cpu; threads: analyze() sets and restores them
     blocks = _hidden_layers(args.model) if is_local_path(args.model) else None
     return parse_layers(args.layers, blocks)
 

@@ -6,10 +6,12 @@ usage error (exit 2) before any work starts::
     p.add_argument("--window", type=positive_int)
     p.add_argument("--val-fraction", type=fraction)
 
-Runtime settings, the same on every command that runs a model (``eval``, ``train``, ``generate``)::
+Runtime flags, the same on every command that computes (:data:`RUNTIME_RULE`)::
 
-    add_runtime_args(parser)             # --device auto|cpu|cuda|cuda:N|mps, --threads N
+    add_runtime_args(parser)             # --device auto|cpu|cuda (default auto), --threads N
     device = apply_runtime(args)         # validates both, sets torch's threads, returns the device
+    overrides = runtime_overrides(args, overrides, {"device": "run.device", "threads": "run.threads"})
+                                         # commands with settings: the flags become their keys
 
 Settings, the same on every command that takes them (``train``, ``finetune``, ``init``, ``grow``,
 ``demo``, ``ablate``): one syntax, ``--<section>.<key> VALUE``, read by the command's
@@ -28,13 +30,14 @@ import math
 import os
 
 from ..errors import SubstrateError
+from ..fsutil import check_not_dangling, check_regular_file
 
 __all__ = [
     "positive_int", "nonneg_int", "positive_float", "nonneg_float", "finite_float", "fraction",
     "unit_interval", "add_runtime_args", "apply_runtime", "resolve_device", "check_output_file",
     "check_output_dir", "check_input_file", "check_input_dir", "check_model_folder", "check_safetensors",
     "is_local_path", "SettingsParser", "add_settings_args", "settings_overrides", "load_settings",
-    "override_keys", "refuse_shortcut_clash",
+    "override_keys", "refuse_shortcut_clash", "runtime_overrides", "apply_threads", "RUNTIME_RULE", "RUN_KEYS",
 ]
 
 
@@ -191,6 +194,7 @@ def check_input_file(path, what: str = "file") -> None:
         raise SubstrateError(f"{what} {p} does not exist; check the path")
     if os.path.isdir(p):
         raise SubstrateError(f"{what} {p} is a folder; pass a file")
+    check_regular_file(p, what)  # a FIFO or device would block or never end
     if not os.access(p, os.R_OK):
         raise SubstrateError(f"{what} {p} is not readable; check its permissions")
 
@@ -209,6 +213,7 @@ def check_input_dir(path, what: str = "folder", needs: str | None = None) -> Non
 def check_output_file(path, what: str = "--out") -> None:
     """An output file path: not a folder, and its parent (if it exists) is a folder."""
     p = os.fspath(path)
+    check_not_dangling(p, what)
     if os.path.isdir(p):
         raise SubstrateError(f"{what} {p} is a folder; pass a file path")
     parent = os.path.dirname(os.path.abspath(p))
@@ -228,6 +233,7 @@ def check_output_dir(path, what: str = "--out", *, overwrite: bool = False, ours
     non-empty error offers besides a new folder (a command without ``--overwrite`` names its own).
     """
     p = os.fspath(path)
+    check_not_dangling(p, what)
     if os.path.exists(p) and not os.path.isdir(p):
         raise SubstrateError(f"{what} {p} is a file; pass a folder path")
     probe = os.path.dirname(os.path.abspath(p))
@@ -321,13 +327,56 @@ def check_model_folder(path, what: str = "--model", *, tokenizer: bool = False) 
 # -- runtime: device and threads ------------------------------------------------------------------
 
 
-def add_runtime_args(parser: argparse.ArgumentParser, device_default: str = "auto") -> None:
-    """Add ``--device`` and ``--threads`` (use :func:`apply_runtime` in the command)."""
-    parser.add_argument("--device", default=device_default,
-                        help=f"cpu, cuda, cuda:N, mps or auto (cuda if available, else cpu); default {device_default}")
-    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
-                        help="CPU threads for torch (default: torch's choice, usually the core count; 1 is often "
-                             "fastest for tiny models on a busy machine)")
+#: the rule every command that computes follows (``tests/cli/test_runtime_flags.py`` checks it)
+RUNTIME_RULE = ("--device {auto,cpu,cuda} (default auto: CUDA when available, else the CPU) and --threads N "
+                "(torch's CPU threads, N >= 1; default torch's choice) on every command that computes; "
+                "commands that only run on the CPU (init, plan) take --threads alone")
+
+DEVICE_HELP = ("auto (CUDA when available, else cpu), cpu or cuda{extra}; default auto")
+THREADS_HELP = ("CPU threads for torch, N >= 1 (default: torch's choice, usually the core count; 1 is often "
+                "fastest for tiny models on a busy machine)")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, *, device: bool = True, settings: str | None = None,
+                     cuda_index: bool = True) -> None:
+    """Add ``--device`` and ``--threads``: the same flags, meaning and default on every command that
+    computes (:data:`RUNTIME_RULE`; use :func:`apply_runtime` in the command, or
+    :func:`runtime_overrides` where the flags stand for settings keys).
+
+    ``device=False``: ``--threads`` only (a command that runs on the CPU whatever the machine).
+    ``settings``: the settings keys the flags stand for (``"run"``: ``run.device``/``run.threads``),
+    named in the help. ``cuda_index``: ``cuda:N`` and ``mps`` are accepted too (commands that load a
+    model directly; a settings key takes auto, cpu or cuda). The flags' values default to None,
+    meaning ``auto`` and torch's choice (or the config's values where the flags stand for settings
+    keys).
+    """
+    same = f"same as --{settings}.device: " if settings else ""
+    if device:
+        parser.add_argument("--device", default=None, metavar="{auto,cpu,cuda}",
+                            help=same + DEVICE_HELP.format(extra=", cuda:N or mps" if cuda_index else ""))
+    same = f"same as --{settings}.threads: " if settings else ""
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N", help=same + THREADS_HELP)
+
+
+#: the trainer's settings keys behind ``--device`` / ``--threads`` (train, finetune, grow)
+RUN_KEYS = {"device": "run.device", "threads": "run.threads"}
+
+
+def runtime_overrides(args: argparse.Namespace, overrides: list[str], keys: dict[str, str]) -> list[str]:
+    """``overrides`` plus the ``--section.key VALUE`` that the runtime shortcut flags given stand for.
+
+    ``keys``: ``{"device": "run.device", "threads": "run.threads"}`` (the flags' dests and their
+    settings keys). A flag given together with the key it stands for is refused in one line
+    (:func:`refuse_shortcut_clash`); ``--device`` is checked against auto, cpu, cuda first."""
+    given = {dest: getattr(args, dest, None) for dest in keys}
+    given = {dest: v for dest, v in given.items() if v is not None}
+    if given.get("device") is not None and given["device"] not in ("auto", "cpu", "cuda"):
+        raise SubstrateError(f"--device {given['device']!r} is not one of auto, cpu, cuda")
+    refuse_shortcut_clash({f"--{dest}": keys[dest] for dest in given}, overrides)
+    out = list(overrides)
+    for dest, value in given.items():
+        out += [f"--{keys[dest]}", str(value)]
+    return out
 
 
 def resolve_device(device: str | None) -> str:
@@ -338,17 +387,22 @@ def resolve_device(device: str | None) -> str:
     return str(_resolve(device))
 
 
+def apply_threads(args: argparse.Namespace) -> None:
+    """Set torch's CPU threads from ``args.threads`` when given (commands with ``--threads`` only)."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise SubstrateError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def apply_runtime(args: argparse.Namespace) -> str:
     """Validate ``args.device`` and ``args.threads``, set torch's thread count; return the device.
 
     Call it at the start of a command, before any model is loaded, so that a bad value fails at once.
     """
-    import torch
-
     device = resolve_device(getattr(args, "device", None))
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads < 1:
-            raise SubstrateError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(int(threads))
+    apply_threads(args)
     return device

@@ -7,8 +7,8 @@ import os
 import sys
 
 from ..errors import SubstrateError
-from .common import (add_settings_args, check_output_dir, load_settings, nonneg_int, positive_float, positive_int,
-                     resolve_device)
+from .common import (RUN_KEYS, add_runtime_args, add_settings_args, apply_runtime, check_output_dir, load_settings,
+                     nonneg_int, positive_float, positive_int, runtime_overrides, settings_overrides)
 
 
 def register(sub) -> None:
@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--seq-len", type=positive_int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (adapter training)")
+    add_runtime_args(p)  # the device trains the adapter; the experts are loaded and saved on the CPU
     p.add_argument("--run-dir", metavar="DIR",
                    help="keep the adapter training runs (logs, checkpoints) in DIR/adapter and DIR/finetune; "
                         "default: a temporary folder, removed afterwards")
@@ -46,6 +46,7 @@ def register(sub) -> None:
     add_settings_args(p, old_set="")
     p.add_argument("--config", help="growth TOML file or recipe name (grow-tiny, grow-paper-9x3)")
     p.add_argument("--resume", action="store_true", help="continue the run in run.dir (finished stages are skipped)")
+    add_runtime_args(p, settings="run", cuda_index=False)
     p.set_defaults(func=cmd_grow)
 
 
@@ -85,7 +86,7 @@ def cmd_compose(args) -> int:
         check_output_dir(args.run_dir, "--run-dir", remedy="or --resume to continue the adapter runs in it")
     if args.finetune_steps and not args.adapter_data:
         raise SubstrateError("--finetune-steps needs --adapter-data DIR (the tokens to fine-tune on)")
-    args.device = resolve_device(args.device)
+    args.device = apply_runtime(args)  # --device and --threads
     weights = parse_weights(args.weights)
     if len(args.expert) < 2:
         raise SubstrateError(f"composition needs at least two experts, got {len(args.expert)}; pass --expert DIR twice or more")
@@ -172,6 +173,7 @@ def cmd_grow(args) -> int:
     from ..docking import load_grow_config, run_growth
     from ..docking.grow_config import ENGINE
 
+    args.overrides = runtime_overrides(args, settings_overrides(args), RUN_KEYS)
     cfg = load_settings(args, ENGINE, load_grow_config,
                         missing="pass --config FILE|RECIPE (recipes: grow-tiny, grow-paper-9x3)")
     if cfg is None:

@@ -2,7 +2,34 @@
 
 from __future__ import annotations
 
-from .common import add_settings_args, load_settings, positive_int, settings_overrides
+import argparse
+
+from ..errors import SubstrateError
+from .common import (add_runtime_args, add_settings_args, load_settings, positive_int, runtime_overrides,
+                     settings_overrides)
+
+ABLATE_EPILOG = """\
+example (a real-text grid; every key and its meaning: --help-config and docs/ablate.md):
+
+  substrate-lm data prepare essays/ --tokenizer tok --out data/essays --val-fraction 0.1
+  cat > grid.toml <<'TOML'
+  [ablation]
+  out = "runs/essays-grid"
+  recipe = "tiny"
+  substrates = ["bits", "unfrozen"]
+  seeds = [0, 1, 2]
+  corpora = ["data/essays"]
+  heldout = ["data/essays", "heldout-letters.txt"]   # bpc per cell, CI95 over seeds
+  benches = []
+  [overrides]
+  "train.steps" = 300
+  TOML
+  substrate-lm ablate --config grid.toml --jobs 2 --threads 1
+
+A rerun resumes: finished cells are skipped; held-out data or tasks added to the file since are
+evaluated on the finished cells' models without retraining. Results: OUT/ablation.md (mean and
+CI95 over seeds per preset x corpus x substrate), OUT/ablation.json, OUT/cells/<cell>/result.json.
+"""
 
 
 def register(sub) -> None:
@@ -29,17 +56,25 @@ def register(sub) -> None:
                      "--model.overrides.n_layer 2) and the docking experiment's ([docking]: --docking.grow_steps "
                      "300); --help-config lists them all with the values of the chosen mode (--quick, --long).")
     add_settings_args(p, old_set="demo.")
+    add_runtime_args(p, device=False, settings="demo")  # each training process's threads
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ablate", help="run an ablation grid (substrates x seeds x presets x corpora), resumable")
-    p.description = ("Run an ablation grid from a TOML file ([ablation] keys, [overrides] run-config keys); any "
-                     "[ablation] key is changed as --ablation.KEY VALUE (e.g. --ablation.seeds 0,1,2); "
-                     "--help-config lists them.")
+    p = sub.add_parser("ablate", help="run an ablation grid (substrates x seeds x presets x corpora) with "
+                                      "held-out bpc and eval tasks per cell, CI95 over seeds; resumable",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ABLATE_EPILOG)
+    p.description = ("Train every cell of a grid (presets x corpora x substrates x seeds) from one recipe, "
+                     "identically but for those four values; score each cell's model on held-out data "
+                     "(bits per character, per data source) and eval tasks; tabulate every metric's mean "
+                     "and Student-t CI95 over seeds. The grid is a TOML file: [ablation] keys and an "
+                     "[overrides] table of run-config keys (\"train.steps\" = 300). Any [ablation] key is "
+                     "changed as --ablation.KEY VALUE (--ablation.seeds 0,1,2); --help-config lists every "
+                     "key with its meaning; docs/ablate.md has a worked real-text example.")
     add_settings_args(p, old_set="ablation.")
-    p.add_argument("--config", help="ablation TOML file (see `substrate-lm ablate --help`)")
+    p.add_argument("--config", help="ablation TOML file ([ablation] keys, [overrides] table)")
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="cells trained side by side, one process and one thread each (capped by the cores); "
-                   "the numbers do not depend on it")
+                   help="cells trained side by side, one process each (capped by the cores); the numbers do "
+                   "not depend on it")
+    add_runtime_args(p, cuda_index=False)
     p.set_defaults(func=cmd_ablate)
 
 
@@ -47,7 +82,7 @@ def cmd_demo(args) -> int:
     # imported here, not at the top: ``substrate-lm --help`` must not import torch
     from ..experiments.demo import ENGINE, DemoSettings, run_demo
 
-    overrides = settings_overrides(args)
+    overrides = runtime_overrides(args, settings_overrides(args), {"threads": "demo.threads"})
     if args.help_config:
         settings = DemoSettings.for_mode("quick" if args.quick else "long" if args.long else "full")
         print(ENGINE.describe(settings.apply(overrides)))
@@ -68,7 +103,14 @@ def cmd_ablate(args) -> int:
                         missing="pass --config FILE: an ablation TOML file (see `substrate-lm ablate --help`)")
     if cfg is None:
         return 0
-    summary = run_ablation(cfg, jobs=args.jobs)
+    if args.device is not None:
+        if args.device not in ("auto", "cpu", "cuda"):
+            raise SubstrateError(f"--device {args.device!r} is not one of auto, cpu, cuda")
+        cfg.overrides["run.device"] = args.device
+    if args.threads is not None:
+        cfg.overrides["run.threads"] = args.threads  # each cell's trainer; a worker process too
+    threads = args.threads or 1
+    summary = run_ablation(cfg, jobs=args.jobs, threads=threads)
     print(markdown_table(summary["groups"]))
     print(f"results: {cfg.out}/ablation.json, {cfg.out}/ablation.md")
     return 0

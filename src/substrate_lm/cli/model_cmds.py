@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from ..errors import SubstrateError
-from .common import (add_runtime_args, add_settings_args, apply_runtime, override_keys, refuse_shortcut_clash,
-                     settings_overrides)
+from .common import (add_runtime_args, add_settings_args, apply_runtime, apply_threads, override_keys,
+                     refuse_shortcut_clash, settings_overrides)
 
 
 def register(sub) -> None:
@@ -35,19 +35,27 @@ def register(sub) -> None:
     p.add_argument("--substrate-file", help="install a saved substrate (from `substrate build`) instead of building one")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out written by substrate-lm (other folders are never replaced)")
+    add_runtime_args(p, device=False)  # the model is built on the CPU
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("generate", help="generate text from a model directory, streaming tokens")
+    p = sub.add_parser("generate", help="generate text from a model directory, streaming tokens "
+                                        "(--interactive: a prompt loop on one loaded model)")
     p.add_argument("model", help="model directory (ours or any HF causal LM)")
-    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeat for a batch)")
+    p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="load the model once, then read prompts from stdin, one a line, and stream each "
+                        "continuation; an empty line, :q or end of input (Ctrl-D) stops")
     p.add_argument("--tokenizer", help="tokenizer directory when the model directory has none")
+    p.add_argument("--allow-foreign-tokenizer", action="store_true",
+                   help="use --tokenizer even though it is not the tokenizer the model was made with "
+                        "(every id then stands for another token)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--greedy", action="store_true", help="greedy decoding (default: sample, as the papers)")
     p.add_argument("--temperature", type=float)
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--seed", type=int, default=0)
-    add_runtime_args(p, device_default="cpu")
+    add_runtime_args(p)
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let a foreign model or tokenizer folder run its own .py files (never needed for ours)")
     p.set_defaults(func=cmd_generate)
@@ -106,17 +114,38 @@ def _count(model) -> dict:
 # -- commands ------------------------------------------------------------------------------------
 
 
-def cmd_info(args) -> int:
-    import torch
+#: SubstrateConfig's defaults behind :func:`preset_counts` (a test checks the counts against the model's)
+MLP_RATIO, BIAS = 4, False
 
-    from ..modeling import SubstrateForCausalLM
+
+def preset_counts(preset) -> dict[str, int]:
+    """Parameter counts of a preset's model from its shape alone (no torch model, no transformers:
+    ``info --presets`` starts in about a second). The table (vocab x n_embed; frozen unless
+    trainable), per block two LayerNorms, qkv, attention out, MLP in and out (biases when
+    ``bias``), the final LayerNorm and the untied head. ``tests/cli/test_startup.py`` checks these
+    against ``parameters()`` of every preset's real model."""
+    from ..substrates.registry import is_frozen
+
+    bb = preset.shape
+    d, v = bb.d_model, bb.vocab_size
+    hidden = MLP_RATIO * d
+    linear = 3 * d * d + d * d + d * hidden + hidden * d
+    if BIAS:
+        linear += 3 * d + d + hidden + d
+    block = linear + 2 * 2 * d
+    table = v * preset.n_embed
+    total = table + bb.n_layer * block + 2 * d + d * v
+    frozen = table if is_frozen(preset.kind) else 0
+    return {"total": total, "trainable": total - frozen, "frozen": frozen}
+
+
+def cmd_info(args) -> int:
     from ..presets import describe_presets
 
     if args.presets:
         rows = []
         for preset in describe_presets():
-            with torch.device("meta"):
-                counts = _count(SubstrateForCausalLM(preset.config()))
+            counts = preset_counts(preset)
             rows.append({**preset.row(), **{f"params_{k}": v for k, v in counts.items()}})
         if args.json:
             print(json.dumps(rows, indent=2))
@@ -195,6 +224,7 @@ def cmd_init(args) -> int:
     m = settings.model
     if args.preset is None and not any(o.startswith("--model.preset") for o in args.overrides):
         raise SubstrateError("pass --preset NAME (see `substrate-lm info --presets`)")
+    apply_threads(args)
     tok = None
     if m.tokenizer:
         from ..tokenizer import load_tokenizer
@@ -217,22 +247,24 @@ def cmd_init(args) -> int:
     return 0
 
 
-def cmd_generate(args) -> int:
-    args.device = apply_runtime(args)  # --device and --threads, before anything is loaded
-    import torch
+QUIT = (":q", ":quit")  # besides an empty line and the end of input, these end --interactive
+
+
+def _streamer(tok, out, skip_prompt: bool):
+    """A transformers ``TextStreamer`` that writes to ``out`` (stdout, or a StringIO in tests)."""
     from transformers import TextStreamer
 
-    from ..evaluation.models import encode_text
+    class Streamer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            out.write(text + ("\n" if stream_end else ""))
+            out.flush()
 
-    check_prompts(args.prompt)
-    check_generation_args(args)
-    tok = load_tokenizer_for(args.model, args.tokenizer, args.trust_remote_code)
-    model = load_model_dir(args.model, args.device, args.trust_remote_code)
-    if len(tok) > model.config.vocab_size:
-        raise SubstrateError(
-            f"tokenizer has {len(tok)} tokens but the model only {model.config.vocab_size}; use the model's own tokenizer"
-        )
-    torch.manual_seed(args.seed)
+    return Streamer(tok, skip_prompt=skip_prompt)
+
+
+def generation_kwargs(args) -> dict:
+    """``model.generate`` settings from the command line (sampling as the model's config says unless
+    --greedy or a sampling flag is given)."""
     gen = dict(max_new_tokens=args.max_new_tokens)
     if args.greedy:
         gen["do_sample"] = False
@@ -240,21 +272,101 @@ def cmd_generate(args) -> int:
         if getattr(args, name) is not None:
             gen[name] = getattr(args, name)
             gen.setdefault("do_sample", True)
-    prompts = args.prompt
+    return gen
+
+
+def stream_one(model, tok, prompt: str, gen: dict, device, out, *, what: str = "the prompt") -> None:
+    """Generate from one prompt, streaming the text to ``out`` as it is decoded."""
+    import torch
+
+    from ..evaluation.models import encode_text
+
+    # a literal "</s>" or "[INST]" in a prompt is text, never a control token
+    ids = torch.tensor([encode_text(tok, prompt, add_special_tokens=False)], device=device)
+    if ids.shape[1] == 0:
+        raise SubstrateError(f"{what} is empty after tokenisation; give some text")
+    try:
+        model.generate(ids, attention_mask=torch.ones_like(ids), streamer=_streamer(tok, out, skip_prompt=False),
+                       pad_token_id=tok.pad_token_id, **gen)
+    except (ValueError, IndexError, RuntimeError) as exc:  # e.g. a foreign model past its context
+        raise SubstrateError(f"generation failed: {' '.join(str(exc).split())[:240]}") from None
+
+
+def interactive(model, tok, gen: dict, device, stdin=None, out=None, err=None) -> int:
+    """The prompt loop of ``generate --interactive``: one prompt a line from ``stdin``, each continuation
+    streamed to ``out``; stops at the end of input, an empty line or ``:q`` (Ctrl-C while a continuation
+    is streaming stops that continuation only). Returns the prompts answered.
+
+    A prompt that cannot be generated from (not UTF-8, empty after tokenisation, a foreign model past
+    its context) is reported on ``err`` in one line and the loop goes on."""
+    stdin = sys.stdin if stdin is None else stdin
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    tty = bool(getattr(stdin, "isatty", lambda: False)())
+    if tty:
+        err.write("prompt per line; an empty line, :q or Ctrl-D ends\n")
+    answered = 0
+    while True:
+        if tty:
+            err.write("> ")
+            err.flush()
+        try:
+            line = stdin.readline()
+        except UnicodeDecodeError as exc:
+            raise SubstrateError(f"the input is not valid UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r}); "
+                                 "pass UTF-8 (e.g. iconv -t UTF-8)") from None
+        if not line:
+            break
+        prompt = line.rstrip("\r\n")
+        if not prompt.strip() or prompt.strip() in QUIT:
+            break
+        try:
+            check_prompts([prompt])
+            stream_one(model, tok, prompt, gen, device, out)
+            answered += 1
+        except SubstrateError as exc:
+            err.write(f"error: {exc}\n")
+        except KeyboardInterrupt:  # Ctrl-C stops this continuation, not the loop
+            out.write("\n")
+            err.write("(stopped)\n")
+    return answered
+
+
+def cmd_generate(args) -> int:
+    if not args.prompt and not args.interactive:
+        raise SubstrateError("pass --prompt TEXT (repeat for a batch) or --interactive for a prompt loop")
+    if args.prompt and args.interactive:
+        raise SubstrateError("--prompt and --interactive exclude each other; type the prompts into the loop")
+    args.device = apply_runtime(args)  # --device and --threads, before anything is loaded
+    import torch
+
+    check_prompts(args.prompt or [])
+    check_generation_args(args)
+    tok = load_tokenizer_for(args.model, args.tokenizer, args.trust_remote_code)
+    model = load_model_dir(args.model, args.device, args.trust_remote_code)
+    if args.tokenizer is not None:
+        from ..loading import check_model_tokenizer
+
+        check_model_tokenizer(args.model, tok, other=f"--tokenizer {args.tokenizer}",
+                              allow=args.allow_foreign_tokenizer, warn=lambda m: print(m, file=sys.stderr))
+    if len(tok) > model.config.vocab_size:
+        raise SubstrateError(
+            f"tokenizer has {len(tok)} tokens but the model only {model.config.vocab_size}; use the model's own tokenizer"
+        )
+    torch.manual_seed(args.seed)
+    gen = generation_kwargs(args)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    if args.interactive:
+        interactive(model, tok, gen, args.device)
+        return 0
+    prompts = args.prompt
+    if len(prompts) == 1:
+        stream_one(model, tok, prompts[0], gen, args.device, sys.stdout, what="--prompt")
+        sys.stdout.flush()
+        return 0
     try:
-        if len(prompts) == 1:
-            # a literal "</s>" or "[INST]" in a prompt is text, never a control token
-            ids = torch.tensor([encode_text(tok, prompts[0], add_special_tokens=False)], device=args.device)
-            if ids.shape[1] == 0:
-                raise SubstrateError("--prompt is empty after tokenisation; give some text")
-            streamer = TextStreamer(tok, skip_prompt=False)
-            model.generate(ids, attention_mask=torch.ones_like(ids), streamer=streamer, pad_token_id=tok.pad_token_id,
-                           **gen)
-            sys.stdout.flush()
-            return 0
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False, split_special_tokens=True,
                     verbose=False).to(args.device)
         out = model.generate(**batch, pad_token_id=tok.pad_token_id, **gen)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .common import add_settings_args, positive_float, positive_int, settings_overrides
+from .common import add_runtime_args, add_settings_args, apply_threads, positive_float, positive_int, settings_overrides
 
 
 def register(subparsers) -> None:
@@ -47,6 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--no-search", action="store_true",
                    help="skip the search for the largest micro-batch (one fake step only)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_runtime_args(p, device=False)  # fake tensors on the CPU: threads only
     p.set_defaults(func=cmd_plan)
 
 
@@ -64,6 +65,7 @@ def cmd_plan(args) -> int:
     if not args.config:
         raise SubstrateError("pass --config RECIPE|FILE (recipes: tiny, small, paper-1024-bit, ...)")
     memory = parse_memory(args.gpu_memory)
+    apply_threads(args)
     cfg = load_config(args.config, overrides)
     plan = make_plan(cfg, args.gpus, memory, gpu=args.gpu, peak_tflops=args.peak_tflops,
                      mfu=args.mfu, headroom=args.headroom, search=not args.no_search)

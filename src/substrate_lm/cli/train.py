@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_settings_args, refuse_shortcut_clash, settings_overrides
+from .common import RUN_KEYS, add_runtime_args, add_settings_args, runtime_overrides, settings_overrides
 
 
 def register(subparsers) -> None:
@@ -32,10 +32,7 @@ def register(subparsers) -> None:
                    help="continue from the newest valid checkpoint of the run folder")
     p.add_argument("--print-config", action="store_true",
                    help="print the resolved config as TOML and exit")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="same as --run.device: auto (CUDA when available), cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="same as --run.threads: CPU threads for torch (0: torch's default)")
+    add_runtime_args(p, settings="run", cuda_index=False)
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser(
@@ -49,6 +46,8 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True, metavar="DIR", help="destination folder")
     e.add_argument("--tokenizer", default=None, metavar="DIR_OR_HUB_ID",
                    help="tokenizer to include (default: the run's own copy)")
+    e.add_argument("--allow-foreign-tokenizer", action="store_true",
+                   help="include --tokenizer even though the run's data was prepared with another one")
     e.add_argument("--overwrite", action="store_true",
                    help="replace a previous export at --out (never any other folder)")
     e.set_defaults(func=cmd_export)
@@ -93,7 +92,7 @@ def cmd_train(args) -> int:
     from ..errors import SubstrateError
     from ..training.config import describe_config, load_config
 
-    args.overrides = settings_overrides(args)
+    args.overrides = runtime_overrides(args, settings_overrides(args), RUN_KEYS)
     if args.help_config:
         cfg = load_config(_resolve_source(args.config), args.overrides) if args.config else None
         print(describe_config(cfg))
@@ -101,12 +100,6 @@ def cmd_train(args) -> int:
     if not args.config:
         raise SubstrateError("pass --config RECIPE|FILE|RUN_DIR (recipes: tiny, small, paper-1024-bit, ...)")
     source = _resolve_source(args.config)
-    shortcuts = {flag: (key, value) for flag, key, value in (
-        ("--device", "run.device", getattr(args, "device", None)),
-        ("--threads", "run.threads", getattr(args, "threads", None))) if value is not None}
-    refuse_shortcut_clash({flag: key for flag, (key, _) in shortcuts.items()}, args.overrides)
-    for key, value in shortcuts.values():
-        args.overrides += [f"--{key}", str(value)]
     cfg = load_config(source, args.overrides)
     if args.print_config:
         print(cfg.to_toml())
@@ -137,7 +130,8 @@ def cmd_export(args) -> int:
         tok, _ = load_tokenizer_any(args.tokenizer)
     out = export_checkpoint(args.checkpoint, args.out, tokenizer=tok,
                             warn=lambda m: print(f"warning: {m}", file=sys.stderr),
-                            overwrite=bool(getattr(args, "overwrite", False)))
+                            overwrite=bool(getattr(args, "overwrite", False)),
+                            allow_foreign_tokenizer=args.allow_foreign_tokenizer)
     print(out)
     return 0
 

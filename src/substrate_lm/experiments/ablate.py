@@ -1,6 +1,7 @@
 """Ablations: substrates x seeds x presets x corpora, trained identically, evaluated, aggregated.
 
-A grid is described by a TOML file::
+A grid is described by a TOML file (every key, its meaning and a worked real-text example:
+``docs/ablate.md``; ``substrate-lm ablate --help-config`` lists them)::
 
     [ablation]
     out = "runs/ablation"          # everything goes here; rerunning resumes
@@ -9,7 +10,9 @@ A grid is described by a TOML file::
     seeds = [0, 1, 2]
     presets = ["tiny"]
     corpora = ["world:2MB"]        # world:SIZE (the built-in world) or a prepared data folder
+    heldout = ["data/wiki-heldout", "essays.txt"]  # scored (bpc, per source) for every cell
     benches = ["world-mc", "world-short"]
+    task_files = ["my-mc.jsonl"]   # your own eval tasks (JSONL), run for every cell
     protocol = "both"              # paper | loglik | both
     n_runs = 3                     # paper-protocol repetitions
     limit = 60                     # items per benchmark
@@ -24,6 +27,11 @@ the same seed. A cell is finished when its ``result.json`` exists (written atomi
 training, export and evaluation): a rerun never recomputes it, and an interrupted cell resumes
 from its last checkpoint. Across seeds each metric gets mean, sample standard deviation and
 CI95 = t(0.975, n-1) sd / sqrt(n) (Student t, as the demo's findings; 0 with one seed).
+
+Held-out data (``heldout``: prepared folders, scored per data source, or text files) and eval tasks
+(``benches``, ``task_files``) added to a finished grid are evaluated on each cell's exported model
+when the grid is run again; the training is not repeated. Cells and corpora are named without
+absolute paths (a prepared folder by its folder name), so ``ablation.md`` can be shared as it is.
 """
 
 from __future__ import annotations
@@ -38,11 +46,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data import prepare_data
+from ..data import TokenShards, prepare_data
 from ..data.folder import is_prepared, load_meta
 from ..errors import SubstrateError
-from ..evaluation import evaluate_models
+from ..evaluation import evaluate_models, perplexity, perplexity_shards
+from ..evaluation.datasets import parse_benches, register_task_file
+from ..evaluation.perplexity import read_text
 from ..export import export_model
+from ..loading import load_model_dir, load_tokenizer
 from ..fsutil import atomic_write_json
 from ..presets import PRESETS
 from ..settings import SettingsEngine, read_toml
@@ -61,23 +72,65 @@ WORLD_OPTIONS = ("entities_per_cat", "qa_fraction", "val_fraction", "n_questions
 
 @dataclass
 class AblationConfig:
-    """One ablation grid; see the module docstring for the TOML form."""
+    """One ablation grid: presets x corpora x substrates x seeds, trained alike, evaluated alike
+    (docs/ablate.md)."""
 
     out: str = "runs/ablation"
+    """Output folder: corpora/, cells/<cell>/ (run, model, result.json), ablation.json, ablation.md. A
+    rerun resumes: finished cells are skipped, an interrupted one continues from its checkpoint."""
     recipe: str = "tiny"
+    """Training recipe every cell starts from: a recipe name (tiny, small, paper-1024-bit, ...) or a TOML
+    file; the [overrides] table changes its keys for every cell."""
     substrates: list[str] = field(default_factory=lambda: ["bits", "16-bit", "unfrozen"])
+    """Substrate specs compared (bits, 16-bit, uni-glyph, unfrozen, 1024-float, ...); one grid axis."""
     seeds: list[int] = field(default_factory=lambda: [0])
+    """Training seeds (backbone init and batch order); every metric gets its mean and Student-t CI95 over
+    them (2 or more seeds for a CI)."""
     presets: list[str] = field(default_factory=lambda: ["tiny"])
+    """Model presets (see `substrate-lm info --presets`); one grid axis."""
     corpora: list[str] = field(default_factory=lambda: ["world:2MB"])
+    """Training corpora: world:SIZE (the built-in world, generated with its tokenizer) or a folder from
+    `substrate-lm data prepare` (real text; its tokenizer is used). A folder is named by its folder
+    name in cell names and tables."""
+    heldout: list[str] = field(default_factory=list)
+    """Held-out data scored for every cell (bits per character, perplexity): a folder from `data prepare`
+    (its heldout_split, overall and per data source; it must be tokenised with the corpus's tokenizer)
+    or a text / JSONL file (any tokenizer). Named by its file or folder name."""
+    heldout_split: str = "val"
+    """Split of the held-out folders that is scored: val (default; per source) or train (one stream)."""
+    heldout_window: int | None = None
+    """Tokens per scoring window of the held-out data (none: the model's context, at most 1024)."""
+    heldout_max_chars: int | None = None
+    """Score at most this many characters of each held-out text file (none: all of it)."""
     benches: list[str] = field(default_factory=lambda: ["world-mc", "world-short"])
+    """Named eval tasks run for every cell (see `substrate-lm eval --help`): world-mc and world-short
+    (world corpora only: skipped for a data folder), mmlu, arc-e, ... (local files in bench_data_dir)."""
+    task_files: list[str] = field(default_factory=list)
+    """Your own eval tasks: JSONL files (multiple choice or short answer, as `eval --task-file`), each
+    run for every cell under its file name."""
+    bench_data_dir: str = ""
+    """Folder of local benchmark files for the named benches (as `eval --data-dir`); empty: the hub."""
     protocol: str = "both"
+    """How the benches are scored: paper (answers generated, n_runs times), loglik (options scored by
+    log-likelihood) or both."""
     n_runs: int = 3
+    """Repetitions of the paper (generation) protocol per cell."""
     limit: int | None = 60
+    """At most this many items per bench (none: all)."""
     data_seed: int = 0
+    """Seed of the generated world corpus (shared by every cell)."""
     langs: list[str] = field(default_factory=lambda: ["en", "ru", "zh"])
+    """Languages of the generated world and its tokenizer (world corpora only)."""
     tokenizer: str = "bvv241"
+    """Tokenizer layout of world corpora: bvv241 (the published 65,536 ids) or compact (the world's
+    characters and n-grams only)."""
     world: dict[str, Any] = field(default_factory=dict)
+    """Settings of the generated world ({entities_per_cat = 6, qa_fraction = 0.3, ...}; world corpora)."""
+    sample_prompts: list[str] | None = None
+    """Prompts the cells' training samples continue (log.sample_prompts). Unset: the recipe's own, except
+    that a world recipe's prompts (the world's `Q: `) are dropped on a data-folder corpus."""
     overrides: dict[str, Any] = field(default_factory=dict)
+    """Run-config keys applied to the recipe for every cell (the [overrides] table: "train.steps" = 300)."""
 
     def validate(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -85,6 +138,30 @@ class AblationConfig:
         for name in ("substrates", "seeds", "presets", "corpora"):
             if not getattr(self, name):
                 raise SubstrateError(f"ablation.{name} is empty; list at least one value")
+        if self.heldout_split not in ("val", "train"):
+            raise SubstrateError(f"ablation.heldout_split {self.heldout_split!r} is not one of val, train")
+        if self.heldout_window is not None and self.heldout_window < 2:
+            raise SubstrateError(f"ablation.heldout_window must be >= 2 tokens (or none), got {self.heldout_window}")
+        if self.heldout_max_chars is not None and self.heldout_max_chars < 1:
+            raise SubstrateError(f"ablation.heldout_max_chars must be >= 1 (or none), got {self.heldout_max_chars}")
+        for path in self.heldout:
+            p = Path(path)
+            if not p.exists():
+                raise SubstrateError(f"ablation.heldout {path} does not exist; give a prepared data folder or a "
+                                     "text / JSONL file")
+            if p.is_dir() and not is_prepared(p):
+                raise SubstrateError(f"ablation.heldout {path} is a folder but not a finished prepared data folder; "
+                                     "run substrate-lm data prepare on it (or give a text file)")
+        for path in self.task_files:
+            if not Path(path).is_file():
+                raise SubstrateError(f"ablation.task_files {path} is not a file; give a JSONL task file")
+        if self.bench_data_dir and not Path(self.bench_data_dir).is_dir():
+            raise SubstrateError(f"ablation.bench_data_dir {self.bench_data_dir} is not a folder")
+        for name, values in (("corpora", [corpus_name(c) for c in self.corpora]),
+                             ("heldout", [heldout_name(h) for h in self.heldout])):
+            if len(set(values)) != len(values):
+                raise SubstrateError(f"ablation.{name}: two entries have the same name "
+                                     f"({', '.join(values)}); rename a folder or file")
         if self.protocol not in PROTOCOLS:
             raise SubstrateError(f"ablation.protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.n_runs < 1:
@@ -143,7 +220,7 @@ class Cell:
 
     @property
     def key(self) -> str:
-        return f"{self.preset}__{slug(self.corpus)}__{slug(self.substrate)}__seed{self.seed}"
+        return f"{self.preset}__{slug(corpus_name(self.corpus))}__{slug(self.substrate)}__seed{self.seed}"
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -152,6 +229,32 @@ class Cell:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "x"
+
+
+def corpus_name(spec: str) -> str:
+    """The name of a corpus in cell names and tables: ``world:SIZE`` as it is, a prepared data folder
+    by its folder name (never an absolute path)."""
+    if spec.startswith("world:"):
+        return spec
+    return Path(spec.rstrip("/\\")).name or spec
+
+
+def heldout_name(path: str) -> str:
+    """The name of held-out data in metric names: its folder name, or its file name without extension."""
+    p = Path(path.rstrip("/\\"))
+    return (p.name if p.is_dir() else p.stem) or path
+
+
+def source_name(spec: str | None) -> str:
+    """A ``data prepare`` source in metric names: ``KIND:PATH`` or a bare path -> the file or folder name
+    (``hf:NAME`` sources keep their name)."""
+    if not spec:
+        return "all"
+    if spec.startswith("hf:"):
+        return spec
+    kind, sep, rest = spec.partition(":")
+    loc = rest if sep and kind.isalpha() and len(kind) > 1 else spec
+    return Path(loc.split("?", 1)[0].rstrip("/\\")).name or spec
 
 
 def cells(cfg: AblationConfig) -> list[Cell]:
@@ -228,23 +331,136 @@ def base_run_config(cfg: AblationConfig) -> RunConfig:
     return load_config(cfg.recipe, cfg.overrides)
 
 
-def cell_run_config(base: RunConfig, cell: Cell, corpus: Corpus, cell_dir: Path) -> RunConfig:
+def cell_sample_prompts(base: RunConfig, corpus: Corpus, prompts: list[str] | None = None,
+                        keep: bool = False) -> list[str]:
+    """The prompts a cell's training samples continue: ``prompts`` when given; else the base config's,
+    unless the base trains on the built-in world (``data.world``) and the cell's corpus is a data
+    folder: a world recipe's prompts (``Q: ``) would only show the world's format leaking into a
+    real-text grid, so that cell samples nothing. ``keep``: the prompts were set on purpose
+    (``[overrides] "log.sample_prompts"``) and stay."""
+    if prompts is not None:
+        return list(prompts)
+    if keep or corpus.world_dir is not None or not base.data.world:
+        return list(base.log.sample_prompts)
+    return []
+
+
+def cell_run_config(base: RunConfig, cell: Cell, corpus: Corpus, cell_dir: Path,
+                    sample_prompts: list[str] | None = None) -> RunConfig:
     """The training config of one cell: ``base`` (:func:`base_run_config`, or the demo's typed
-    config) with the cell's four values, its corpus and its folder; ``base`` is not changed."""
+    config) with the cell's four values, its corpus and its folder; ``base`` is not changed.
+    ``sample_prompts``: see :func:`cell_sample_prompts` (None: the base's, world prompts dropped on a
+    data folder)."""
     run = copy.deepcopy(base)
     replace = dataclasses.replace
+    prompts = cell_sample_prompts(base, corpus, sample_prompts)
     return replace(
         run,
         run=replace(run.run, name=cell.key, dir=str(cell_dir / "run")),
         model=replace(run.model, preset=cell.preset, substrate=cell.substrate, tokenizer=corpus.tokenizer_dir),
         data=replace(run.data, path=str(corpus.data_dir), world="", sources=[]),
         train=replace(run.train, seed=cell.seed),
+        log=replace(run.log, sample_prompts=prompts,
+                    sample_interval=run.log.sample_interval if prompts else 0),
     )
 
 
 def _first_last_loss(history: list[dict]) -> tuple[float | None, float | None]:
     train = [h["loss"] for h in history if h.get("event") == "train" and "loss" in h]
     return (train[0], train[-1]) if train else (None, None)
+
+
+def register_tasks(cfg: AblationConfig) -> list[str]:
+    """Register the grid's ``task_files`` as named benches (idempotent); returns every bench a cell of
+    any corpus may run (``benches`` plus the task files' names), checked."""
+    names = [register_task_file(path) for path in cfg.task_files]
+    benches = parse_benches(list(cfg.benches)) if cfg.benches else []
+    return benches + [n for n in names if n not in benches]
+
+
+def cell_benches(cfg: AblationConfig, corpus: Corpus) -> list[str]:
+    """The benches one cell runs: the world's only on a world corpus."""
+    return [b for b in register_tasks(cfg) if not b.startswith("world") or corpus.world_dir is not None]
+
+
+def evaluate_heldout(model, tok, cfg: AblationConfig, names: list[str] | None = None,
+                     log: Callable[[str], None] = print, key: str = "") -> dict[str, dict]:
+    """Score the grid's held-out data with one model: ``{name: figures}`` (``bpc``, ``perplexity``,
+    ``nll``, ``tokens_scored``, ``characters`` and for a prepared folder ``sources``: the same per
+    data source, named by :func:`source_name`). ``names``: only these (default: all)."""
+    out: dict[str, dict] = {}
+    for path in cfg.heldout:
+        name = heldout_name(path)
+        if names is not None and name not in names:
+            continue
+        log(f"[{key}] held-out {name}")
+        if Path(path).is_dir():
+            res = perplexity_shards(model, path, tokenizer=tok, split=cfg.heldout_split,
+                                    window=cfg.heldout_window, per_source=None)
+            sources = [{**r, "name": source_name(r["spec"])} for r in res.get("sources") or []]
+            for r in sources:
+                r.pop("spec", None)
+            res = {k: v for k, v in res.items() if k not in ("data", "sources")}
+            if sources:
+                res["sources"] = sources
+        else:
+            text = read_text(path, cfg.heldout_max_chars)
+            res = perplexity(model, tok, text, window=cfg.heldout_window)
+        out[name] = res
+    return out
+
+
+def _evaluate(cfg: AblationConfig, cell: Cell, model, tok, corpus: Corpus, benches: list[str],
+              log: Callable[[str], None]) -> dict | None:
+    if not benches:
+        return None
+    log(f"[{cell.key}] evaluating {', '.join(benches)} ({cfg.protocol})")
+    return evaluate_models(
+        {cell.substrate: (model, tok)},
+        benches,
+        protocol=cfg.protocol,
+        n_runs=cfg.n_runs,
+        limit=cfg.limit,
+        seed=0,
+        sample_size="all",
+        data_dir=cfg.bench_data_dir or None,
+        world_dir=corpus.world_dir,
+    )
+
+
+def _bench_results(evaluation: dict | None) -> dict:
+    """``{bench: {protocol: ...}}`` of a cell's one model (empty when nothing was evaluated)."""
+    models = (evaluation or {}).get("models") or {}
+    return next(iter(models.values())).get("results") or {} if models else {}
+
+
+def complete_cell(cfg: AblationConfig, cell: Cell, corpus: Corpus, result: dict, result_path: Path,
+                  log: Callable[[str], None] = print) -> dict:
+    """A finished cell with the held-out data and benches the grid now asks for and its
+    ``result.json`` lacks: they are evaluated on the cell's exported model (no retraining) and the
+    result rewritten. Returns the (possibly updated) result."""
+    have = result.get("heldout") or {}
+    missing_heldout = [heldout_name(h) for h in cfg.heldout if heldout_name(h) not in have]
+    done = _bench_results(result.get("evaluation"))
+    missing_benches = [b for b in cell_benches(cfg, corpus) if b not in done]
+    if not missing_heldout and not missing_benches:
+        return result
+    model_dir = result_path.parent / "model"
+    model = load_model_dir(model_dir)
+    tok = load_tokenizer(model_dir)
+    model.eval()
+    if missing_heldout:
+        result["heldout"] = {**have, **evaluate_heldout(model, tok, cfg, missing_heldout, log, cell.key)}
+    if missing_benches:
+        new = _evaluate(cfg, cell, model, tok, corpus, missing_benches, log)
+        if result.get("evaluation") and new:
+            results = next(iter(result["evaluation"]["models"].values())).setdefault("results", {})
+            results.update(_bench_results(new))
+            result["evaluation"].setdefault("benchmarks", {}).update(new.get("benchmarks") or {})
+        else:
+            result["evaluation"] = new
+    atomic_write_json(result_path, result, default=str)
+    return result
 
 
 def run_cell(
@@ -257,39 +473,31 @@ def run_cell(
     base: RunConfig | None = None,
 ) -> dict:
     """Train, export and evaluate one cell; returns (and writes) its ``result.json``. ``base``: the
-    run config the cell starts from (default: :func:`base_run_config` of ``cfg``)."""
+    run config the cell starts from (default: :func:`base_run_config` of ``cfg``). A finished cell is
+    not trained again; held-out data or benches added to the grid since are evaluated on its model
+    (:func:`complete_cell`)."""
     cell_dir = root / "cells" / cell.key
     result_path = cell_dir / "result.json"
     if result_path.is_file():
-        return json.loads(result_path.read_text(encoding="utf-8"))
+        result = json.loads(result_path.read_text(encoding="utf-8"))
+        return complete_cell(cfg, cell, corpus, result, result_path, log)
     cell_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    run = cell_run_config(base if base is not None else base_run_config(cfg), cell, corpus, cell_dir)
+    base = base if base is not None else base_run_config(cfg)
+    prompts = cell_sample_prompts(base, corpus, cfg.sample_prompts, keep="log.sample_prompts" in cfg.overrides)
+    run = cell_run_config(base, cell, corpus, cell_dir, sample_prompts=prompts)
     log(f"[{cell.key}] training {run.train.steps} steps")
     res = Trainer(run, resume=True).fit()
     model, tok = res.model, res.tokenizer
     model.eval()
     # the frozen table must be exactly the one installed at init (fingerprint in the config)
     model.verify_substrate()
-    export_model(model, cell_dir / "model", tokenizer=tok)
-    evaluation = None
-    if cfg.benches:
-        benches = [b for b in cfg.benches if not b.startswith("world") or corpus.world_dir is not None]
-        if benches:
-            log(f"[{cell.key}] evaluating {', '.join(benches)} ({cfg.protocol})")
-            evaluation = evaluate_models(
-                {cell.substrate: (model, tok)},
-                benches,
-                protocol=cfg.protocol,
-                n_runs=cfg.n_runs,
-                limit=cfg.limit,
-                seed=0,
-                sample_size="all",
-                world_dir=corpus.world_dir,
-            )
+    export_model(model, cell_dir / "model", tokenizer=tok, overwrite=True)
+    evaluation = _evaluate(cfg, cell, model, tok, corpus, cell_benches(cfg, corpus), log)
+    heldout = evaluate_heldout(model, tok, cfg, log=log, key=cell.key)
     first, last = _first_last_loss(res.history)
     result = dict(
-        cell=asdict(cell),
+        cell={**asdict(cell), "corpus_name": corpus_name(cell.corpus)},
         key=cell.key,
         steps=res.step,
         train_loss_first=first,
@@ -307,6 +515,7 @@ def run_cell(
         ),
         history=res.history,
         evaluation=evaluation,
+        heldout=heldout,
         model_dir=str((cell_dir / "model").resolve()),
         seconds=time.time() - t0,
     )
@@ -338,6 +547,13 @@ def cell_metrics(result: dict) -> dict[str, float]:
             for k in ("acc", "acc_norm", "greedy_match", "bpc"):
                 if ll.get(k) is not None:
                     out[f"{bench}/loglik_{k}"] = float(ll[k])
+    for name, res in (result.get("heldout") or {}).items():
+        for k in ("bpc", "perplexity"):
+            if res.get(k) is not None:
+                out[f"heldout:{name}/{k}"] = float(res[k])
+        for src in res.get("sources") or []:
+            if src.get("bpc") is not None:
+                out[f"heldout:{name}/{src['name']}/bpc"] = float(src["bpc"])
     return out
 
 
@@ -346,7 +562,8 @@ def aggregate(results: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         c = r["cell"]
-        groups.setdefault((c["preset"], c["corpus"], c["substrate"]), []).append(cell_metrics(r))
+        groups.setdefault((c["preset"], c.get("corpus_name") or corpus_name(c["corpus"]), c["substrate"]),
+                          []).append(cell_metrics(r))
     rows = []
     for (preset, corpus, substrate), ms in groups.items():
         names = sorted({k for m in ms for k in m})
@@ -394,6 +611,24 @@ def _cell_task(cfg: dict, cell: dict, corpus: dict, root: str, verbose: bool, ba
     return c.key
 
 
+def check_heldout(cfg: AblationConfig, corpora) -> None:
+    """Refuse, before any training, a held-out folder that a corpus's cells cannot score: another
+    tokenizer than the corpus's, or an empty split."""
+    for path in cfg.heldout:
+        if not Path(path).is_dir():
+            continue
+        shards = TokenShards(path, cfg.heldout_split)
+        if len(shards) == 0:
+            raise SubstrateError(f"ablation.heldout {path}: its {cfg.heldout_split} split is empty; prepare it "
+                                 "with a --val-fraction above 0 (or set ablation.heldout_split)")
+        for corpus in corpora:
+            try:
+                shards.check_compatible(tokenizer=corpus.tokenizer_dir)
+            except SubstrateError as exc:
+                raise SubstrateError(f"ablation.heldout {path} cannot be scored by the cells of corpus "
+                                     f"{corpus_name(corpus.spec)}: {exc}; or give held-out text as a file") from None
+
+
 def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_models: bool = False,
                  jobs: int = 1, threads: int = 1, base: RunConfig | None = None) -> dict:
     """Run (or resume) every cell of the grid, then aggregate; writes ``ablation.json`` and ``.md``.
@@ -414,8 +649,10 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "config.json", {**asdict(cfg), "run_config": base.to_dict()}, default=str)
+    register_tasks(cfg)  # task files and bench names checked before any training
     corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log, tokenizer=cfg.tokenizer, world=cfg.world)
                for c in cfg.corpora}
+    check_heldout(cfg, corpora.values())
     grid = cells(cfg)
     pending = [c for c in grid if not (root / "cells" / c.key / "result.json").is_file()]
     if jobs > 1 and len(pending) > 1:
