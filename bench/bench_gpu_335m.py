@@ -81,7 +81,9 @@ def build(args, config: str, device: torch.device):
     from substrate_lm.training.distributed import DistContext, parallelize
     from substrate_lm.training.optim import build_optimizer
 
-    model = build_model(args.preset, seed=0).to(device)
+    # substrate / overrides: set by bench_first_gpu.py from a run config (None here: the preset as is)
+    model = build_model(args.preset, getattr(args, "substrate", None) or None, seed=0,
+                        overrides=getattr(args, "overrides", None) or None).to(device)
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
     strategy = "fsdp2" if config.startswith("fsdp2") else "none"

@@ -149,6 +149,8 @@ class Plan:
     step_time: float
     seconds: float
     compile_in_config: bool = False
+    searched: bool = True
+    """Whether the largest micro-batch was searched (``max_batch`` is 0 when it was not)."""
 
     @property
     def usable(self) -> int:
@@ -433,7 +435,7 @@ def make_plan(cfg: RunConfig, gpus: int, gpu_memory: int, *, strategy: str | Non
                 max_batch=best, max_batch_memory=runs.get(best), tokens_per_step=tokens,
                 flops_per_token=fpt, gpu=gpu if not peak_tflops else f"{peak_tflops:g} TFLOP/s",
                 peak_flops=peak, mfu=mfu, step_time=step_time,
-                seconds=time.perf_counter() - t0, compile_in_config=t.compile)
+                seconds=time.perf_counter() - t0, compile_in_config=t.compile, searched=search)
 
 
 def _gib(n: int) -> str:
@@ -466,7 +468,9 @@ def format_plan(plan: Plan) -> str:
                  "workspaces, fragmentation)")
     at = ", ".join(f"{k} {v / GIB:.2f}" for k, v in m.at_peak.items() if v)
     lines.append(f"  at the peak (GiB): {at}")
-    if plan.max_batch_memory is not None or plan.max_batch == 0:
+    if not plan.searched:
+        lines.append("largest micro-batch that fits: not searched (--no-search)")
+    elif plan.max_batch_memory is not None or plan.max_batch == 0:
         if plan.max_batch == 0:
             lines.append("largest micro-batch that fits: none (micro-batch 1 exceeds the usable "
                          "memory; use more GPUs, fsdp2 or activation checkpointing)")
