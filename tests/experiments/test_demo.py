@@ -39,6 +39,21 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         if f["key"].startswith("questions/"):
             _, model, metric = f["key"].split("/")
             assert f["stat"]["mean"] == pytest.approx(summary["statistics"][model][metric]["mean"])
+    # the generation protocol is judged as the papers do: each frozen table against the trainable one,
+    # paired by seed, with the share of generations that are a valid option letter for each model
+    gen = {f["key"]: f for f in summary["findings"] if f["key"].startswith("generation/")}
+    frozen = sorted({n for n in names if "trainable" not in n})
+    assert sorted(gen) == sorted(f"generation/{n}_vs_trainable" for n in frozen)
+    base = {r["seed"]: r for r in summary["rows"] if "trainable" in r["model"]}
+    for name in frozen:
+        f, mine = gen[f"generation/{name}_vs_trainable"], [r for r in summary["rows"] if r["model"] == name]
+        assert f["verdict"] in ("holds", "not shown", "fails") and f["stat"]["n"] == 2
+        diffs = [r["mc_paper"] - base[r["seed"]]["mc_paper"] for r in mine]
+        assert f["stat"]["mean"] == pytest.approx(sum(diffs) / 2)
+        assert all(0.0 <= r["mc_paper_valid"] <= 100.0 for r in mine)
+        assert f["valid_share"]["mean"] == pytest.approx(sum(r["mc_paper_valid"] for r in mine) / 2)
+        assert "valid option letters" in f["sentence"]
+    assert not any(f["key"].endswith("/mc_paper") for f in summary["findings"])
     for cell in sorted((out / "cells").iterdir()):
         result = json.loads((cell / "result.json").read_text())
         # every model trained: the loss fell

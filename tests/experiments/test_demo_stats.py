@@ -45,9 +45,10 @@ def _metrics(acc, control, chance=1 / 6):
     return {"layers": layers, "probe": {"accuracy": acc, "control_accuracy": control, "chance_majority": chance}}
 
 
-def _row(model, seed, val, mc_ll, mc_p):
+def _row(model, seed, val, mc_ll, mc_p, valid=None):
     return {"model": model, "seed": seed, "val_loss": val, "mc_loglik": mc_ll, "mc_paper": mc_p, "val_bpc": None,
-            "train_loss_last": None, "short_paper": None, "short_loglik_greedy": None, "short_bpc": None}
+            "mc_paper_valid": valid, "train_loss_last": None, "short_paper": None, "short_loglik_greedy": None,
+            "short_bpc": None}
 
 
 def test_findings_follow_the_numbers():
@@ -62,8 +63,12 @@ def test_findings_follow_the_numbers():
     by_key = {f["key"]: f for f in st["findings"]}
     ll = by_key["questions/bits/mc_loglik"]
     assert ll["verdict"] == F.HOLDS and "71.0%" in ll["sentence"] and "chance is 25%" in ll["sentence"]
-    paper = by_key["questions/bits/mc_paper"]
-    assert paper["verdict"] == F.NOT_SHOWN and "not distinguishable from chance" in paper["sentence"]
+    # the generation protocol is judged against the trainable table, paired by seed (the papers' claim):
+    # bits 24, 25, 26 vs 50 -> contradicted here
+    assert "questions/bits/mc_paper" not in by_key
+    gen = by_key["generation/bits_vs_trainable"]
+    assert gen["verdict"] == F.FAILS and gen["stat"]["mean"] == pytest.approx(-25.0)
+    assert "contrary to the papers" in gen["sentence"] and "frozen higher in 0/3 seeds" in gen["sentence"]
     loss = by_key["val_loss/bits"]
     assert loss["verdict"] == F.HOLDS and loss["stat"]["mean"] == pytest.approx((1.0 / 0.98 + 1.01 / 0.99 + 1.02 / 1.0) / 3)
     sub = by_key["probe/bits/substrate"]
@@ -84,11 +89,48 @@ def test_findings_can_fail():
     analyses = {"bits": {s: _metrics([0.6 + 0.01 * s, 0.6, 0.17, 0.16], [0.16, 0.16, 0.17 + 0.01 * s, 0.16]) for s in range(3)}}
     st = compute_statistics(rows, analyses, names)
     by_key = {f["key"]: f for f in st["findings"]}
-    assert by_key["questions/bits/mc_paper"]["verdict"] == F.FAILS
+    assert by_key["generation/bits_vs_trainable"]["verdict"] == F.FAILS
     assert by_key["val_loss/bits"]["verdict"] == F.FAILS and "not within 10%" in by_key["val_loss/bits"]["sentence"]
     assert by_key["probe/bits/substrate"]["verdict"] == F.FAILS  # a substrate that reveals the category
     assert by_key["probe/bits/best_block"]["verdict"] != F.HOLDS
     assert "contradicted" in st["summary"]
+
+
+def test_generation_finding_is_the_papers_comparison():
+    """Frozen vs trainable under the generation protocol, paired by seed, with the valid-letter shares."""
+    names = {"bits": "bits", "glyph": "glyph", "trainable": "unfrozen"}
+    rows = [_row("bits", s, 1.0, 60.0, 24.0 + s, valid=99.0 - s) for s in range(4)]
+    rows += [_row("glyph", s, 1.0, 60.0, 14.0 + (s % 2), valid=90.0) for s in range(4)]
+    rows += [_row("trainable", s, 1.0, 60.0, 14.0 + s, valid=50.0 + s) for s in range(4)]
+    by_key = {f["key"]: f for f in compute_statistics(rows, {}, names)["findings"]}
+    bits = by_key["generation/bits_vs_trainable"]
+    assert bits["verdict"] == F.HOLDS and bits["stat"]["mean"] == pytest.approx(10.0) and bits["stat"]["n"] == 4
+    assert bits["valid_share"]["mean"] == pytest.approx(97.5) and bits["valid_share_trainable"]["mean"] == pytest.approx(51.5)
+    assert "valid option letters: 97.5%" in bits["sentence"] and "as the papers report" in bits["sentence"]
+    assert "frozen higher in 4/4 seeds" in bits["sentence"]
+    glyph = by_key["generation/glyph_vs_trainable"]  # 14,15,14,15 vs 14,15,16,17: straddles zero
+    assert glyph["verdict"] == F.NOT_SHOWN and "no difference established" in glyph["sentence"]
+    # unpaired seeds are left out; a missing valid share (an older run) drops only that clause
+    rows = [_row("bits", s, 1.0, 60.0, 30.0 + s) for s in range(3)] + [_row("trainable", s, 1.0, 60.0, 20.0) for s in (1, 2, 7)]
+    gen = F.generation_findings({"bits": {r["seed"]: r["mc_paper"] for r in rows if r["model"] == "bits"},
+                                 "trainable": {1: 20.0, 2: 20.0, 7: 20.0}}, {}, ["bits"], "trainable")
+    assert gen[0]["seeds"] == [1, 2] and "valid option" not in gen[0]["sentence"]
+
+
+def test_valid_option_share_is_recorded():
+    from substrate_lm.evaluation.datasets import BENCHES, BenchData, Item
+    from substrate_lm.evaluation.paper import run_paper, valid_option
+
+    items = [Item(id=str(i), task="mc", question="q", answer="B", choices=["w", "x", "y", "z"],
+                  labels=["A", "B", "C", "D"]) for i in range(4)]
+    assert valid_option(items[0], " c)") == 1.0 and valid_option(items[0], " E") == 0.0
+    assert valid_option(Item(id="s", task="short", question="q", answer="x"), "x") is None
+    conts = [" B", " A", "\n", " Z"]  # right, wrong but valid, no letter, not an option
+    gen = lambda prompts, news, run: conts
+    spec = BENCHES["world-mc"]
+    data = BenchData(spec=spec, items=items, source="test", n_available=4, sample_size=None, seed=0, limit=None)
+    res = run_paper(gen, data, n_runs=2, progress=False)
+    assert res["mean"] == pytest.approx(25.0) and res["valid_share"] == pytest.approx(50.0)
 
 
 def test_settings_parse_and_reject():

@@ -111,6 +111,16 @@ def bleu_score(continuation: str, reference: str) -> float:
     return float(sacrebleu.corpus_bleu([gen.upper()], [[reference.upper()]]).score)
 
 
+def valid_option(item: Item, continuation: str) -> float | None:
+    """Multiple choice: 1.0 when the first char of the stripped, upper-cased continuation is one of
+    the item's option labels (a valid answer, right or wrong), else 0.0; None for other tasks.
+    (Spec section 5: scores below chance mean many generations are not a valid letter.)"""
+    if item.task not in FIRST_CHAR_TASKS:
+        return None
+    labels = item.labels or (["T", "F"] if item.task == "boolq" else [])
+    return 1.0 if continuation.strip().upper()[:1] in {str(x).upper() for x in labels} else 0.0
+
+
 def score_item(item: Item, continuation: str) -> float:
     """Score one continuation with the published rule for its task (accuracy 0/1 or BLEU)."""
     if item.task in FIRST_CHAR_TASKS:
@@ -186,6 +196,7 @@ def run_paper(
     scale = 1.0 if bleu else 100.0
 
     per_run_scores: list[list[float]] = []
+    per_run_valid: list[list[float | None]] = []
     examples: list[dict] = []
     runs_needed = 1 if deterministic else n_runs
     bar = tqdm(total=runs_needed * len(items), unit="item", desc=f"{model_name} {spec.label}",
@@ -193,6 +204,7 @@ def run_paper(
     for r in range(n_runs):
         if deterministic and r > 0:
             per_run_scores.append(per_run_scores[0])
+            per_run_valid.append(per_run_valid[0])
             continue
         torch.manual_seed(run_seed(seed, r))
         conts = generator(prompts, news, r)
@@ -200,6 +212,7 @@ def run_paper(
         if len(conts) != len(items):
             raise RuntimeError(f"generator returned {len(conts)} continuations for {len(items)} prompts")
         per_run_scores.append([score_item(it, c) for it, c in zip(items, conts)])
+        per_run_valid.append([valid_option(it, c) for it, c in zip(items, conts)])
         if r == 0:
             examples = [
                 {"id": it.id, "continuation": c, "gold": it.answer} for it, c in list(zip(items, conts))[:5]
@@ -223,6 +236,9 @@ def run_paper(
         "item_scores": [float(np.mean(col)) for col in zip(*per_run_scores)],
         "examples": examples,
     }
+    if spec.task in FIRST_CHAR_TASKS and items:
+        # share of generations that are a valid option label (percent, mean over runs)
+        result["valid_share"] = float(np.mean([100.0 * float(np.mean(v)) for v in per_run_valid]))
 
     # per-subject (MMLU) and per-language / per-kind (world) statistics over the same runs
     groups: dict[str, list[int]] = {}

@@ -328,6 +328,7 @@ def seed_row(name: str, result: dict) -> dict:
         train_loss_last=result.get("train_loss_last"),
         mc_loglik=(mc.get("loglik") or {}).get("acc"),
         mc_paper=(mc.get("paper") or {}).get("mean"),
+        mc_paper_valid=(mc.get("paper") or {}).get("valid_share"),
         short_paper=(short.get("paper") or {}).get("mean"),
         short_loglik_greedy=(short.get("loglik") or {}).get("greedy_match"),
         short_bpc=(short.get("loglik") or {}).get("bpc"),
@@ -342,7 +343,7 @@ def seed_row(name: str, result: dict) -> dict:
     )
 
 
-ROW_METRICS = ("val_loss", "val_bpc", "train_loss_last", "mc_loglik", "mc_paper", "short_paper",
+ROW_METRICS = ("val_loss", "val_bpc", "train_loss_last", "mc_loglik", "mc_paper", "mc_paper_valid", "short_paper",
                "short_loglik_greedy", "short_bpc")
 
 
@@ -357,7 +358,7 @@ def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], n
     per_model = {}
     for name in names:
         mine = [r for r in rows if r["model"] == name]
-        per_model[name] = {m: F.ci([r[m] for r in mine if r[m] is not None]) for m in ROW_METRICS}
+        per_model[name] = {m: F.ci([r.get(m) for r in mine if r.get(m) is not None]) for m in ROW_METRICS}
     frozen = [n for n, spec in names.items() if spec != BASELINE]
     baseline = next((n for n, spec in names.items() if spec == BASELINE), None)
     probes = {name: F.probe_stats(by_seed) for name, by_seed in analyses.items() if by_seed}
@@ -365,6 +366,9 @@ def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], n
            for name in names}
     found = F.question_findings(per_model, frozen)
     if baseline:
+        by_seed = {m: {name: {r["seed"]: r[m] for r in rows if r["model"] == name and r.get(m) is not None}
+                       for name in names} for m in ("mc_paper", "mc_paper_valid")}
+        found += F.generation_findings(by_seed["mc_paper"], by_seed["mc_paper_valid"], frozen, baseline)
         found += F.loss_findings(val, frozen, baseline)
     found += F.probe_findings(probes, frozen)
     return {"per_model": per_model, "probes": probes, "findings": found, "summary": F.summary_line(found)}

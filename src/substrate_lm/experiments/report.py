@@ -26,8 +26,10 @@ interval lies on its side of the threshold.</p>
 trainable one? Validation loss and bits per character on held-out documents; the world's held-out
 questions (phrasings never seen in training, including two-hop questions) under the log-likelihood
 protocol (the option text the model finds most likely after <code>Question: ...\nAnswer:</code>) and the
-papers' generation protocol (the model writes the option letter, sampled). Chance on the 4-way
-multiple-choice questions is 25%.</li>
+papers' generation protocol (the model writes the option letter, sampled), where the papers' claim is
+the comparison with the architecturally identical trainable model (23.68% vs 14.00% on MMLU: the
+trainable model often writes no valid option letter), so the share of valid letters is shown too.
+Chance on the 4-way multiple-choice questions is 25%.</li>
 <li><b>Probe accuracy by layer</b>: a linear probe reads each entity's category (animal, city, tool,
 ...) from the hidden states at the entity's name, in carrier sentences that say nothing about it
 ("The old story begins with Vedi."), with cross-validation folds that hold whole entities out. At the
@@ -180,7 +182,8 @@ def _findings_html(findings: list[dict], summary: str) -> str:
 
 def _results_table(per_model: dict[str, dict], rows: list[dict]) -> str:
     head = ("<tr><th>model</th><th>substrate</th><th>trainable / total params</th><th>seeds</th><th>val loss</th>"
-            "<th>val bpc</th><th>world MC, loglik %</th><th>world MC, paper %</th><th>world short, paper %</th>"
+            "<th>val bpc</th><th>world MC, loglik %</th><th>world MC, paper %</th><th>valid letters, paper %</th>"
+            "<th>world short, paper %</th>"
             "<th>world short, loglik greedy %</th><th>table unchanged</th></tr>")
     body = []
     for name, st in per_model.items():
@@ -195,6 +198,7 @@ def _results_table(per_model: dict[str, dict], rows: list[dict]) -> str:
             f"<td>{r0['trainable_params'] / 1e6:.2f}M / {r0['total_params'] / 1e6:.2f}M</td><td>{len(mine)}</td>"
             f"<td>{_ci_cell(st['val_loss'])}</td><td>{_ci_cell(st['val_bpc'])}</td>"
             f"<td>{_ci_cell(st['mc_loglik'], pct=True)}</td><td>{_ci_cell(st['mc_paper'], pct=True)}</td>"
+            f"<td>{_ci_cell(st['mc_paper_valid'], pct=True) if 'mc_paper_valid' in st else 'n/a'}</td>"
             f"<td>{_ci_cell(st['short_paper'], pct=True)}</td><td>{_ci_cell(st['short_loglik_greedy'], pct=True)}</td>"
             f"<td>{unchanged}</td></tr>"
         )
@@ -203,13 +207,13 @@ def _results_table(per_model: dict[str, dict], rows: list[dict]) -> str:
 
 def _seed_table(rows: list[dict]) -> str:
     head = ("<tr><th>model</th><th>seed</th><th>train loss (first &rarr; last)</th><th>val loss</th><th>val bpc</th>"
-            "<th>MC loglik %</th><th>MC paper %</th><th>short paper %</th><th>train + eval s</th></tr>")
+            "<th>MC loglik %</th><th>MC paper %</th><th>valid letters %</th><th>short paper %</th><th>train + eval s</th></tr>")
     body = [
         f"<tr><td>{html.escape(r['model'])}</td><td>{r['seed']}</td>"
         f"<td>{_fmt(r['train_loss_first'], 2)} &rarr; {_fmt(r['train_loss_last'], 2)}</td>"
         f"<td>{_fmt(r['val_loss'])}</td><td>{_fmt(r['val_bpc'])}</td><td>{_fmt(r['mc_loglik'], pct=True)}</td>"
-        f"<td>{_fmt(r['mc_paper'], pct=True)}</td><td>{_fmt(r['short_paper'], pct=True)}</td>"
-        f"<td>{_fmt(r['seconds'], 0)}</td></tr>"
+        f"<td>{_fmt(r['mc_paper'], pct=True)}</td><td>{_fmt(r.get('mc_paper_valid'), pct=True)}</td>"
+        f"<td>{_fmt(r['short_paper'], pct=True)}</td><td>{_fmt(r['seconds'], 0)}</td></tr>"
         for r in rows
     ]
     return "<table>" + head + "".join(body) + "</table>"
