@@ -505,8 +505,9 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
         docking=docking,
         seconds=time.time() - t0,
     )
-    log(f"findings: {stats['summary']}")
-    for f in stats["findings"]:
+    every = list(stats["findings"]) + F.docking_findings(docking)  # as report.html and results.json count them
+    log(f"findings: {F.summary_line(every)}")
+    for f in every:
         log(f"  [{f['verdict']}] {f['sentence']}")
     log(f"done in {time.time() - t0:.0f} s; report: {report.resolve()}")
     return report
