@@ -28,18 +28,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # bench/machine.py
 
 NGRAMS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bvv241" / "ngrams-2-3.txt"
 
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def get_tokenizer():

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model as _cpu  # bench/machine.py
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NGRAMS = REPO.parent / "shared" / "data" / "bvv241" / "ngrams-2-3.txt"
 SYNTH_LANGS = ("en", "ru", "de", "fr", "zh", "ja", "ar", "hi")
@@ -216,15 +218,6 @@ def main(argv=None) -> int:
         Path(args.write).write_text(report, encoding="utf-8")
     return 0
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from machine import cpu_model as cpu_name  # bench/machine.py
 
 CONFIGS = [
     # name, model, precision, extra trainer overrides
@@ -218,15 +219,6 @@ def measure_memory(args) -> list[dict]:
         out.append(json.loads(line[0][7:]))
     return out
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

@@ -28,18 +28,10 @@ from substrate_lm.world import build_world, entities_per_category, generate_worl
 from substrate_lm.world.languages import get_lang
 from substrate_lm.world.render import fact_templates, value_kwargs
 from substrate_lm.world.truth import is_relation, subject_facts
+from machine import cpu_model  # bench/machine.py
 
 TARGET_MB_S = 10.0
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def naive_generate(size_b: int, langs, seed: int, path: Path) -> int:

@@ -5,29 +5,16 @@ Usage: torchrun --standalone --nproc_per_node 2 dist_worker.py RUN_DIR DATA_DIR 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from training_helpers import DIST_OVERRIDES, tiny_config  # noqa: E402
+from training_helpers import DIST_OVERRIDES, digest, tiny_config  # noqa: E402
 
 from substrate_lm.training import Trainer  # noqa: E402
-
-
-def digest(state: dict) -> str:
-    """sha256 over names and fp32 bytes; DTensor shards are gathered first (a collective)."""
-    h = hashlib.sha256()
-    for key, value in state.items():
-        if hasattr(value, "full_tensor"):
-            value = value.full_tensor()
-        h.update(key.encode())
-        h.update(value.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def main() -> None:

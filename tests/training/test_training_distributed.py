@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import DIST_OVERRIDES, read_log, tiny_config
+from training_helpers import DIST_OVERRIDES, digest, read_log, tiny_config
 
 from substrate_lm.training import Trainer, load_checkpoint, model_from_checkpoint
 
@@ -26,14 +25,6 @@ def launch(strategy: str, run_dir: Path, data_dir: Path, out: Path) -> list[dict
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
-
-
-def digest(state: dict) -> str:
-    h = hashlib.sha256()
-    for key, value in state.items():
-        h.update(key.encode())
-        h.update(value.detach().to(torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")

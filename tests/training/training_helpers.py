@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
+
+import torch
 
 from substrate_lm.training import load_config
 
@@ -78,3 +81,14 @@ def read_log(run_dir, event: str = "train") -> list[dict]:
 # the 2-process runs: 2 ranks x batch 4 with accumulation 2 (their single-process twin: batch 8)
 DIST_OVERRIDES = {"train.steps": 4, "train.grad_accum": 2, "checkpoint.interval": 2,
                   "eval.interval": 2}
+
+
+def digest(state: dict) -> str:
+    """sha256 over names and fp32 bytes; DTensor shards are gathered first (a collective)."""
+    h = hashlib.sha256()
+    for key, value in state.items():
+        if hasattr(value, "full_tensor"):
+            value = value.full_tensor()
+        h.update(key.encode())
+        h.update(value.detach().to(torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -11,7 +11,6 @@ under a fake process group of ``--gpus`` ranks (see :mod:`substrate_lm.training.
 from __future__ import annotations
 
 import json
-import sys
 
 from .common import add_runtime_args, add_settings_args, apply_threads, positive_float, positive_int, settings_overrides
 
@@ -75,17 +74,3 @@ def cmd_plan(args) -> int:
         print(format_plan(plan))
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="substrate-lm")
-    register(parser.add_subparsers(dest="command"))
-    ns = parser.parse_args()
-    from ..errors import SubstrateError
-
-    try:
-        sys.exit(ns.func(ns))
-    except SubstrateError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
