@@ -89,7 +89,7 @@ def test_preset_counts_match_the_models():
 def test_the_transformers_bars_are_quieted_when_transformers_is_first_imported():
     code = """
         import sys
-        from substrate_lm.cli.main import quiet_transformers_bars_when_imported
+        from substrate_lm.logutil import quiet_transformers_bars_when_imported
         quiet_transformers_bars_when_imported()
         assert "transformers" not in sys.modules
         from transformers.utils import logging

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..errors import SubstrateError
+from ..logutil import quiet_transformers_bars_when_imported
 
 
 def available_cores() -> int:
@@ -41,6 +42,7 @@ def check_jobs(jobs: int) -> int:
 
 def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    quiet_transformers_bars_when_imported()  # as the CLI does: no per-file bars in the demo's log
 
 
 def run_tasks(fn: Callable[..., Any], args: Sequence[tuple], jobs: int = 1, threads: int = 1) -> list:
