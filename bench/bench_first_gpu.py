@@ -287,16 +287,9 @@ def main(argv=None) -> int:
               f"torch {torch.__version__}; plan: fake tensors, {gpu or f'{peak_tflops:g} TFLOP/s'} peak, "
               f"{gpu_memory / 1e9:.0f} GB, headroom {args.headroom:.0%}; command: "
               f"`{' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}`\n\n" + table(compared))
-        print(md)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.out, "a", encoding="utf-8") as fh:
-                fh.write(md)
-        if args.json:
-            args.json.write_text(json.dumps({"device": device_name, "world_size": world, "rows": rows,
-                                             "compared": compared,
-                                             "plans": {k: dataclasses.asdict(v) for k, v in plans.items()}},
-                                            indent=2, default=str), encoding="utf-8")
+        bench.write_results(md, args.out, args.json,
+                            {"device": device_name, "world_size": world, "rows": rows, "compared": compared,
+                             "plans": {k: dataclasses.asdict(v) for k, v in plans.items()}})
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0

@@ -178,6 +178,18 @@ def markdown(args, rows: list[dict], device_name: str) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def write_results(md: str, out: Path | None, json_path: Path | None, record: dict) -> None:
+    """Print the markdown table, append it to ``out`` and write ``record`` as JSON to ``json_path``
+    (either may be None). Rank 0 only."""
+    print(md)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a", encoding="utf-8") as fh:
+            fh.write(md)
+    if json_path:
+        json_path.write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() and not args.smoke \
@@ -203,15 +215,8 @@ def main(argv=None) -> int:
         if rank == 0:
             print(json.dumps(row), flush=True)
     if rank == 0 and rows:
-        table = markdown(args, rows, device_name)
-        print(table)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with open(args.out, "a", encoding="utf-8") as fh:
-                fh.write(table)
-        if args.json:
-            args.json.write_text(json.dumps({"device": device_name, "args": {k: str(v) for k, v in vars(args).items()},
-                                             "rows": rows}, indent=2), encoding="utf-8")
+        write_results(markdown(args, rows, device_name), args.out, args.json,
+                      {"device": device_name, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     if dist.is_initialized():
         dist.destroy_process_group()
     return 0
