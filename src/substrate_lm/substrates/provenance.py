@@ -116,7 +116,7 @@ def table_provenance_problem(config: dict, table: torch.Tensor | np.ndarray | No
     vocab_sha = None
     if kind == "glyph":
         if vocab is None:
-            return (f"a glyph table renders its tokens, but no tokenizer was found to check it against; "
+            return ("a glyph table renders its tokens, but no tokenizer was found to check it against; "
                     "keep the tokenizer in the model folder (export with --tokenizer)")
         vocab_sha = vocab_digest(vocab)
         if meta.get("vocab_sha256") and meta["vocab_sha256"] != vocab_sha:
