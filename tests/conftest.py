@@ -48,3 +48,16 @@ def pinned_env():
 def shared_file():
     """``shared_file("data", "bvv241", "ngrams-2-3.txt")``: a path under ../shared or a skip."""
     return shared_path
+
+
+@pytest.fixture(autouse=True)
+def _restore_bench_registry():
+    """Task files a test registers (``register_task_file``, the ablation's ``task_files``) stay
+    registered in the process: restore the bench registry after every test, so that a later test
+    does not see them (``eval tasks --data-dir MISSING`` passed after the real-text ablation test)."""
+    from substrate_lm.evaluation.datasets import BENCHES
+
+    saved = dict(BENCHES)
+    yield
+    BENCHES.clear()
+    BENCHES.update(saved)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -90,6 +91,18 @@ limit = 8
     lines = []
     run_ablation(cfg, log=lines.append)
     assert sum("(done, skipped)" in line for line in lines) == 4
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # other training settings in the same folder would reuse the finished cells: refused in one line
+    other = dataclasses.replace(cfg, overrides={**cfg.overrides, "train.steps": 6, "train.batch_size": 2})
+    with pytest.raises(SubstrateError, match=r"holds finished cells trained with other settings "
+                                             r"\(overrides, train.batch_size, train.steps\); use another output folder"):
+        run_ablation(other, log=lambda s: None)
+    with pytest.raises(SubstrateError, match=r"other settings \(limit\)"):
+        run_ablation(dataclasses.replace(cfg, limit=9), log=lambda s: None)
+    # fewer substrates select cells of the same grid: allowed, nothing retrained
+    lines = []
+    run_ablation(dataclasses.replace(cfg, substrates=["bits"]), log=lines.append)
+    assert sum("(done, skipped)" in line for line in lines) == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 

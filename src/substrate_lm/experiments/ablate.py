@@ -54,7 +54,7 @@ from ..evaluation.datasets import parse_benches, register_task_file
 from ..evaluation.perplexity import read_text
 from ..export import export_model
 from ..loading import load_model_dir, load_tokenizer
-from ..fsutil import atomic_write_json
+from ..fsutil import atomic_write_json, read_json
 from ..presets import PRESETS
 from ..settings import SettingsEngine, read_toml
 from ..substrates.registry import parse_spec
@@ -629,6 +629,32 @@ def check_heldout(cfg: AblationConfig, corpora) -> None:
                                      f"{corpus_name(corpus.spec)}: {exc}; or give held-out text as a file") from None
 
 
+#: keys of a grid's ``config.json`` that may change between runs in one folder: they add or select
+#: cells (keyed by preset, corpus, substrate and seed), or add held-out data and benches that are
+#: scored on the finished cells' models (:func:`complete_cell`); the rest would change what a
+#: finished cell holds
+GRID_KEYS = ("out", "seeds", "substrates", "presets", "heldout", "benches", "task_files")
+
+
+def check_same_grid(root: Path, record: dict) -> None:
+    """Refuse, in one line, a rerun in ``root`` whose settings would change what its finished cells
+    hold (training, model, data, evaluation): they would be reused as they are, next to cells
+    trained otherwise. Changing the keys of :data:`GRID_KEYS` is allowed."""
+    old = read_json(root / "config.json", missing=None, corrupt=None, kind=dict)
+    if old is None or not any((root / "cells").glob("*/result.json")):
+        return
+    changed = sorted(k for k in set(old) | set(record) if k not in GRID_KEYS and k != "run_config"
+                     and old.get(k) != record.get(k))
+    runs = old.get("run_config") or {}, record.get("run_config") or {}
+    changed += sorted(f"{sec}.{k}" for sec in set(runs[0]) | set(runs[1])
+                      for k in set(runs[0].get(sec) or {}) | set(runs[1].get(sec) or {})
+                      if sec != "run" and (runs[0].get(sec) or {}).get(k) != (runs[1].get(sec) or {}).get(k))
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+        raise SubstrateError(f"{root} holds finished cells trained with other settings ({shown}); use another "
+                             f"output folder, or remove it to start again")
+
+
 def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_models: bool = False,
                  jobs: int = 1, threads: int = 1, base: RunConfig | None = None) -> dict:
     """Run (or resume) every cell of the grid, then aggregate; writes ``ablation.json`` and ``.md``.
@@ -648,7 +674,9 @@ def run_ablation(cfg: AblationConfig, log: Callable[[str], None] = print, keep_m
     base = base if base is not None else base_run_config(cfg)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(root / "config.json", {**asdict(cfg), "run_config": base.to_dict()}, default=str)
+    record = json.loads(json.dumps({**asdict(cfg), "run_config": base.to_dict()}, default=str))
+    check_same_grid(root, record)
+    atomic_write_json(root / "config.json", record)
     register_tasks(cfg)  # task files and bench names checked before any training
     corpora = {c: prepare_corpus(c, root, cfg.data_seed, cfg.langs, log, tokenizer=cfg.tokenizer, world=cfg.world)
                for c in cfg.corpora}
