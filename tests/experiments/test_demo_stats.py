@@ -139,7 +139,7 @@ def test_settings_parse_and_reject():
              "demo.seeds": 5, "model.overrides.n_layer": "3", "docking.grow_steps": "50"})
     assert s.train.steps == 800 and s.demo.maps == ("pca",) and s.demo.langs == ("en", "ru") and s.train.lr == 1e-2
     assert s.demo.seeds == 5 and s.model.overrides["n_layer"] == 3 and s.docking.grow_steps == 50
-    assert full.train.steps == 600 and full.demo.langs == ("en",)  # apply returns new settings
+    assert full.train.steps == 1200 and full.demo.langs == ("en",)  # apply returns new settings
     s = s.apply({"demo.maps": "none"})
     assert s.demo.maps == ()
     bad = [({"train.steps": "abc"}, "train.steps must be an integer"), ({"train.steps": 2.5}, "train.steps must be an integer"),
@@ -156,6 +156,12 @@ def test_settings_parse_and_reject():
            ({"train.lr": 1e-4}, "train.min_lr must be between"), ({"train.seq_len": 256}, "seq_len 256 exceeds"),
            ({"docking.grow_layers": 1}, "docking.grow_layers"), ({"model.substrate": "bits"}, "--substrates"),
            ({"train.seed": 3}, "--seed"), ({"docking.split": "x"}, "docking.split must be one of"),
+           # growth against the demo's models: its plan is derived, the seeds must have demo models
+           ({"docking.grow_layers": 3}, "docking.grow_layers is derived from the demo's models"),
+           ({"docking.grow_first_steps": 100}, "grow_first_steps is derived"),
+           ({"docking.grow_steps": 1200}, "grow_steps \\(1200\\) must be below train.steps"),
+           ({"demo.docking_seeds": 6}, "docking_seeds \\(6\\) must be <= demo.seeds"),
+           ({"docking.grow_baseline": "mine"}, "docking.grow_baseline must be one of own, demo"),
            # the flat keys that became the trainer's name their new key
            ({"demo.steps": 600}, "write --train.steps"), ({"demo.n_layer": 2}, "write --model.overrides.n_layer")]
     for overrides, message in bad:
@@ -169,12 +175,12 @@ def test_modes_keep_their_settings():
     assert model["quick"] == {"d_model": 64, "n_layer": 2, "n_head": 4, "block_size": 128}
     assert model["full"] == model["long"] == {"d_model": 64, "n_layer": 4, "n_head": 4, "block_size": 128}
     train = {mode: DemoSettings.for_mode(mode).train for mode in ("quick", "full", "long")}
-    assert [(t.steps, t.warmup) for t in train.values()] == [(60, 6), (600, 30), (1200, 60)]
-    assert all((t.batch_size, t.seq_len, t.lr, t.min_lr, t.precision) == (16, 128, 1e-2, 1e-3, "fp32")
+    assert [(t.steps, t.warmup) for t in train.values()] == [(120, 12), (1200, 60), (2400, 120)]
+    assert all((t.batch_size, t.seq_len, t.lr, t.min_lr, t.precision) == (8, 128, 1e-2, 1e-3, "fp32")
                for t in train.values())
     demo = {mode: DemoSettings.for_mode(mode).demo for mode in ("quick", "full", "long")}
     assert [(d.seeds, d.docking_seeds, d.eval_interval, d.limit, d.per_entity) for d in demo.values()] == \
-        [(1, 1, 30, 60, 4), (5, 3, 100, 300, 8), (5, 5, 200, 300, 8)]
+        [(1, 1, 60, 60, 4), (5, 5, 100, 300, 8), (8, 8, 400, 300, 8)]
 
 
 def test_steps_reach_the_cells_and_the_experts_as_typed_objects(tmp_path):
@@ -215,6 +221,11 @@ def test_demo_cli_bad_setting_is_one_line_error(capsys, tmp_path):
     assert "write --demo.seeds 6" in capsys.readouterr().err
     assert main(["demo", "--demo.steps", "600"]) == 2
     assert "write --train.steps VALUE" in capsys.readouterr().err
+    # growth is compared with the demo's random-bits models: dropping them needs one of two choices
+    assert main(["demo", "--quick", "--substrates", "glyph", "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err
+    assert "keep bits in --substrates, or add --docking.grow_baseline own, or --no-docking" in err
+    assert not (tmp_path / "g").exists()
     assert main(["demo", "--quick", "--help-config", "--train.steps", "77", "--docking.grow_steps", "9"]) == 0
     out = capsys.readouterr().out
     assert "--train.steps = 77" in out and "--demo.mc_variants = 8" in out and "--docking.grow_steps = 9" in out
@@ -312,6 +323,8 @@ def test_each_mode_runs_its_own_docking_settings(monkeypatch, tmp_path):
     assert [st.docking for st, _ in calls] == [DockingSection.quick(), DockingSection.full(), DockingSection.long()]
     # the experts' schedule of each mode (as before the demo and the docking experiment shared sections)
     experts = [expert_sections(st) for st, _ in calls]
-    assert [(t.steps, t.warmup, m.overrides["n_layer"]) for m, t in experts] == [(60, 5, 2), (600, 30, 2), (1000, 50, 2)]
-    assert DemoSettings.long().demo.docking_seeds == 5 and DemoSettings.full().demo.docking_seeds == 3
+    assert [(t.steps, t.warmup, m.overrides["n_layer"]) for m, t in experts] == [(120, 5, 2), (1200, 60, 4), (2400, 120, 4)]
+    assert DemoSettings.long().demo.docking_seeds == 8 and DemoSettings.full().demo.docking_seeds == 5
+    # growth is compared with the demo's own random-bits models in every mode
+    assert all(st.docking.grow_baseline == "demo" for st, _ in calls)
     assert DemoSettings.long().demo.docking_seeds <= DemoSettings.long().demo.seeds

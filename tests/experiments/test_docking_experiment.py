@@ -16,6 +16,7 @@ from substrate_lm.experiments.docking import (
     ENGINE,
     DockingSection,
     DockingSettings,
+    GrowthBase,
     composition_row,
     entity_halves,
     growth_row,
@@ -199,13 +200,47 @@ def test_refusal_reason_and_summarize():
 def test_settings_presets_validate():
     for mode in ("quick", "full", "long"):
         ENGINE.apply(DockingSettings.for_mode(mode), {})
-    long, full = DockingSection.long(), DockingSection.full()
-    # --long trains experts and every growth stage longer, on the same growth plan's depths
-    assert long.steps > 600 and long.grow_first_steps > full.grow_first_steps
-    assert long.grow_steps > full.grow_steps
-    assert (long.grow_layers, long.grow_first_layers) == (full.grow_layers, full.grow_first_layers)
+        # the demo's sections compare growth with the demo's models; run alone, with its own
+        assert DockingSection.for_mode(mode).grow_baseline == "demo"
+        assert DockingSettings.for_mode(mode).docking.grow_baseline == "own"
+    long, full = DockingSettings.for_mode("long").docking, DockingSettings.for_mode("full").docking
+    # --long trains every growth stage longer, on the same growth plan's depths
+    assert long.grow_first_steps > full.grow_first_steps and long.grow_steps > full.grow_steps
+    assert (long.grow_layers, long.grow_first_layers) == (full.grow_layers, full.grow_first_layers) == (3, 2)
     with pytest.raises(SubstrateError, match="seq_len"):
         ENGINE.apply(DockingSettings(), {"train.seq_len": 256})
+    with pytest.raises(SubstrateError, match="docking.grow_layers is derived from the demo's models"):
+        ENGINE.apply(DockingSettings(), {"docking.grow_baseline": "demo"})
+
+
+def test_growth_against_given_models(run, tmp_path):
+    # docking.grow_baseline demo: growth trains on the given models' data to their depth (the first
+    # stage one block shallower, train.steps - grow_steps steps) and both are scored the same way
+    out, result, _ = run
+    mono = out / "seed0" / "grow" / "baseline-depth2" / "model"  # a 2-block bits model of seed 0
+    base = GrowthBase(data=str(out / "data" / "all"), tokenizer=str(out / "tokenizer"), models={0: str(mono)},
+                      steps={0: TINY["train.steps"]}, label="the given model")
+    demo = {**TINY, "docking.grow_baseline": "demo", "docking.grow_steps": 1}
+    with pytest.raises(SubstrateError, match="run it from substrate-lm demo"):
+        run_docking_experiment(tmp_path / "x", mode="quick", seeds=(0,), log=lambda m: None, overrides=demo)
+    with pytest.raises(SubstrateError, match="grow_baseline is own"):
+        run_docking_experiment(tmp_path / "y", mode="quick", seeds=(0,), log=lambda m: None, overrides=TINY,
+                               growth_base=base)
+    got = run_docking_experiment(tmp_path / "d", mode="quick", seeds=(0,), log=lambda m: None, overrides=demo,
+                                 growth_base=base)
+    row = got["growth"]["rows"][0]
+    assert [st["depth"] for st in row["stages"]] == [1, 2]
+    assert row["tokens_grown"] == row["tokens_monolithic"] == 3 * 2 * 32  # train.steps x batch x seq_len
+    assert row["monolithic"] == {"model_dir": str(mono), "label": "the given model"}
+    assert row["same_substrate"] is True and row["lower_blocks_unchanged"] is True
+    assert not (tmp_path / "d" / "seed0" / "grow" / "baseline-depth2").exists()  # no monolithic model trained
+    assert row["ratio"] == pytest.approx(row["grown_val_loss"] / row["monolithic_val_loss"])
+    assert "the given model of each seed" in got["findings"][-2]
+    # a model that trained fewer tokens than the grown one is refused, naming both counts
+    short = GrowthBase(base.data, base.tokenizer, base.models, steps={0: 2}, label="the given model")
+    with pytest.raises(SubstrateError, match="trained 192 tokens but the given model 128"):
+        run_docking_experiment(tmp_path / "e", mode="quick", seeds=(0,), log=lambda m: None, overrides=demo,
+                               growth_base=short)
 
 
 def test_every_docking_key_is_described():

@@ -58,7 +58,7 @@ from ..world import parse_langs, parse_size
 from ..world.generator import MAX_MC_VARIANTS
 from . import findings as F
 from .ablate import TOKENIZERS, AblationConfig, run_ablation
-from .docking import DockingSection, DockingSettings, run_docking_experiment
+from .docking import DockingSection, DockingSettings, GrowthBase, run_docking_experiment
 from .docking.settings import check as check_docking
 from .parallel import check_jobs, default_jobs
 from .report import write_demo_report
@@ -107,8 +107,9 @@ class DemoSection:
     seeds: int = 5
     """Seeds per model: the models train on seeds --seed .. --seed + seeds - 1 (figures are means
     with a CI95 over them)."""
-    docking_seeds: int = 3
-    """Seeds of the docking experiment (the first ones of seeds)."""
+    docking_seeds: int = 5
+    """Seeds of the docking experiment (the first ones of seeds; growth is compared with the demo's
+    random-bits model of each)."""
     n_runs: int = 1
     """Repetitions of the papers' (sampled) generation protocol per seed."""
     limit: int = 300
@@ -134,10 +135,18 @@ def demo_model(n_layer: int = 4) -> ModelSection:
     return ModelSection(preset="tiny", overrides={"d_model": 64, "n_layer": n_layer, "n_head": 4, "block_size": 128})
 
 
-def demo_train(steps: int = 600, warmup: int = 30) -> TrainSection:
-    """The demo's schedule: ``steps`` of 16 x 128 tokens, lr 1e-2 to 1e-3 after ``warmup``, fp32."""
-    return TrainSection(steps=steps, batch_size=16, seq_len=128, lr=1e-2, min_lr=1e-3, warmup=warmup,
+def demo_train(steps: int = 1200, warmup: int = 60) -> TrainSection:
+    """The demo's schedule: ``steps`` of 8 x 128 tokens, lr 1e-2 to 1e-3 after ``warmup``, fp32.
+
+    Batches of 8 sequences, not 16: the same tokens in twice the optimizer steps bring every model
+    closer to the world's validation floor in the same time (the glyph table's loss ratio to the
+    trainable one and the held-out accuracy before and after: benchmarks/2026-12-07-demo-schedule.md)."""
+    return TrainSection(steps=steps, batch_size=8, seq_len=128, lr=1e-2, min_lr=1e-3, warmup=warmup,
                         precision="fp32")
+
+
+#: validation tokens of every demo model (eval batches = this / (batch_size x seq_len))
+VAL_TOKENS = 16_384
 
 
 @dataclass
@@ -161,9 +170,9 @@ class DemoSettings:
     @classmethod
     def quick(cls) -> "DemoSettings":
         return cls(
-            demo=DemoSection(eval_interval=30, seeds=1, docking_seeds=1, limit=60, per_entity=4),
+            demo=DemoSection(eval_interval=60, seeds=1, docking_seeds=1, limit=60, per_entity=4),
             model=demo_model(n_layer=2),
-            train=demo_train(steps=60, warmup=6),
+            train=demo_train(steps=120, warmup=12),
             docking=DockingSection.quick(),
         )
 
@@ -174,8 +183,8 @@ class DemoSettings:
 
     @classmethod
     def long(cls) -> "DemoSettings":
-        # the docking part runs DockingSection.long (longer experts and growth)
-        return cls(demo=DemoSection(eval_interval=200, docking_seeds=5), train=demo_train(steps=1200, warmup=60),
+        # twice the steps on 8 seeds; the docking part runs DockingSection.long (longer experts) on 8
+        return cls(demo=DemoSection(eval_interval=400, seeds=8, docking_seeds=8), train=demo_train(steps=2400, warmup=120),
                    docking=DockingSection.long())
 
     @classmethod
@@ -232,6 +241,9 @@ def check(settings: DemoSettings) -> None:
     block = settings.model.overrides.get("block_size")
     if block is not None and t.seq_len > block:
         raise SubstrateError(f"train.seq_len {t.seq_len} exceeds model.overrides.block_size {block}")
+    if settings.docking.grow_baseline == "demo" and s.docking_seeds > s.seeds:
+        raise SubstrateError(f"demo.docking_seeds ({s.docking_seeds}) must be <= demo.seeds ({s.seeds}): growth is "
+                             f"compared with the demo's random-bits model of each docking seed")
     check_docking(settings.docking_settings())
 
 
@@ -288,7 +300,8 @@ def demo_run_config(settings: DemoSettings) -> RunConfig:
         base,
         model=settings.model,
         train=settings.train,
-        eval=replace(base.eval, interval=settings.demo.eval_interval, steps=8),
+        eval=replace(base.eval, interval=settings.demo.eval_interval,
+                     steps=max(1, VAL_TOKENS // (settings.train.batch_size * settings.train.seq_len))),
         log=replace(base.log, interval=max(1, steps // 20), sample_interval=0, tensorboard=False),
         checkpoint=replace(base.checkpoint, interval=max(10, steps // 2), keep_last=1),
     )
@@ -375,11 +388,22 @@ def compute_statistics(rows: list[dict], analyses: dict[str, dict[int, dict]], n
 
 
 def run_docking(out: Path, settings: DemoSettings, mode: str, seeds: list[int], log: Callable[[str], None],
-                jobs: int = 1) -> dict:
+                jobs: int = 1, growth_base: GrowthBase | None = None) -> dict:
     """Claim 3 (the docking port): :func:`.docking.run_docking_experiment` with the demo's
-    [docking], [model] and [train] sections (:meth:`DemoSettings.docking_settings`)."""
+    [docking], [model] and [train] sections (:meth:`DemoSettings.docking_settings`); growth is
+    compared with ``growth_base`` (the demo's random-bits models) when ``docking.grow_baseline`` is
+    demo."""
     return run_docking_experiment(out / "docking", settings.docking_settings(), mode=mode, seeds=seeds, log=log,
-                                  jobs=jobs)
+                                  jobs=jobs, growth_base=growth_base)
+
+
+def growth_base(corpus, cells: dict, seeds: list[int]) -> GrowthBase:
+    """The demo's random-bits models of ``seeds`` (exported) with the shards and tokenizer they
+    trained on: what growth is compared with (``docking.grow_baseline`` demo)."""
+    return GrowthBase(data=str(corpus.data_dir), tokenizer=str(corpus.tokenizer_dir),
+                      models={s: cells[("bits", s)]["model_dir"] for s in seeds},
+                      steps={s: int(cells[("bits", s)]["steps"]) for s in seeds},
+                      label="the demo's random-bits (1024-BIT) model")
 
 
 def run_demo(
@@ -426,6 +450,9 @@ def run_demo(
     if not unifont_available(font):
         settings.demo.substrates = {k: v for k, v in settings.demo.substrates.items() if v != "glyph"}
         log("note: GNU Unifont not found (apt-get install unifont fonts-unifont); skipping the uni-glyph model")
+    if docking and settings.docking.grow_baseline == "demo" and "bits" not in settings.demo.substrates.values():
+        raise SubstrateError("the docking experiment compares growth with the demo's random-bits models: keep bits in "
+                             "--substrates, or add --docking.grow_baseline own, or --no-docking")
     seeds = list(range(seed, seed + settings.demo.seeds))
     threads_before = torch.get_num_threads()
     torch.set_num_threads(settings.demo.threads)
@@ -489,8 +516,9 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
     stats = compute_statistics(rows, analyses, dict(d.substrates))
     gens = {name: generations(*model_of(spec, seeds[0]), d.prompts, max_new_tokens=24 if quick else 40)
             for name, spec in d.substrates.items()}
-    docking = run_docking(out, settings, mode, list(range(seeds[0], seeds[0] + d.docking_seeds)), log, jobs) \
-        if docking else None
+    dock_seeds = list(range(seeds[0], seeds[0] + d.docking_seeds))
+    base = growth_base(corpus, cells, dock_seeds) if settings.docking.grow_baseline == "demo" else None
+    docking = run_docking(out, settings, mode, dock_seeds, log, jobs, base) if docking else None
 
     report = write_demo_report(
         out,

@@ -425,11 +425,15 @@ def docking_sentences(result: dict) -> list[str]:
         r = agg["ratio"]
         tokens = rows[0]["tokens_grown"]
         equal = all(x["tokens_grown"] == x["tokens_monolithic"] for x in rows)
+        first = summarize([x["stages"][0]["val_loss"] for x in rows])
+        mono = (rows[0].get("monolithic") or {}).get("label")
         out.append(
             f"Growth: grown block by block to {rows[0]['stages'][-1]['depth']} blocks "
-            f"({len(rows[0]['stages'])} stages, the first of {rows[0]['stages'][0]['depth']}), the model's validation loss is "
+            f"({len(rows[0]['stages'])} stages, the first of {rows[0]['stages'][0]['depth']}, at "
+            f"{_fmt_mean(first, 3)} after it), the model's validation loss is "
             f"{_fmt_mean(agg['grown_val_loss'], 3)} against {_fmt_mean(agg['monolithic_val_loss'], 3)} for the monolithic "
-            f"model at {'equal' if equal else 'UNEQUAL'} tokens ({tokens:,}); ratio {_fmt_mean(r, 3)}, within "
+            f"model{f' ({mono} of each seed)' if mono else ''} at {'equal' if equal else 'UNEQUAL'} tokens ({tokens:,}); "
+            f"ratio {_fmt_mean(r, 3)}, within "
             f"{100 * GROWTH_TOLERANCE:.0f}% in {grow['within_seeds']}/{n} seeds; verdict: "
             f"{'shown' if grow['verdict'] else 'not shown'} (criterion: every seed and the CI95's upper end "
             f"<= {1 + GROWTH_TOLERANCE:.2f})."

@@ -49,12 +49,14 @@ What it does (every step a file or folder under ``out_dir``; a rerun skips what 
 3. **Refusal.** Two experts with *trainable* tables (substrate ``unfrozen``) are trained on the two
    halves (``trainable_steps`` steps, first seed only) and handed to ``compose``; its one-line
    refusal is recorded verbatim (``refusal.json``).
-4. **Growth.** Per seed, :func:`substrate_lm.docking.run_growth` grows a model block by block to
-   ``grow_layers`` blocks on the union data (stage 1 trains a ``grow_first_layers``-block model from
-   scratch, every later stage one new block plus the head, the lower blocks frozen, optionally
-   adapted by LoRA), and trains a monolithic model of the same depth on the same batches (equal
-   tokens); both are scored on the same validation tokens (``seed<k>/grow/``, summary
-   ``seed<k>/growth.json``).
+4. **Growth.** Per seed, :func:`substrate_lm.docking.run_growth` grows a model block by block
+   (stage 1 trains a model from scratch, every later stage one new block plus the head, the lower
+   blocks frozen, optionally adapted by LoRA) and compares it with a monolithic model of the same
+   depth at equal tokens, both scored on the same validation batches (``seed<k>/grow/``, summary
+   ``seed<k>/growth.json``). ``docking.grow_baseline`` own (the experiment run alone): on the union
+   data to ``grow_layers`` blocks, the growth run training the monolithic model itself on the same
+   batches; demo (inside ``substrate-lm demo``): on the demo's world against the demo's random-bits
+   model of the same seed (:class:`~.growth.GrowthBase`), see :mod:`.growth`.
 
 Returned dict (also written to ``out_dir/docking.json``; JSON-serialisable)::
 
@@ -84,7 +86,8 @@ Returned dict (also written to ``out_dir/docking.json``; JSON-serialisable)::
       "growth": {
         "rows": [{"seed", "grown_val_loss", "monolithic_val_loss", "ratio", "within_10pct", "tokens_grown",
                   "tokens_monolithic", "stages": [{"depth", "val_loss", "trained", "lower_blocks_unchanged"}],
-                  "lower_blocks_unchanged", "same_substrate", "timing"}],
+                  "lower_blocks_unchanged", "same_substrate", "timing",
+                  "monolithic": {"model_dir", "label"}}],   # "monolithic" only with grow_baseline demo
         "aggregate": {"grown_val_loss" | "monolithic_val_loss" | "ratio": {"mean", "sd", "ci95", "n"}},
         "within_seeds": int, "verdict": bool},
       "verdicts": {"composition": bool, "composition_val_loss": bool, "refusal": bool, "growth": bool},
@@ -103,9 +106,9 @@ upper end of the CI95 of the ratio is at most 1.10.
 
 Every part runs in its own process when ``jobs`` > 1 (:mod:`substrate_lm.experiments.parallel`),
 with the same numbers. Settings (:class:`~.settings.DockingSettings`: sections ``docking``,
-``model``, ``train``): ``mode="full"`` (three seeds: about 10 CPU-minutes, see
-``benchmarks/2026-12-01-demo-configs.md``; about half of that in wall time with ``jobs=2``),
-``"quick"`` (a smoke run: about 60 CPU-seconds for three seeds; too short for the effects) and
+``model``, ``train``): ``mode="full"`` (five seeds of 4-block experts on 1,200 steps of 8 x 128
+tokens, about 15 CPU-minutes with its own growth baseline; half of that in wall time with ``jobs=2``; see
+``benchmarks/2026-12-07-demo-schedule.md``), ``"quick"`` (a smoke run; too short for the effects) and
 ``"long"`` (longer training; for ``demo --long``); ``overrides`` change any key
 (``{"docking.grow_steps": 400}``), and a bad key or value is a one-line :class:`SubstrateError`.
 Inside the demo every key is ``--docking.KEY VALUE`` (``demo --help-config`` lists them). A rerun in
@@ -115,14 +118,15 @@ the same ``out_dir`` with other settings is refused.
 
 from .composition import composition_row, expert_run_config, refusal_reason, run_composition, run_refusal, train_expert
 from .experiment import run_docking_experiment
-from .growth import growth_config, growth_row, run_growth_seed
+from .growth import GrowthBase, growth_config, growth_plan, growth_row, run_growth_seed
 from .halves import (COMPACT_LAYOUT, LANGS, SPLITS, entity_halves, load_union_questions, prepare_docking_data,
                      question_half)
 from .settings import ENGINE, DockingSection, DockingSettings, expert_sections
 
 __all__ = [
-    "COMPACT_LAYOUT", "ENGINE", "LANGS", "SPLITS", "DockingSection", "DockingSettings", "composition_row",
-    "entity_halves", "expert_run_config", "expert_sections", "growth_config", "growth_row", "load_union_questions",
+    "COMPACT_LAYOUT", "ENGINE", "LANGS", "SPLITS", "DockingSection", "DockingSettings", "GrowthBase",
+    "composition_row", "entity_halves", "expert_run_config", "expert_sections", "growth_config", "growth_plan",
+    "growth_row", "load_union_questions",
     "prepare_docking_data", "question_half", "refusal_reason", "run_composition", "run_docking_experiment",
     "run_growth_seed", "run_refusal", "train_expert",
 ]

@@ -16,7 +16,7 @@ from ...fsutil import atomic_write_json
 from ..findings import aggregate_composition, aggregate_growth, docking_sentences
 from ..parallel import check_jobs, run_tasks
 from .composition import run_composition, run_refusal, train_expert
-from .growth import run_growth_seed
+from .growth import GrowthBase, run_growth_seed
 from .halves import load_union_questions, prepare_docking_data
 from .records import Clock, read_done
 from .settings import ENGINE, MODES, DockingSettings, expert_sections, record
@@ -30,7 +30,7 @@ def _load_eval_data(prep: dict, s: DockingSettings):
 
 
 def _task(out: str, st: DockingSettings, kind: str, seed: int, part: str | None, verbose: bool,
-          log: Callable[[str], None] | None = None) -> None:
+          base: GrowthBase | None = None, log: Callable[[str], None] | None = None) -> None:
     """One independent part of the experiment (run in a worker process by ``jobs`` > 1): ``expert``
     (train one half's expert), ``growth``, ``refusal`` or ``composition`` (compose and score the
     trained experts). Each writes its result file; the parent reads them back."""
@@ -41,7 +41,7 @@ def _task(out: str, st: DockingSettings, kind: str, seed: int, part: str | None,
     if kind == "expert":
         train_expert(o, st, prep, seed, part, "bits", log=log)
     elif kind == "growth":
-        run_growth_seed(o, st, prep, seed, log)
+        run_growth_seed(o, st, prep, seed, log, base)
     elif kind == "refusal":
         run_refusal(o, st, prep, seed, log)
     elif kind == "composition":
@@ -53,7 +53,8 @@ def _task(out: str, st: DockingSettings, kind: str, seed: int, part: str | None,
 
 def run_docking_experiment(out_dir, settings: DockingSettings | None = None, *, mode: str = "full",
                            overrides: list[str] | dict | None = None, seeds=(0, 1, 2),
-                           log: Callable[[str], None] = print, jobs: int = 1) -> dict:
+                           log: Callable[[str], None] = print, jobs: int = 1,
+                           growth_base: GrowthBase | None = None) -> dict:
     """Run (or resume) the docking experiment; returns the result dict of the package docstring.
 
     Args:
@@ -70,6 +71,8 @@ def run_docking_experiment(out_dir, settings: DockingSettings | None = None, *, 
         jobs: independent parts (each expert, each growth run, the refusal, each seed's scoring) run
             this many at a time, one process and one torch thread each; the results do not depend
             on it (every part seeds what it uses and is scored from its exported model).
+        growth_base: the monolithic models growth is compared with when ``docking.grow_baseline``
+            is demo (the demo passes its random-bits models; see :mod:`.growth`).
     Raises:
         SubstrateError: a bad setting, no seeds, or ``out_dir`` holding a run with other settings.
     """
@@ -83,6 +86,10 @@ def run_docking_experiment(out_dir, settings: DockingSettings | None = None, *, 
         raise SubstrateError(f"docking seeds must be integers, got {seeds!r}") from None
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise SubstrateError(f"docking seeds must be distinct non-negative integers, got {seeds}")
+    if (s.docking.grow_baseline == "demo") != (growth_base is not None):
+        raise SubstrateError("docking.grow_baseline demo compares growth with the demo's models: run it from "
+                             "substrate-lm demo, or set docking.grow_baseline own" if growth_base is None else
+                             "a growth baseline was given but docking.grow_baseline is own")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SubstrateError(f"docking out_dir {out} is a file; pass a folder")
@@ -109,7 +116,7 @@ def run_docking_experiment(out_dir, settings: DockingSettings | None = None, *, 
     train, score = [], []
     for seed in seeds:
         if read_done(out / f"seed{seed}" / "growth.json") is None:
-            train.insert(0, (str(out), s, "growth", seed, None, verbose))
+            train.insert(0, (str(out), s, "growth", seed, None, verbose, growth_base))
         if read_done(out / f"seed{seed}" / "composition.json") is None:
             train += [(str(out), s, "expert", seed, part, verbose) for part in prep["parts"]]
             score.append((str(out), s, "composition", seed, None, verbose))
@@ -125,7 +132,7 @@ def run_docking_experiment(out_dir, settings: DockingSettings | None = None, *, 
                 for t in tasks:
                     _task(*t, log=log)
     comp_rows = [run_composition(out, s, prep, seed, questions, val, log, n_cross) for seed in seeds]
-    grow_rows = [run_growth_seed(out, s, prep, seed, log) for seed in seeds]
+    grow_rows = [run_growth_seed(out, s, prep, seed, log, growth_base) for seed in seeds]
     refusal = run_refusal(out, s, prep, seeds[0], log)
     result = {
         "claim": "docking",

@@ -56,15 +56,22 @@ class DockingSection:
     Their width, heads and context are [model]'s."""
     steps: int = 0
     """Optimizer steps of each expert; 0: train.steps (so --train.steps sets the demo's models and
-    the experts together; demo --long sets 1000 here)."""
+    the experts together)."""
     warmup: int = -1
     """Warmup steps of the experts and of every growth stage, capped at each one's steps - 1; -1:
     train.warmup."""
     trainable_steps: int = 60
     """Steps of each trainable-table expert (they only have to exist to be refused by compose)."""
+    grow_baseline: Literal["own", "demo"] = "own"
+    """What the grown model is compared with. own: growth runs on the experiment's world against a
+    monolithic model it trains itself (grow_layers, grow_first_layers, grow_first_steps, grow_steps
+    set the plan). demo (the demo's): growth runs on the demo's world and is compared with the
+    demo's own random-bits models of the same seeds, already trained on the same tokens; the plan is
+    derived from them: a first stage one block shallower for train.steps - grow_steps steps, then the
+    last block for grow_steps (grow_layers, grow_first_layers and grow_first_steps stay unset)."""
     grow_layers: int = 2
     """Depth of the grown model (one block per stage after the first) and of its monolithic
-    baseline."""
+    baseline (grow_baseline own)."""
     grow_first_layers: int = 1
     """Blocks of the first growth stage's model (trained from scratch); one block per later stage."""
     grow_first_steps: int = 0
@@ -84,20 +91,22 @@ class DockingSection:
     @classmethod
     def quick(cls) -> "DockingSection":
         """A smoke run (too short for the effects)."""
-        return cls(world_size="60KB", trainable_steps=10, grow_steps=20, warmup=5, n_questions=40, eval_batches=2)
+        return cls(world_size="60KB", trainable_steps=10, grow_baseline="demo", grow_steps=20, warmup=5,
+                   n_questions=40, eval_batches=2)
 
     @classmethod
     def full(cls) -> "DockingSection":
-        """Growth: a 2-block first stage (600 steps), then a third block on top (100 steps) against a
-        3-block monolithic model (700 steps); benchmarks/2026-12-01-demo-configs.md."""
-        return cls(grow_layers=3, grow_first_layers=2, grow_first_steps=600, grow_steps=100)
+        """The demo's: experts as deep as the demo's models (4 blocks), trained on the demo's schedule
+        (--train.steps); growth against the demo's random-bits models, the last block trained 200
+        steps with LoRA rank 8 on the frozen blocks, the papers' recipe for deeper models
+        (benchmarks/2026-12-07-demo-schedule.md)."""
+        return cls(n_layer=4, grow_baseline="demo", grow_steps=200, grow_lora_rank=8, eval_batches=16)
 
     @classmethod
     def long(cls) -> "DockingSection":
-        """``demo --long``: experts train 1,000 steps; growth trains its 2-block first stage 1,500
-        steps and the third block 300 (the monolithic model 1,800), long enough for both to reach
-        the world's validation floor (benchmarks/2026-12-01-demo-configs-3.md)."""
-        return cls(steps=1000, warmup=50, grow_layers=3, grow_first_layers=2, grow_first_steps=1500, grow_steps=300)
+        """``demo --long``: as :meth:`full`, the last block of growth trained 400 steps (the experts
+        and the first stage follow the demo's longer --train.steps)."""
+        return cls(n_layer=4, grow_baseline="demo", grow_steps=400, grow_lora_rank=8, eval_batches=16)
 
     @classmethod
     def for_mode(cls, mode: str) -> "DockingSection":
@@ -112,10 +121,25 @@ def expert_model() -> ModelSection:
     return ModelSection(preset="tiny", overrides={"d_model": 64, "n_head": 4, "block_size": 128})
 
 
-def expert_train(steps: int = 600) -> TrainSection:
+def expert_train(steps: int = 1200) -> TrainSection:
     """The experts' optimisation when the experiment runs alone (as the demo's)."""
-    return TrainSection(steps=steps, batch_size=16, seq_len=128, lr=1e-2, min_lr=1e-3, warmup=30,
+    return TrainSection(steps=steps, batch_size=8, seq_len=128, lr=1e-2, min_lr=1e-3, warmup=60,
                         weight_decay=0.1, precision="fp32")
+
+
+#: the growth plans of the experiment run alone (``docking.grow_baseline`` own): a 2-block first
+#: stage and a third block, against a 3-block monolithic model trained on the same batches
+OWN_GROWTH = {
+    "quick": {},
+    "full": {"grow_layers": 3, "grow_first_layers": 2, "grow_first_steps": 1200, "grow_steps": 200},
+    "long": {"grow_layers": 3, "grow_first_layers": 2, "grow_first_steps": 3000, "grow_steps": 600},
+}
+
+
+def alone(mode: str) -> DockingSection:
+    """The [docking] section of ``mode`` for the experiment run alone: the demo's, with growth against
+    its own monolithic model (:data:`OWN_GROWTH`)."""
+    return dataclasses.replace(DockingSection.for_mode(mode), grow_baseline="own", **OWN_GROWTH[mode])
 
 
 @dataclass
@@ -123,14 +147,16 @@ class DockingSettings:
     """The docking experiment run alone (the demo holds the same [docking] section next to its own
     [model] and [train])."""
 
-    docking: DockingSection = field(default_factory=DockingSection.full)
+    docking: DockingSection = field(default_factory=lambda: alone("full"))
     model: ModelSection = field(default_factory=expert_model)
     train: TrainSection = field(default_factory=expert_train)
 
     @classmethod
     def for_mode(cls, mode: str) -> "DockingSettings":
-        """The built-in settings of ``quick``, ``full`` or ``long``."""
-        return cls(docking=DockingSection.for_mode(mode), train=expert_train(60 if mode == "quick" else 600))
+        """The built-in settings of ``quick``, ``full`` or ``long`` run alone: the demo's [docking]
+        section, with growth against a monolithic model the experiment trains itself
+        (:data:`OWN_GROWTH`: there are no demo models to compare with)."""
+        return cls(docking=alone(mode), train=expert_train(120 if mode == "quick" else 1200))
 
 
 def check(s: DockingSettings) -> None:
@@ -146,6 +172,19 @@ def check(s: DockingSettings) -> None:
     for name in ("n_layer", "steps", "grow_first_steps", "grow_lora_rank"):
         if getattr(d, name) < 0:
             raise SubstrateError(f"docking.{name} must be >= 0, got {getattr(d, name)}")
+    if d.grow_baseline == "demo":
+        plan = {"grow_layers": 2, "grow_first_layers": 1, "grow_first_steps": 0}
+        for name, default in plan.items():
+            if getattr(d, name) != default:
+                raise SubstrateError(f"docking.{name} is derived from the demo's models when docking.grow_baseline "
+                                     f"is demo; leave it unset, or set --docking.grow_baseline own")
+        depth = s.model.overrides.get("n_layer")
+        if depth is not None and depth < 2:
+            raise SubstrateError(f"growth against the demo's models needs them at least 2 blocks deep, got "
+                                 f"model.overrides.n_layer {depth}")
+        if d.grow_steps >= s.train.steps:
+            raise SubstrateError(f"docking.grow_steps ({d.grow_steps}) must be below train.steps ({s.train.steps}): "
+                                 f"the first stage trains the rest of the demo models' steps")
     if d.grow_layers < 2:
         raise SubstrateError("docking.grow_layers must be >= 2 (growth needs at least two stages)")
     if not 1 <= d.grow_first_layers < d.grow_layers:
