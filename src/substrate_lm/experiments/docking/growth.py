@@ -127,7 +127,7 @@ def run_growth_seed(out: Path, s: DockingSettings, prep: dict, seed: int, log: C
         row = growth_row(seed, res["stages"], res["baseline"])
         row["same_substrate"] = bool(res["info"].get("same_substrate"))
     else:
-        row = _row_against_base(seed, res, base, s, cfg)
+        row = _row_against_base(seed, res, base, s)
     row["timing"] = {"wall_s": round(time.perf_counter() - w0, 2), "cpu_s": round(time.process_time() - c0, 2)}
     atomic_write_json(path, row)
     return row
@@ -151,7 +151,7 @@ def growth_row(seed: int, stages: list[dict], baseline: dict) -> dict:
     }
 
 
-def _row_against_base(seed: int, res: dict, base: GrowthBase, s: DockingSettings, cfg) -> dict:
+def _row_against_base(seed: int, res: dict, base: GrowthBase, s: DockingSettings) -> dict:
     """The row of a growth run compared with ``base``'s model of ``seed``: both final models scored by
     one function on the same validation batches of ``base.data``; refused when the two did not see
     the same number of tokens."""
