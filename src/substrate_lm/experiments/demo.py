@@ -516,9 +516,12 @@ def _run(out: Path, settings: DemoSettings, mode: str, seeds: list[int], docking
     stats = compute_statistics(rows, analyses, dict(d.substrates))
     gens = {name: generations(*model_of(spec, seeds[0]), d.prompts, max_new_tokens=24 if quick else 40)
             for name, spec in d.substrates.items()}
-    dock_seeds = list(range(seeds[0], seeds[0] + d.docking_seeds))
-    base = growth_base(corpus, cells, dock_seeds) if settings.docking.grow_baseline == "demo" else None
-    docking = run_docking(out, settings, mode, dock_seeds, log, jobs, base) if docking else None
+    if docking:
+        dock_seeds = list(range(seeds[0], seeds[0] + d.docking_seeds))
+        base = growth_base(corpus, cells, dock_seeds) if settings.docking.grow_baseline == "demo" else None
+        docking = run_docking(out, settings, mode, dock_seeds, log, jobs, base)
+    else:
+        docking = None
 
     report = write_demo_report(
         out,
