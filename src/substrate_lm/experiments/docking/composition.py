@@ -73,7 +73,7 @@ def train_expert(out: Path, s: DockingSettings, prep: dict, seed: int, lang: str
     info = {
         "half": lang, "substrate_kind": model.config.substrate_kind,
         "substrate_frozen": bool(model.config.substrate_frozen),
-        "fingerprint": _table_fingerprint(model), "steps": res.step,
+        "fingerprint": table_fingerprint(model), "steps": res.step,
         "train_loss": res.train_loss, "val_loss": (res.val or {}).get("val_loss"),
         "timing": {"wall_s": round(time.perf_counter() - w0, 2), "cpu_s": round(time.process_time() - c0, 2)},
     }
@@ -81,7 +81,8 @@ def train_expert(out: Path, s: DockingSettings, prep: dict, seed: int, lang: str
     return model, tok, info
 
 
-def _table_fingerprint(model) -> str:
+def table_fingerprint(model) -> str:
+    """The fingerprint of a model's token table (equal for experts that share one frozen substrate)."""
     return substrate_fingerprint(model.token_embeddings.weight)
 
 

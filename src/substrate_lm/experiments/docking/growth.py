@@ -17,7 +17,6 @@ Two baselines (``docking.grow_baseline``):
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ import torch
 from ...data import TokenShards
 from ...docking import evaluate, load_grow_config, run_growth
 from ...errors import SubstrateError
-from ...fsutil import atomic_write_json
+from ...fsutil import atomic_write_json, read_json
 from ...loading import load_model_and_tokenizer
-from ...modeling import substrate_fingerprint
 from ..findings import GROWTH_TOLERANCE
+from .composition import table_fingerprint
 from .records import read_done
 from .settings import DockingSettings, expert_sections
 
@@ -56,7 +55,7 @@ class GrowthBase:
 
 
 def _depth(model_dir: str) -> int:
-    return int(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["n_layer"])
+    return int(read_json(Path(model_dir) / "config.json", kind=dict, what="model config")["n_layer"])
 
 
 def growth_plan(s: DockingSettings, base: GrowthBase | None, seed: int) -> dict:
@@ -155,11 +154,8 @@ def _row_against_base(seed: int, res: dict, base: GrowthBase, s: DockingSettings
     """The row of a growth run compared with ``base``'s model of ``seed``: both final models scored by
     one function on the same validation batches of ``base.data``; refused when the two did not see
     the same number of tokens."""
-    grown, _ = load_model_and_tokenizer(res["info"]["final_model"])
+    grown, _ = load_model_and_tokenizer(res["info"]["final_model"])  # of mono's depth (growth_plan)
     mono, _ = load_model_and_tokenizer(base.models[seed])
-    if grown.config.n_layer != mono.config.n_layer:
-        raise SubstrateError(f"the grown model has {grown.config.n_layer} blocks but {base.label} of seed {seed} "
-                             f"has {mono.config.n_layer}")
     val = TokenShards(base.data, split="val")
     t = s.train
     scores = {}
@@ -174,6 +170,5 @@ def _row_against_base(seed: int, res: dict, base: GrowthBase, s: DockingSettings
         raise SubstrateError(f"growth of seed {seed} trained {row['tokens_grown']:,} tokens but {base.label} "
                              f"{tokens_mono:,}; the comparison needs equal tokens")
     row["monolithic"] = {"model_dir": base.models[seed], "label": base.label}
-    row["same_substrate"] = (substrate_fingerprint(grown.token_embeddings.weight)
-                             == substrate_fingerprint(mono.token_embeddings.weight))
+    row["same_substrate"] = table_fingerprint(grown) == table_fingerprint(mono)
     return row
